@@ -1,0 +1,599 @@
+"""CacheClient: a two-level cache (an in-process layer in front of Redis) whose misses are
+fetched once across every process that shares the Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from time import monotonic
+from typing import Any, Final, TypeVar
+
+import anyio.to_thread
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import (
+    ClientClosedError,
+    FetchTimeout,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    RedicacheError,
+    RedisUnavailableError,
+    RegenerationInProgress,
+)
+from .invalidation import (
+    OP_DELETE,
+    OP_SET,
+    OP_UNLOCK,
+    Event,
+    InvalidationListener,
+    event_prefix,
+    unlock_event,
+)
+from .keys import KeySpace, validate_key
+from .leases import Lease, new_token
+from .local import LocalLayer
+from .locks import SingleFlight, Wakeups
+from .scripts import Scripts
+from .serializers import JsonSerializer, Serializer
+from .stats import CacheStats
+from .validation import (
+    check_callable,
+    check_optional_seconds,
+    check_seconds,
+    is_async_callable,
+    ttl_to_ms,
+)
+
+__all__ = ["CacheClient"]
+
+logger = logging.getLogger("redicache_async")
+
+T = TypeVar("T")
+Fetch = Callable[[], Any]
+
+_FIRST_POLL: Final = 0.1
+_MAX_POLL: Final = 1.0
+_UNDECODABLE: Final = object()
+
+
+class _Guard:
+    """Watches one key while a read or write of it is in flight, so that a result older than
+    an event that arrived meanwhile is returned but not kept in the local layer."""
+
+    __slots__ = ("min_version", "void")
+
+    def __init__(self) -> None:
+        self.min_version = 0
+        self.void = False
+
+
+class CacheClient:
+    """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
+
+    Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
+    cache.start()`` / ``await cache.aclose()``). See the README for every option's meaning.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        namespace: str = "redicache",
+        local_max_entries: int = 10_000,
+        local_max_bytes: int = 64 * 1024 * 1024,
+        lock_ttl: float = 10.0,
+        fetch_timeout: float | None = 30.0,
+        wait_timeout: float = 45.0,
+        stale_ttl: float = 0.0,
+        redis_timeout: float = 1.0,
+        serializer: Serializer | None = None,
+    ) -> None:
+        for name, value in (
+            ("local_max_entries", local_max_entries),
+            ("local_max_bytes", local_max_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise InvalidArgumentError(f"{name} must be zero or more, got {value}")
+        self._keys = KeySpace(namespace)
+        self._lock_ttl = check_seconds("lock_ttl", lock_ttl)
+        self._fetch_timeout = check_optional_seconds("fetch_timeout", fetch_timeout)
+        self._wait_timeout = check_seconds("wait_timeout", wait_timeout)
+        self._stale_ttl = check_seconds("stale_ttl", stale_ttl, allow_zero=True)
+        self._redis_timeout = check_seconds("redis_timeout", redis_timeout)
+        if serializer is None:
+            serializer = JsonSerializer()
+        elif not isinstance(serializer, Serializer):
+            raise InvalidArgumentTypeError("serializer must have dumps(value) and loads(bytes)")
+        self._serializer = serializer
+
+        self._redis = redis
+        self._scripts = Scripts(redis)
+        self._origin = uuid.uuid4().hex[:16]
+        self._local = LocalLayer(local_max_entries, local_max_bytes)
+        self._stats = CacheStats()
+        self._loads: SingleFlight[Any] = SingleFlight()
+        self._reads: SingleFlight[Any] = SingleFlight()
+        self._wakeups = Wakeups()
+        self._guards: dict[str, list[_Guard]] = {}
+        self._listener = InvalidationListener(
+            redis,
+            self._keys.channel,
+            on_event=self._on_event,
+            on_subscribed=self._on_subscribed,
+            on_ignored=self._on_ignored,
+            timeout=self._redis_timeout,
+        )
+        self._subscriptions = 0
+        self._opened = False
+        self._closing: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<CacheClient namespace={self._keys.namespace!r} origin={self._origin}>"
+
+    @property
+    def namespace(self) -> str:
+        return self._keys.namespace
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CacheClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the invalidation listener; returns once it is subscribed.
+
+        If Redis cannot be reached within ``redis_timeout`` the client starts anyway (it answers
+        without Redis) and the listener keeps trying in the background.
+        """
+        if self._closing is not None:
+            raise ClientClosedError("this CacheClient is closed; create a new one")
+        if self._opened:
+            return
+        self._opened = True
+        try:
+            subscribed = await self._listener.start(wait=self._redis_timeout)
+        except BaseException:
+            await self.aclose()
+            raise
+        if not subscribed:
+            logger.warning("Redis is not reachable yet; answering without it until it is")
+
+    async def aclose(self) -> None:
+        """Stop the listener and every in-flight load. Idempotent; shielded from cancellation."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
+        await self._listener.aclose()
+        await self._loads.aclose()
+        await self._reads.aclose()
+        self._local.clear()
+
+    def _check_open(self) -> None:
+        if self._closing is not None:
+            raise ClientClosedError("this CacheClient is closed")
+        if not self._opened:
+            raise ClientClosedError(
+                "this CacheClient is not started: use 'async with CacheClient(...)' "
+                "or 'await client.start()'"
+            )
+
+    # -- public operations -------------------------------------------------------------------
+
+    async def get_or_init(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
+        """The value of ``key``, fetched with ``fetch()`` when no process has it yet.
+
+        Exactly one caller across all processes runs ``fetch`` for a missing key; the others
+        wait for its value. A ``None`` result is returned but not cached.
+        """
+        try:
+            entry = self._local.fresh(key)
+        except TypeError:
+            entry = None  # unhashable key: rejected by validate_key below
+        if entry is not None:
+            self._stats.local_hits += 1
+            return entry.value
+        validate_key(key)
+        check_callable("fetch", fetch)
+        ttl_ms = ttl_to_ms(ttl)
+        self._check_open()
+        return await self._loads.run(key, lambda: self._resolve(key, fetch, ttl_ms))
+
+    async def attempt_regeneration(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
+        """Fetch ``key`` again and replace its value, unless its write lock is held elsewhere.
+
+        Raises :class:`RegenerationInProgress` when another caller holds the lock. The old value
+        stays readable until the new one replaces it.
+        """
+        validate_key(key)
+        check_callable("fetch", fetch)
+        ttl_ms = ttl_to_ms(ttl)
+        self._check_open()
+        lease = self._lease(key)
+        try:
+            acquired = await self._redis_call(lease.acquire())
+        except RedisUnavailableError:
+            return await self._fetch_without_redis(key, fetch, ttl_ms, None)
+        if not acquired:
+            raise RegenerationInProgress(key)
+        with self._watching(key) as guard:
+            return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard)
+
+    async def get(self, key: str) -> Any:
+        """The value of ``key`` if any process stored one, else None. Never fetches."""
+        try:
+            entry = self._local.fresh(key)
+        except TypeError:
+            entry = None
+        if entry is not None:
+            self._stats.local_hits += 1
+            return entry.value
+        validate_key(key)
+        self._check_open()
+        return await self._reads.run(key, lambda: self._read(key))
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry)."""
+        validate_key(key)
+        ttl_ms = ttl_to_ms(ttl)
+        if value is None:
+            raise InvalidArgumentError("value must not be None (None means 'no value' to readers)")
+        payload = self._serializer.dumps(value)
+        canonical = self._serializer.loads(payload)
+        self._check_open()
+        with self._watching(key) as guard:
+            started = monotonic()
+            try:
+                version = await self._redis_call(
+                    self._scripts.write(
+                        keys=[self._keys.value(key), self._keys.lock(key)],
+                        args=["", payload, ttl_ms, *self._event_args(OP_SET, key)],
+                    )
+                )
+            except BaseException:
+                self._local.discard(key)  # the write may or may not have happened
+                raise
+            self._count_write()
+            self._remember(key, canonical, guard, int(version), len(payload), ttl_ms, started)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` from Redis and from every process's local layer."""
+        validate_key(key)
+        self._check_open()
+        try:
+            await self._redis_call(
+                self._scripts.delete(
+                    keys=[self._keys.value(key)], args=list(self._event_args(OP_DELETE, key))
+                )
+            )
+        finally:
+            self._local.discard(key)
+        self._stats.deletes += 1
+        self._stats.invalidations_sent += 1
+
+    def stats(self) -> CacheStats:
+        """A snapshot of this client's counters."""
+        return dataclasses.replace(
+            self._stats,
+            local_entries=len(self._local),
+            local_bytes=self._local.bytes,
+            local_evictions=self._local.evictions,
+        )
+
+    # -- loads -------------------------------------------------------------------------------
+
+    async def _resolve(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
+        """Read ``key`` from Redis, or take its lock and fetch, or wait for the holder."""
+        loop = asyncio.get_running_loop()
+        value_key, lock_key = self._keys.value(key), self._keys.lock(key)
+        ignore_value = "0"
+        deadline: float | None = None
+        poll = _FIRST_POLL
+        wake = self._wakeups.register(key)
+        try:
+            with self._watching(key) as guard:
+                while True:
+                    token = new_token()
+                    started = monotonic()
+                    try:
+                        reply = await self._redis_call(
+                            self._scripts.read_or_lock(
+                                keys=[value_key, lock_key],
+                                args=[token, self._lock_ms, ignore_value],
+                            )
+                        )
+                    except RedisUnavailableError:
+                        return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
+                    status = reply[0]
+                    if status == 1:
+                        value = self._decode(key, reply[1])
+                        if value is _UNDECODABLE:
+                            ignore_value = "1"
+                            continue
+                        self._stats.redis_hits += 1
+                        self._remember(
+                            key,
+                            value,
+                            guard,
+                            int(reply[2]),
+                            len(reply[1]),
+                            _ttl_from_pttl(reply[3]),
+                            started,
+                        )
+                        return value
+                    if deadline is None:
+                        self._stats.misses += 1
+                    if status == 2:
+                        lease = self._lease(key, token)
+                        return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard)
+                    # Another process holds the lock: sleep until its event, the lock's expiry
+                    # or the next poll, whichever comes first.
+                    if deadline is None:
+                        self._stats.lock_waits += 1
+                        deadline = loop.time() + self._wait_timeout
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        self._stats.lock_wait_timeouts += 1
+                        logger.warning("gave up waiting for the lock on %r; fetching here", key)
+                        return await self._fetch_without_redis(key, fetch, ttl_ms, None)
+                    pause = min(poll, remaining)
+                    lock_pttl = int(reply[1])
+                    if lock_pttl > 0:
+                        pause = min(pause, lock_pttl / 1000 + 0.002)
+                    await self._wakeups.wait(wake, pause)
+                    poll = min(poll * 2, _MAX_POLL)
+        finally:
+            self._wakeups.unregister(key, wake)
+
+    async def _read(self, key: str) -> Any:
+        with self._watching(key) as guard:
+            started = monotonic()
+            try:
+                reply = await self._redis_call(self._scripts.read(keys=[self._keys.value(key)]))
+            except RedisUnavailableError:
+                return self._stale_or(key, None)
+            if reply is None:
+                self._stats.misses += 1
+                return None
+            value = self._decode(key, reply[0])
+            if value is _UNDECODABLE:
+                return None
+            self._stats.redis_hits += 1
+            ttl_ms = _ttl_from_pttl(reply[2])
+            self._remember(key, value, guard, int(reply[1]), len(reply[0]), ttl_ms, started)
+            return value
+
+    async def _fetch_and_write(
+        self, key: str, fetch: Fetch, ttl_ms: int, lease: Lease, guard: _Guard
+    ) -> Any:
+        """Run ``fetch`` under the held ``lease`` (kept alive meanwhile) and write its result,
+        fenced: the write happens only if the lease is still ours."""
+        try:
+            async with lease.kept_alive():
+                value = await self._run_fetch(key, fetch)
+            if value is None:
+                await self._release(lease, key)
+                return None
+            payload = self._serializer.dumps(value)
+            canonical = self._serializer.loads(payload)
+        except BaseException:
+            await self._release(lease, key)
+            raise
+        started = monotonic()
+        try:
+            version = await self._redis_call(
+                self._scripts.write(
+                    keys=[self._keys.value(key), lease.key],
+                    args=[lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
+                )
+            )
+        except RedisUnavailableError:
+            logger.warning("could not store the value fetched for %r: Redis is unreachable", key)
+            return canonical
+        if version is None:
+            self._stats.fenced_writes += 1
+            logger.warning(
+                "the lock on %r expired before its fetch finished; another holder's value wins",
+                key,
+            )
+            return canonical
+        self._count_write()
+        self._remember(key, canonical, guard, int(version), len(payload), ttl_ms, started)
+        return canonical
+
+    async def _fetch_without_redis(
+        self, key: str, fetch: Fetch, ttl_ms: int, guard: _Guard | None
+    ) -> Any:
+        """Answer without Redis: a stale local value if allowed, else a fetch in this process.
+
+        With a ``guard`` the result is kept locally (version 0, so any event replaces it, and
+        the listener's reconnection flushes it): processes converge once Redis is back.
+        """
+        stale = self._local.stale(key)
+        if stale is not None:
+            self._stats.stale_served += 1
+            return stale.value
+        started = monotonic()
+        value = await self._run_fetch(key, fetch)
+        if value is None:
+            return None
+        payload = self._serializer.dumps(value)
+        canonical = self._serializer.loads(payload)
+        if guard is not None:
+            self._remember(key, canonical, guard, 0, len(payload), ttl_ms, started)
+        return canonical
+
+    async def _run_fetch(self, key: str, fetch: Fetch) -> Any:
+        self._stats.fetches += 1
+        try:
+            if self._fetch_timeout is None:
+                return await self._call_fetch(fetch)
+            try:
+                async with asyncio.timeout(self._fetch_timeout) as deadline:
+                    return await self._call_fetch(fetch)
+            except TimeoutError as exc:
+                if deadline.expired():
+                    raise FetchTimeout(key, self._fetch_timeout) from exc
+                raise
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._stats.fetch_errors += 1
+            raise
+
+    @staticmethod
+    async def _call_fetch(fetch: Fetch) -> Any:
+        if is_async_callable(fetch):
+            result = await fetch()
+        else:
+            result = await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise InvalidArgumentTypeError(
+                "fetch is a plain function that returned an awaitable: pass the async function "
+                "itself (or functools.partial(fn, ...)), not a lambda that calls it"
+            )
+        return result
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def _lock_ms(self) -> int:
+        return max(1, round(self._lock_ttl * 1000))
+
+    def _lease(self, key: str, token: str | None = None) -> Lease:
+        return Lease(
+            self._redis,
+            self._scripts,
+            self._keys.lock(key),
+            ttl=self._lock_ttl,
+            timeout=self._redis_timeout,
+            token=token,
+        )
+
+    async def _release(self, lease: Lease, key: str) -> None:
+        """Release the lock and announce it, so waiters elsewhere retry at once."""
+        try:
+            await asyncio.shield(
+                self._redis_call(
+                    lease.release(channel=self._keys.channel, event=unlock_event(key, self._origin))
+                )
+            )
+        except RedicacheError as exc:
+            logger.warning("could not release the lock on %r (it will expire): %r", key, exc)
+
+    def _event_args(self, op: str, key: str) -> tuple[str, str]:
+        return self._keys.channel, event_prefix(op, key, self._origin)
+
+    def _count_write(self) -> None:
+        self._stats.writes += 1
+        self._stats.invalidations_sent += 1
+
+    async def _redis_call(self, command: Awaitable[T]) -> T:
+        """Await one Redis command, bounded by ``redis_timeout``, with errors wrapped."""
+        try:
+            async with asyncio.timeout(self._redis_timeout):
+                return await command
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
+            self._stats.redis_errors += 1
+            raise RedisUnavailableError(f"Redis is unreachable: {exc!r}") from exc
+        except RedisError as exc:
+            self._stats.redis_errors += 1
+            raise RedicacheError(f"Redis refused the command: {exc}") from exc
+
+    def _decode(self, key: str, payload: bytes | str) -> Any:
+        if isinstance(payload, str):  # a client made with decode_responses=True
+            payload = payload.encode()
+        try:
+            return self._serializer.loads(payload)
+        except Exception as exc:
+            self._stats.decode_errors += 1
+            logger.warning("the value of %r in Redis cannot be decoded (%r); refetching", key, exc)
+            return _UNDECODABLE
+
+    def _stale_or(self, key: str, default: Any) -> Any:
+        stale = self._local.stale(key)
+        if stale is None:
+            return default
+        self._stats.stale_served += 1
+        return stale.value
+
+    def _remember(
+        self,
+        key: str,
+        value: Any,
+        guard: _Guard,
+        version: int,
+        size: int,
+        ttl_ms: int,
+        started: float,
+    ) -> None:
+        """Keep ``value`` locally unless an event newer than it arrived while it was in flight.
+
+        ``ttl_ms`` is the key's TTL in Redis (0: none); the deadline counts from ``started``,
+        taken before the command was sent, so the local copy never outlives the Redis key.
+        """
+        if guard.void or version < guard.min_version:
+            return
+        expires_at = started + ttl_ms / 1000 if ttl_ms > 0 else math.inf
+        self._local.put(
+            key, value, version=version, size=size, expires_at=expires_at, stale_ttl=self._stale_ttl
+        )
+
+    @contextmanager
+    def _watching(self, key: str) -> Iterator[_Guard]:
+        guard = _Guard()
+        self._guards.setdefault(key, []).append(guard)
+        try:
+            yield guard
+        finally:
+            guards = self._guards[key]
+            guards.remove(guard)
+            if not guards:
+                del self._guards[key]
+
+    # -- listener callbacks ------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if event.op != OP_UNLOCK:
+            self._stats.invalidations_received += 1
+            for guard in self._guards.get(event.key, ()):
+                if event.version > guard.min_version:
+                    guard.min_version = event.version
+            self._local.discard(event.key, below_version=event.version)
+        self._wakeups.notify(event.key)
+
+    def _on_subscribed(self) -> None:
+        # Events may have been missed while the listener was away: trust nothing local.
+        self._subscriptions += 1
+        if self._subscriptions > 1:
+            self._stats.local_flushes += 1
+        self._local.clear()
+        for guards in self._guards.values():
+            for guard in guards:
+                guard.void = True
+        self._wakeups.notify_all()
+
+    def _on_ignored(self) -> None:
+        self._stats.invalidations_ignored += 1
+
+
+def _ttl_from_pttl(pttl: int) -> int:
+    """PTTL's answer as a write's ttl: -1 (no expiry) becomes 0, and 0 (expiring now) 1 ms."""
+    return 0 if pttl < 0 else max(pttl, 1)

@@ -1,0 +1,56 @@
+"""The exceptions this library raises. Every one derives from :class:`RedicacheError`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClientClosedError",
+    "FetchTimeout",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "RedicacheError",
+    "RedisUnavailableError",
+    "RegenerationInProgress",
+    "SerializationError",
+]
+
+
+class RedicacheError(Exception):
+    """Root of every error raised by redicache_async."""
+
+
+class InvalidArgumentError(RedicacheError, ValueError):
+    """An argument has the right type but a value the library cannot accept."""
+
+
+class InvalidArgumentTypeError(RedicacheError, TypeError):
+    """An argument has a type the library cannot accept."""
+
+
+class SerializationError(RedicacheError, TypeError):
+    """A value cannot be turned into bytes by the client's serializer."""
+
+
+class RegenerationInProgress(RedicacheError):
+    """``attempt_regeneration`` found the key's write lock held by another caller."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"regeneration of {key!r} is already in progress elsewhere")
+        self.key = key
+
+
+class FetchTimeout(RedicacheError, TimeoutError):
+    """A fetch function ran longer than ``fetch_timeout``."""
+
+    def __init__(self, key: str, timeout: float) -> None:
+        super().__init__(f"fetch for {key!r} did not finish within {timeout:g} s")
+        self.key = key
+        self.timeout = timeout
+
+
+class ClientClosedError(RedicacheError, RuntimeError):
+    """The object was used after ``aclose()`` (or before it was opened)."""
+
+
+class RedisUnavailableError(RedicacheError, ConnectionError):
+    """Redis could not be reached within ``redis_timeout`` for an operation that needs it
+    (a write or a delete); reads answer without Redis instead of raising this."""

@@ -1,0 +1,103 @@
+"""The in-process layer: a bounded LRU of decoded values, each with the version and the
+deadline it had in Redis. A hit is a dict lookup and a clock read; nothing here does I/O."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from time import monotonic
+from typing import Any
+
+__all__ = ["LocalEntry", "LocalLayer"]
+
+
+class LocalEntry:
+    __slots__ = ("expires_at", "size", "stale_until", "value", "version")
+
+    def __init__(
+        self, value: Any, version: int, size: int, expires_at: float, stale_until: float
+    ) -> None:
+        self.value = value
+        self.version = version
+        self.size = size
+        #: ``time.monotonic()`` deadline taken from the Redis TTL (``inf``: no expiry).
+        self.expires_at = expires_at
+        #: Until when an expired entry may still be served as a fail-safe.
+        self.stale_until = stale_until
+
+
+class LocalLayer:
+    """LRU bounded by entry count and by the bytes of the values' serialized form."""
+
+    __slots__ = ("_entries", "bytes", "evictions", "max_bytes", "max_entries")
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, LocalEntry] = OrderedDict()
+        self.bytes = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def fresh(self, key: str) -> LocalEntry | None:
+        """The entry for ``key`` if it has not expired; marks it most recently used."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at <= monotonic():
+            if entry.stale_until <= monotonic():
+                self._remove(key, entry)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def stale(self, key: str) -> LocalEntry | None:
+        """The entry for ``key`` while it is within its fail-safe window, fresh or not."""
+        entry = self._entries.get(key)
+        if entry is None or entry.stale_until <= monotonic():
+            return None
+        return entry
+
+    def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        version: int,
+        size: int,
+        expires_at: float,
+        stale_ttl: float,
+    ) -> bool:
+        """Store ``value``; returns False when it cannot be held (layer off, value too big)."""
+        if size > self.max_bytes or self.max_entries <= 0:
+            self.discard(key)
+            return False
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+        stale_until = expires_at + stale_ttl if not math.isinf(expires_at) else expires_at
+        self._entries[key] = LocalEntry(value, version, size, expires_at, stale_until)
+        self.bytes += size
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+            self.evictions += 1
+        return True
+
+    def discard(self, key: str, *, below_version: int | None = None) -> bool:
+        """Drop ``key`` (only if its version is older than ``below_version``, when given)."""
+        entry = self._entries.get(key)
+        if entry is None or (below_version is not None and entry.version >= below_version):
+            return False
+        self._remove(key, entry)
+        return True
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+    def _remove(self, key: str, entry: LocalEntry) -> None:
+        del self._entries[key]
+        self.bytes -= entry.size

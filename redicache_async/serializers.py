@@ -1,0 +1,41 @@
+"""Turning values into bytes and back. JSON by default: readable from any language and,
+unlike pickle, safe to load from a Redis that others can write to."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import SerializationError
+
+__all__ = ["JsonSerializer", "Serializer"]
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """What a client needs to store values: ``loads(dumps(v))`` must give back an equal value."""
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class JsonSerializer:
+    """Compact, strict JSON (no NaN or Infinity, which other languages' parsers reject)."""
+
+    __slots__ = ("_decoder", "_encoder")
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=True
+        )
+        self._decoder = json.JSONDecoder()
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return self._encoder.encode(value).encode()
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        return self._decoder.decode(data.decode())

@@ -1,0 +1,52 @@
+"""The counters a client keeps. ``stats()`` hands out a copy, so a snapshot never moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CacheStats"]
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """One client's counters since it was created."""
+
+    local_hits: int = 0
+    """Answered from the in-process layer, without I/O."""
+    redis_hits: int = 0
+    """Answered from Redis after a local miss."""
+    misses: int = 0
+    """Reads that found no value in Redis."""
+    fetches: int = 0
+    """Fetch functions run by this client (each under the write lock unless Redis was away)."""
+    fetch_errors: int = 0
+    """Fetches that raised or timed out."""
+    lock_waits: int = 0
+    """Loads that found the write lock held by another process and waited for its value."""
+    lock_wait_timeouts: int = 0
+    """Waits that ran past ``wait_timeout`` and fetched in-process instead."""
+    fenced_writes: int = 0
+    """Writes rejected because this client no longer held the lock (its lease had expired)."""
+    writes: int = 0
+    """Values written to Redis (``set``, fetch results) by this client."""
+    deletes: int = 0
+    invalidations_sent: int = 0
+    """Events this client published (one per write or delete)."""
+    invalidations_received: int = 0
+    """Events from the channel that concerned a value (from any process, this one included)."""
+    invalidations_ignored: int = 0
+    """Messages on the channel that were malformed or foreign, and so ignored."""
+    local_evictions: int = 0
+    """Entries the local layer dropped to stay within its bounds."""
+    local_flushes: int = 0
+    """Times the whole local layer was dropped because the listener (re)connected."""
+    decode_errors: int = 0
+    """Values in Redis that could not be decoded and were treated as misses."""
+    redis_errors: int = 0
+    """Redis calls that failed or timed out."""
+    stale_served: int = 0
+    """Expired local values served within ``stale_ttl`` because Redis or the fetch failed."""
+    local_entries: int = 0
+    """Entries in the local layer when the snapshot was taken."""
+    local_bytes: int = 0
+    """Serialized bytes of the values in the local layer when the snapshot was taken."""
