@@ -119,12 +119,13 @@ class InvalidationListener:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not task.cancelled():  # our own caller is being cancelled
-                raise
+        # redis-py can absorb a cancellation while it reconnects (seen when the client's pool
+        # was closed under the listener), so cancel again until the task has really ended.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=self._timeout)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("invalidation listener ended with %r", task.exception())
         self.connected = False
 
     async def _run(self) -> None:

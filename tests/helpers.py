@@ -1,0 +1,69 @@
+"""Helpers shared by the tests: waiting on conditions (never fixed sleeps) and a Redis client
+whose script replies can be held back, to make races deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], *, timeout: float = 5.0, what: str = ""
+) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        await asyncio.sleep(0.002)
+
+
+async def ns_keys(r: aioredis.Redis, namespace: str) -> list[bytes]:
+    """Every key under ``namespace``."""
+    return sorted([key async for key in r.scan_iter(match=f"{namespace}:*")])
+
+
+async def commands_processed(r: aioredis.Redis) -> int:
+    """Commands the server ran, those run inside scripts included."""
+    info = await r.info("stats")
+    return int(info["total_commands_processed"])
+
+
+async def script_calls(r: aioredis.Redis) -> int:
+    """EVALSHA calls the server received: one per script a client ran."""
+    info = await r.info("commandstats")
+    return int(info.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+class GatedRedis(aioredis.Redis):
+    """A real client whose EVALSHA replies wait at a gate while it is closed.
+
+    The server runs the command as usual; only the delivery of its reply to the caller is held
+    back, which is exactly the window in which a racing invalidation can arrive.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.held = asyncio.Event()
+
+    @classmethod
+    def connect(cls, url: str) -> GatedRedis:
+        return cls(connection_pool=aioredis.ConnectionPool.from_url(url))
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        if args and str(args[0]).upper() == "EVALSHA" and not self.gate.is_set():
+            self.held.set()
+            await self.gate.wait()
+        return result

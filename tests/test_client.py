@@ -1,0 +1,764 @@
+"""CacheClient against a real server: the behaviours of DESIGN.md 1-4 and 9."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from redicache_async import (
+    CacheClient,
+    ClientClosedError,
+    FetchTimeout,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    RedicacheError,
+    RegenerationInProgress,
+    SerializationError,
+)
+from redicache_async.keys import KeySpace
+
+from .helpers import GatedRedis, commands_processed, ns_keys, script_calls, wait_until
+
+MakeCache = Callable[..., Awaitable[CacheClient]]
+
+
+@pytest.fixture
+async def make_cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MakeCache]:
+    clients: list[CacheClient] = []
+
+    async def make(client: aioredis.Redis | None = None, **options: Any) -> CacheClient:
+        options.setdefault("namespace", namespace)
+        cache = CacheClient(client if client is not None else redis, **options)
+        clients.append(cache)
+        await cache.start()
+        return cache
+
+    yield make
+    for cache in clients:
+        await cache.aclose()
+
+
+class Counter:
+    """An async fetch that counts its calls and returns a new value each time."""
+
+    def __init__(self, delay: float = 0.0, prefix: str = "v") -> None:
+        self.calls = 0
+        self.delay = delay
+        self.prefix = prefix
+
+    async def __call__(self) -> dict[str, Any]:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return {"value": f"{self.prefix}{self.calls}"}
+
+
+# -- reads, writes, local layer -------------------------------------------------------------
+
+
+async def test_get_or_init_fetches_once_then_answers_locally(make_cache: MakeCache) -> None:
+    cache = await make_cache()
+    fetch = Counter()
+    assert await cache.get_or_init("k", fetch) == {"value": "v1"}
+    assert await cache.get_or_init("k", fetch) == {"value": "v1"}
+    stats = cache.stats()
+    assert fetch.calls == 1
+    assert (stats.fetches, stats.misses, stats.local_hits, stats.writes) == (1, 1, 1, 1)
+
+
+async def test_local_hit_sends_nothing_to_redis(
+    make_cache: MakeCache, redis: aioredis.Redis
+) -> None:
+    cache = await make_cache()
+    await cache.get_or_init("k", Counter())
+    before = await commands_processed(redis)
+    for _ in range(500):
+        await cache.get_or_init("k", Counter())
+        await cache.get("k")
+    # the only commands in between are the two INFO calls themselves
+    assert await commands_processed(redis) - before == 1
+    assert cache.stats().local_hits == 1000
+
+
+async def test_second_process_reads_redis_not_fetch(make_cache: MakeCache) -> None:
+    a, b = await make_cache(), await make_cache()
+    await a.get_or_init("k", Counter(prefix="a"))
+    fetch_b = Counter(prefix="b")
+    assert await b.get_or_init("k", fetch_b) == {"value": "a1"}
+    assert fetch_b.calls == 0
+    assert b.stats().redis_hits == 1
+
+
+async def test_concurrent_callers_share_one_read_and_one_fetch(
+    make_cache: MakeCache, redis: aioredis.Redis
+) -> None:
+    cache = await make_cache()
+    await cache.get_or_init("warm-up", Counter())  # connect and load the scripts first
+    fetch = Counter(delay=0.05)
+    before = await script_calls(redis)
+    results = await asyncio.gather(*(cache.get_or_init("k", fetch) for _ in range(100)))
+    assert all(r == {"value": "v1"} for r in results)
+    assert fetch.calls == 1
+    # one read-or-lock script, one write script; the watchdog has no time to renew in 50 ms
+    assert await script_calls(redis) - before == 2
+    # and 100 concurrent reads of a warm key in a fresh client: a single Redis read
+    other = await make_cache()
+    await other.get("warm-up")
+    before = await script_calls(redis)
+    await asyncio.gather(*(other.get("k") for _ in range(100)))
+    assert await script_calls(redis) - before == 1
+    assert other.stats().redis_hits == 2  # the warm-up read and this one
+
+
+async def test_set_get_delete_round_trip(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    a, b = await make_cache(), await make_cache()
+    await a.set("k", {"n": [1, 2, 3]}, ttl=60)
+    assert await b.get("k") == {"n": [1, 2, 3]}
+    await a.delete("k")
+    await wait_until(lambda: b.stats().invalidations_received >= 2, what="b saw the delete")
+    assert await b.get("k") is None
+    assert await a.get("k") is None
+    assert await ns_keys(redis, namespace) == []
+
+
+async def test_values_are_json_round_tripped_the_same_in_every_process(
+    make_cache: MakeCache,
+) -> None:
+    a, b = await make_cache(), await make_cache()
+
+    async def fetch() -> Any:
+        return {"t": (1, 2), 3: "int key"}
+
+    mine = await a.get_or_init("k", fetch)
+    theirs = await b.get("k")
+    assert mine == theirs == {"t": [1, 2], "3": "int key"}
+
+
+async def test_stored_format_is_a_hash_with_payload_and_version(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    await cache.set("cms::homepage", {"title": "Hi"})
+    assert await ns_keys(redis, namespace) == [f"{namespace}:v:{{cms::homepage}}".encode()]
+    stored = await redis.hgetall(f"{namespace}:v:{{cms::homepage}}")
+    assert stored[b"d"] == b'{"title":"Hi"}'
+    assert int(stored[b"v"]) > 0
+    assert await redis.pttl(f"{namespace}:v:{{cms::homepage}}") == -1
+
+
+async def test_keys_with_braces_keep_value_and_lock_in_one_slot(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    for key in ["a{b}c", "}x", "{", "{}"]:
+        assert await cache.get_or_init(key, Counter()) == {"value": "v1"}
+        assert await cache.get(key) == {"value": "v1"}
+    assert len(await ns_keys(redis, namespace)) == 4
+    space = KeySpace(namespace)
+    for key in ["a{b}c", "}x", "{", "{}", "plain"]:
+        assert key_slot(space.value(key).encode()) == key_slot(space.lock(key).encode())
+    assert space.value("a{b}c") != space.value("a{b}d")
+
+
+async def test_versions_grow_even_after_delete(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    key = f"{namespace}:v:{{k}}"
+    await cache.set("k", 1)
+    first = int(await redis.hget(key, "v") or 0)
+    await cache.set("k", 2)
+    second = int(await redis.hget(key, "v") or 0)
+    await cache.delete("k")
+    await cache.set("k", 3)
+    third = int(await redis.hget(key, "v") or 0)
+    assert first < second < third
+
+
+# -- ttl ------------------------------------------------------------------------------------
+
+
+async def test_short_ttl_is_a_hit_not_a_miss(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    """redicache rounded a TTL under 0.5 s to 0 and took the key for a miss."""
+    writer, reader = await make_cache(), await make_cache()
+    await writer.set("k", "fresh", ttl=0.4)
+    fetch = Counter()
+    assert await reader.get_or_init("k", fetch, ttl=0.4) == "fresh"
+    assert fetch.calls == 0
+
+
+async def test_local_copy_never_outlives_the_redis_ttl(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    writer, reader = await make_cache(), await make_cache()
+    await writer.set("k", "v", ttl=0.3)
+    assert await reader.get("k") == "v"
+    entry = reader._local.fresh("k")
+    now = time.monotonic()
+    pttl = await redis.pttl(f"{namespace}:v:{{k}}")
+    assert entry is not None
+    assert pttl > 0
+    # the key expires at now + pttl or later (PTTL truncates to the millisecond)
+    assert entry.expires_at <= now + (pttl + 1) / 1000
+    await wait_until(
+        lambda: _key_gone(redis, f"{namespace}:v:{{k}}"), what="the key to expire in Redis"
+    )
+    assert await reader.get("k") is None
+    assert await writer.get("k") is None
+
+
+async def _key_gone(redis: aioredis.Redis, key: str) -> bool:
+    return await redis.exists(key) == 0
+
+
+async def test_ttl_none_means_no_expiry_and_set_without_ttl_persists(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    await cache.set("k", 1, ttl=30)
+    await cache.set("k", 2)
+    assert await redis.pttl(f"{namespace}:v:{{k}}") == -1
+    assert cache._local.fresh("k") is not None
+    assert math.isinf(cache._local.fresh("k").expires_at)  # type: ignore[union-attr]
+
+
+# -- None and exceptions --------------------------------------------------------------------
+
+
+async def test_none_is_returned_but_not_cached(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    calls = 0
+
+    async def fetch() -> None:
+        nonlocal calls
+        calls += 1
+
+    assert await cache.get_or_init("k", fetch) is None
+    assert await cache.get_or_init("k", fetch) is None
+    assert calls == 2
+    assert await ns_keys(redis, namespace) == []  # no value, and the lock was released
+
+
+async def test_fetch_error_reaches_every_waiter_releases_lock_and_keeps_old_value(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    await cache.set("old", "previous")
+    started = asyncio.Event()
+
+    async def failing() -> Any:
+        started.set()
+        await asyncio.sleep(0.05)
+        raise LookupError("backend down")
+
+    results = await asyncio.gather(
+        *(cache.get_or_init("k", failing) for _ in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(r, LookupError) for r in results)
+    assert cache.stats().fetches == 1
+    assert cache.stats().fetch_errors == 1
+    assert await redis.exists(f"{namespace}:lock:{{k}}") == 0
+    # regeneration failing leaves the previous value in place
+    with pytest.raises(LookupError):
+        await cache.attempt_regeneration("old", failing)
+    other = await make_cache()
+    assert await other.get("old") == "previous"
+    assert await redis.exists(f"{namespace}:lock:{{old}}") == 0
+
+
+async def test_failed_fetch_wakes_waiters_in_other_processes_at_once(
+    make_cache: MakeCache,
+) -> None:
+    holder, waiter = await make_cache(), await make_cache()
+    fetch_started = asyncio.Event()
+    fail_now = asyncio.Event()
+
+    async def failing() -> Any:
+        fetch_started.set()
+        await fail_now.wait()
+        raise LookupError("nope")
+
+    holding = asyncio.create_task(holder.get_or_init("k", failing))
+    await fetch_started.wait()
+    waiter_fetch = Counter(prefix="w")
+    waiting = asyncio.create_task(waiter.get_or_init("k", waiter_fetch))
+    await wait_until(lambda: waiter.stats().lock_waits == 1, what="the waiter to wait")
+    fail_now.set()
+    with pytest.raises(LookupError):
+        await holding
+    # woken by the unlock event, it takes the lock and fetches itself
+    assert await asyncio.wait_for(waiting, 0.5) == {"value": "w1"}
+    assert waiter_fetch.calls == 1
+
+
+async def test_fetch_timeout_bounds_a_hung_fetch(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache(fetch_timeout=0.1)
+
+    async def hangs() -> Any:
+        await asyncio.Event().wait()
+
+    with pytest.raises(FetchTimeout) as info:
+        await cache.get_or_init("k", hangs)
+    assert isinstance(info.value, TimeoutError)
+    assert await redis.exists(f"{namespace}:lock:{{k}}") == 0
+
+
+async def test_a_fetch_that_raises_timeout_error_itself_is_not_a_fetch_timeout(
+    make_cache: MakeCache,
+) -> None:
+    cache = await make_cache(fetch_timeout=10)
+
+    async def raises() -> Any:
+        raise TimeoutError("the backend's own timeout")
+
+    with pytest.raises(TimeoutError) as info:
+        await cache.get_or_init("k", raises)
+    assert not isinstance(info.value, FetchTimeout)
+
+
+async def test_sync_fetch_runs_in_a_worker_thread(make_cache: MakeCache) -> None:
+    import threading
+
+    cache = await make_cache()
+    main = threading.get_ident()
+    assert await cache.get_or_init("k", lambda: threading.get_ident() != main) is True
+
+
+async def test_caller_cancelled_does_not_cancel_the_shared_load(make_cache: MakeCache) -> None:
+    cache = await make_cache()
+    fetch = Counter(delay=0.1)
+    first = asyncio.create_task(cache.get_or_init("k", fetch))
+    second = asyncio.create_task(cache.get_or_init("k", fetch))
+    await wait_until(lambda: fetch.calls == 1, what="the shared fetch to start")
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await second == {"value": "v1"}
+    assert fetch.calls == 1
+
+
+# -- attempt_regeneration -------------------------------------------------------------------
+
+
+async def test_attempt_regeneration_replaces_value_everywhere(make_cache: MakeCache) -> None:
+    a, b = await make_cache(), await make_cache()
+    fetch = Counter()
+    await a.get_or_init("k", fetch)
+    assert await b.get("k") == {"value": "v1"}
+    assert await a.attempt_regeneration("k", fetch) == {"value": "v2"}
+    await wait_until(lambda: b._local.fresh("k") is None, what="b to drop its old copy")
+    assert await b.get("k") == {"value": "v2"}
+    assert a.stats().local_hits == 0
+    assert await a.get("k") == {"value": "v2"}
+
+
+async def test_attempt_regeneration_raises_while_another_holds_the_lock(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    await cache.set("k", "old")
+    await redis.set(f"{namespace}:lock:{{k}}", "someone-else", px=10_000)
+    fetch = Counter()
+    with pytest.raises(RegenerationInProgress) as info:
+        await cache.attempt_regeneration("k", fetch)
+    assert info.value.key == "k"
+    assert fetch.calls == 0
+    assert await redis.get(f"{namespace}:lock:{{k}}") == b"someone-else"
+    assert await cache.get("k") == "old"
+
+
+async def test_attempt_regeneration_while_a_load_runs_in_this_process(
+    make_cache: MakeCache,
+) -> None:
+    cache = await make_cache()
+    gate = asyncio.Event()
+
+    async def slow() -> str:
+        await gate.wait()
+        return "loaded"
+
+    loading = asyncio.create_task(cache.get_or_init("k", slow))
+    await wait_until(lambda: cache.stats().fetches == 1, what="the load to take the lock")
+    with pytest.raises(RegenerationInProgress):
+        await cache.attempt_regeneration("k", slow)
+    gate.set()
+    assert await loading == "loaded"
+
+
+# -- locks across clients ------------------------------------------------------------------
+
+
+async def test_watchdog_keeps_the_lock_of_a_fetch_slower_than_lock_ttl(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    holder = await make_cache(lock_ttl=0.2)
+    other = await make_cache(lock_ttl=0.2)
+    fetch = Counter(delay=0.8)  # four times the lock's ttl
+    loading = asyncio.create_task(holder.get_or_init("k", fetch))
+    await wait_until(lambda: holder.stats().fetches == 1, what="the fetch to start")
+    rival = Counter(prefix="rival")
+    attempts = 0
+    while not loading.done():
+        with pytest.raises(RegenerationInProgress):
+            await other.attempt_regeneration("k", rival)
+        attempts += 1
+        await asyncio.sleep(0.05)
+    assert attempts >= 10
+    assert await loading == {"value": "v1"}
+    assert rival.calls == 0
+    assert await other.get_or_init("k", rival) == {"value": "v1"}
+
+
+async def test_fencing_rejects_the_write_of_a_holder_that_lost_its_lock(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    holder = await make_cache()
+    await holder.set("k", "current")
+    proceed = asyncio.Event()
+
+    async def fetch() -> str:
+        await proceed.wait()
+        return "late"
+
+    regenerating = asyncio.create_task(holder.attempt_regeneration("k", fetch))
+    await wait_until(lambda: holder.stats().fetches == 1, what="the fetch to start")
+    # the lease expires and a successor takes the lock
+    await redis.set(f"{namespace}:lock:{{k}}", "successor", px=10_000)
+    proceed.set()
+    assert await regenerating == "late"  # the caller still gets what it fetched
+    assert holder.stats().fenced_writes == 1
+    stored = await redis.hget(f"{namespace}:v:{{k}}", "d")
+    assert stored == b'"current"'
+    assert await redis.get(f"{namespace}:lock:{{k}}") == b"successor"
+    assert await holder.get("k") == "current"  # nor kept locally
+
+
+async def test_waiter_is_woken_by_the_new_value_not_by_polling(make_cache: MakeCache) -> None:
+    holder, waiter = await make_cache(), await make_cache()
+    release = asyncio.Event()
+
+    async def fetch() -> str:
+        await release.wait()
+        return "done"
+
+    holding = asyncio.create_task(holder.get_or_init("k", fetch))
+    await wait_until(lambda: holder.stats().fetches == 1, what="the holder's fetch")
+    waiting = asyncio.create_task(waiter.get_or_init("k", Counter()))
+    await wait_until(lambda: waiter.stats().lock_waits == 1, what="the waiter to wait")
+    release.set()
+    await holding
+    # the first fallback poll is 100 ms away: an answer well before it came from the event
+    assert await asyncio.wait_for(waiting, 0.08) == "done"
+
+
+async def test_waiter_takes_over_when_the_holder_vanishes(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    waiter = await make_cache()
+    # a holder that died: its lock stays until its ttl runs out, and it never announces
+    await redis.set(f"{namespace}:lock:{{k}}", "dead-holder", px=300)
+    fetch = Counter()
+    assert await waiter.get_or_init("k", fetch) == {"value": "v1"}
+    stats = waiter.stats()
+    assert (stats.lock_waits, stats.fetches, stats.lock_wait_timeouts) == (1, 1, 0)
+
+
+async def test_wait_timeout_answers_with_an_in_process_fetch(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    waiter = await make_cache(wait_timeout=0.2)
+    await redis.set(f"{namespace}:lock:{{k}}", "stuck-holder", px=60_000)
+    fetch = Counter()
+    assert await waiter.get_or_init("k", fetch) == {"value": "v1"}
+    assert waiter.stats().lock_wait_timeouts == 1
+    # not written: only the lock holder may write
+    assert await redis.exists(f"{namespace}:v:{{k}}") == 0
+
+
+# -- coherence ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_invalidation_reaches_other_clients_under_both_protocols(
+    make_cache: MakeCache, make_redis: Callable[..., aioredis.Redis], protocol: int
+) -> None:
+    a = await make_cache(make_redis(protocol=protocol))
+    b = await make_cache(make_redis(protocol=protocol))
+    await a.set("k", 1)
+    assert await b.get("k") == 1
+    await a.set("k", 2)
+    await wait_until(lambda: b._local.fresh("k") is None, what="b to drop its copy")
+    assert await b.get("k") == 2
+    assert b.stats().invalidations_received == 2
+
+
+async def test_decode_responses_clients_work_too(
+    make_cache: MakeCache, make_redis: Callable[..., aioredis.Redis]
+) -> None:
+    a = await make_cache(make_redis(decode_responses=True))
+    b = await make_cache(make_redis(decode_responses=True))
+    await a.set("k", {"x": "é"})
+    assert await b.get_or_init("k", Counter()) == {"x": "é"}
+    await a.set("k", 2)
+    await wait_until(lambda: b._local.fresh("k") is None, what="b to drop its copy")
+
+
+async def test_a_read_that_raced_an_invalidation_is_not_kept(
+    make_cache: MakeCache, redis_url: str, redis: aioredis.Redis
+) -> None:
+    gated = GatedRedis.connect(redis_url)
+    reader = await make_cache(gated)
+    try:
+        writer = await make_cache()
+        await writer.set("k", "old")
+        gated.gate.clear()
+        reading = asyncio.create_task(reader.get("k"))
+        await gated.held.wait()  # the server answered "old"; the reply is held back
+        received = reader.stats().invalidations_received
+        await writer.set("k", "new")
+        await wait_until(
+            lambda: reader.stats().invalidations_received > received,
+            what="the reader's listener to see the write",
+        )
+        gated.gate.set()
+        assert await reading == "old"  # what Redis held when it was read
+        assert reader._local.fresh("k") is None  # ... but not kept
+        assert await reader.get("k") == "new"
+    finally:
+        await reader.aclose()
+        await gated.aclose(close_connection_pool=True)
+
+
+async def test_a_read_without_a_racing_event_is_kept(make_cache: MakeCache, redis_url: str) -> None:
+    """The control for the race test: the same gated read, no write meanwhile."""
+    gated = GatedRedis.connect(redis_url)
+    reader = await make_cache(gated)
+    try:
+        writer = await make_cache()
+        await writer.set("k", "old")
+        gated.gate.clear()
+        reading = asyncio.create_task(reader.get("k"))
+        await gated.held.wait()
+        gated.gate.set()
+        assert await reading == "old"
+        assert reader._local.fresh("k") is not None
+    finally:
+        await reader.aclose()
+        await gated.aclose(close_connection_pool=True)
+
+
+async def test_own_write_stays_local_when_its_event_comes_back(make_cache: MakeCache) -> None:
+    cache = await make_cache()
+    await cache.set("k", "mine")
+    await wait_until(lambda: cache.stats().invalidations_received == 1, what="own event")
+    assert cache._local.fresh("k") is not None
+
+
+async def test_listener_reconnect_flushes_the_local_layer(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    a, b = await make_cache(), await make_cache()
+    await a.set("k", "v1")
+    assert await b.get("k") == "v1"
+    # Kill every pub/sub connection: events published until they resubscribe are lost.
+    await redis.client_kill_filter(_type="pubsub")
+    await redis.hset(f"{namespace}:v:{{k}}", "d", '"changed-behind-its-back"')
+    await wait_until(lambda: b.stats().local_flushes >= 1, what="b to resubscribe")
+    assert b.stats().local_entries == 0
+    assert await b.get("k") == "changed-behind-its-back"
+
+
+async def test_foreign_messages_on_the_channel_are_ignored_and_counted(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    await cache.set("k", 1)
+    for junk in [b"not json", b"{}", b'{"op":"set","key":1,"origin":"x","version":1}', b"\xff"]:
+        await redis.publish(f"{namespace}:events", junk)
+    await wait_until(lambda: cache.stats().invalidations_ignored == 4, what="4 ignored")
+    assert cache._local.fresh("k") is not None
+    await cache.set("k", 2)  # the listener still works
+    assert await cache.get("k") == 2
+
+
+async def test_undecodable_value_in_redis_is_a_miss_and_is_refetched(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    await redis.hset(f"{namespace}:v:{{k}}", mapping={"d": b"\x80not json", "v": 1})
+    assert await cache.get("k") is None
+    assert await cache.get_or_init("k", Counter()) == {"value": "v1"}
+    assert cache.stats().decode_errors == 2
+    await redis.set(f"{namespace}:v:{{w}}", "a string written by hand")
+    assert await cache.get_or_init("w", Counter()) == {"value": "v1"}
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda c: c.get_or_init(1, Counter()), InvalidArgumentTypeError),
+        (lambda c: c.get_or_init("", Counter()), InvalidArgumentError),
+        (lambda c: c.get_or_init("x" * 2000, Counter()), InvalidArgumentError),
+        (lambda c: c.get_or_init(["k"], Counter()), InvalidArgumentTypeError),
+        (lambda c: c.get_or_init("k", "not callable"), InvalidArgumentTypeError),
+        (lambda c: c.get_or_init("k", Counter(), ttl=-1), InvalidArgumentError),
+        (lambda c: c.get_or_init("k", Counter(), ttl=0), InvalidArgumentError),
+        (lambda c: c.get_or_init("k", Counter(), ttl=math.nan), InvalidArgumentError),
+        (lambda c: c.get_or_init("k", Counter(), ttl=math.inf), InvalidArgumentError),
+        (lambda c: c.get_or_init("k", Counter(), ttl="60"), InvalidArgumentTypeError),
+        (lambda c: c.attempt_regeneration("k", None), InvalidArgumentTypeError),
+        (lambda c: c.set("k", object()), SerializationError),
+        (lambda c: c.set("k", {"x": math.nan}), SerializationError),
+        (lambda c: c.set("k", None), InvalidArgumentError),
+        (lambda c: c.set("k", 1, ttl=-5), InvalidArgumentError),
+        (lambda c: c.get(b"k"), InvalidArgumentTypeError),
+        (lambda c: c.delete(""), InvalidArgumentError),
+    ],
+)
+async def test_bad_arguments_raise_clear_errors_and_write_nothing(
+    make_cache: MakeCache,
+    redis: aioredis.Redis,
+    namespace: str,
+    call: Callable[[CacheClient], Awaitable[Any]],
+    error: type[Exception],
+) -> None:
+    cache = await make_cache()
+    with pytest.raises(error) as info:
+        await call(cache)
+    assert isinstance(info.value, RedicacheError)
+    assert str(info.value)
+    assert await ns_keys(redis, namespace) == []
+
+
+async def test_unserializable_fetch_result_raises_and_releases_the_lock(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+
+    async def fetch() -> object:
+        return {1, 2}
+
+    with pytest.raises(SerializationError):
+        await cache.get_or_init("k", fetch)
+    assert await ns_keys(redis, namespace) == []
+
+
+async def test_sync_fetch_returning_a_coroutine_is_refused(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+
+    async def load() -> int:
+        return 1
+
+    with pytest.raises(InvalidArgumentTypeError, match="lambda"):
+        await cache.get_or_init("k", lambda: load())
+    assert await ns_keys(redis, namespace) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"namespace": "a{b}"}, InvalidArgumentError),
+        ({"namespace": ""}, InvalidArgumentError),
+        ({"namespace": 3}, InvalidArgumentTypeError),
+        ({"local_max_entries": -1}, InvalidArgumentError),
+        ({"local_max_bytes": 1.5}, InvalidArgumentTypeError),
+        ({"lock_ttl": 0}, InvalidArgumentError),
+        ({"fetch_timeout": -1}, InvalidArgumentError),
+        ({"wait_timeout": math.nan}, InvalidArgumentError),
+        ({"stale_ttl": -1}, InvalidArgumentError),
+        ({"redis_timeout": None}, InvalidArgumentTypeError),
+        ({"serializer": "json"}, InvalidArgumentTypeError),
+    ],
+)
+def test_bad_options_raise_at_construction(
+    redis: aioredis.Redis, options: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        CacheClient(redis, **options)
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+async def test_unstarted_and_closed_clients_refuse_work(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = CacheClient(redis, namespace=namespace)
+    with pytest.raises(ClientClosedError, match="not started"):
+        await cache.get("k")
+    async with cache:
+        await cache.set("k", 1)
+    with pytest.raises(ClientClosedError):
+        await cache.get_or_init("k", Counter())
+    with pytest.raises(ClientClosedError):
+        await cache.start()
+    await cache.aclose()  # idempotent
+
+
+async def test_aclose_leaves_no_task_and_no_connection(
+    redis_url: str, namespace: str, server_client_count: Callable[[], Awaitable[int]]
+) -> None:
+    baseline_tasks = asyncio.all_tasks()
+    baseline_connections = await server_client_count()
+    r = aioredis.Redis.from_url(redis_url)
+    cache = CacheClient(r, namespace=namespace, lock_ttl=0.3)
+    async with cache:
+        gate = asyncio.Event()
+
+        async def slow() -> str:
+            await gate.wait()
+            return "x"
+
+        pending = asyncio.create_task(cache.get_or_init("slow", slow))
+        await cache.get_or_init("k", Counter())
+        await wait_until(lambda: cache.stats().fetches == 2, what="the slow fetch to start")
+        assert await server_client_count() > baseline_connections
+    # closing cancelled the in-flight load (and released its lock) ...
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert await r.exists(f"{namespace}:lock:{{slow}}") == 0
+    await cache.aclose()
+    await r.aclose()
+    assert asyncio.all_tasks() - baseline_tasks == set()
+    await wait_until(
+        lambda: _equals(server_client_count(), baseline_connections),
+        what="connections to close",
+    )
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def test_aclose_is_shielded_from_the_callers_cancellation(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = CacheClient(redis, namespace=namespace)
+    await cache.start()
+    closing = asyncio.create_task(cache.aclose())
+    await asyncio.sleep(0)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await cache.aclose()  # finishes the same shutdown
+    assert cache._listener._task is None

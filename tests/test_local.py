@@ -1,0 +1,98 @@
+"""The local layer on its own: LRU bounds, expiry, version-aware discard, fail-safe window."""
+
+from __future__ import annotations
+
+import math
+from time import monotonic
+
+from redicache_async.local import LocalLayer
+
+
+def put(
+    layer: LocalLayer,
+    key: str,
+    size: int = 1,
+    *,
+    version: int = 1,
+    ttl: float = math.inf,
+    stale_ttl: float = 0.0,
+) -> bool:
+    return layer.put(
+        key,
+        key.upper(),
+        version=version,
+        size=size,
+        expires_at=monotonic() + ttl,
+        stale_ttl=stale_ttl,
+    )
+
+
+def test_lru_evicts_least_recently_used_beyond_max_entries() -> None:
+    layer = LocalLayer(max_entries=3, max_bytes=1_000)
+    for key in "abc":
+        put(layer, key)
+    assert layer.fresh("a") is not None  # "a" is now the most recently used
+    put(layer, "d")
+    assert [k for k in "abcd" if layer.fresh(k) is not None] == ["a", "c", "d"]
+    assert layer.evictions == 1
+    assert len(layer) == 3
+
+
+def test_bytes_bound_evicts_until_it_fits() -> None:
+    layer = LocalLayer(max_entries=100, max_bytes=10)
+    put(layer, "a", 4)
+    put(layer, "b", 4)
+    put(layer, "c", 4)
+    assert layer.fresh("a") is None
+    assert layer.bytes == 8
+    assert len(layer) == 2
+
+
+def test_value_larger_than_max_bytes_is_not_stored_and_drops_an_older_copy() -> None:
+    layer = LocalLayer(max_entries=100, max_bytes=10)
+    assert put(layer, "a", 5)
+    assert not put(layer, "a", 11)
+    assert layer.fresh("a") is None
+    assert layer.bytes == 0
+
+
+def test_zero_entries_turns_the_layer_off() -> None:
+    layer = LocalLayer(max_entries=0, max_bytes=10)
+    assert not put(layer, "a")
+    assert layer.fresh("a") is None
+
+
+def test_replacing_an_entry_keeps_the_byte_count_right() -> None:
+    layer = LocalLayer(max_entries=10, max_bytes=100)
+    put(layer, "a", 30)
+    put(layer, "a", 10)
+    assert layer.bytes == 10
+
+
+def test_expired_entry_is_a_miss_and_is_dropped_without_a_stale_window() -> None:
+    layer = LocalLayer(max_entries=10, max_bytes=100)
+    put(layer, "a", 3, ttl=-0.001)
+    assert layer.fresh("a") is None
+    assert len(layer) == 0
+    assert layer.bytes == 0
+
+
+def test_stale_window_keeps_an_expired_entry_for_fail_safe_use_only() -> None:
+    layer = LocalLayer(max_entries=10, max_bytes=100)
+    put(layer, "a", ttl=-0.001, stale_ttl=60)
+    assert layer.fresh("a") is None
+    stale = layer.stale("a")
+    assert stale is not None
+    assert stale.value == "A"
+    put(layer, "b", ttl=-61, stale_ttl=60)
+    assert layer.stale("b") is None
+
+
+def test_discard_below_version_keeps_newer_entries() -> None:
+    layer = LocalLayer(max_entries=10, max_bytes=100)
+    put(layer, "a", version=5)
+    assert not layer.discard("a", below_version=5)
+    assert not layer.discard("a", below_version=4)
+    assert layer.discard("a", below_version=6)
+    assert layer.fresh("a") is None
+    assert not layer.discard("missing")

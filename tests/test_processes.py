@@ -1,0 +1,130 @@
+"""Real separate processes sharing one Redis: one fetch among all of them, takeover after a
+crash, fencing of a holder that was frozen past its lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from redicache_async import CacheClient
+
+from .helpers import wait_until
+
+WORKER = Path(__file__).with_name("worker.py")
+
+pytestmark = pytest.mark.slow
+
+
+class Worker:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def line(self, timeout: float = 20.0) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        assert raw, f"worker {self.process.pid} exited with {await self.process.wait()}"
+        result: dict[str, Any] = json.loads(raw)
+        return result
+
+
+SpawnWorker = Callable[[str, dict[str, Any]], Coroutine[Any, Any, Worker]]
+
+
+@pytest.fixture
+async def spawn(redis_url: str, namespace: str) -> AsyncIterator[SpawnWorker]:
+    workers: list[Worker] = []
+
+    async def start(mode: str, args: dict[str, Any]) -> Worker:
+        args = {"url": redis_url, "namespace": namespace, **args}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(WORKER), mode, json.dumps(args), stdout=asyncio.subprocess.PIPE
+        )
+        worker = Worker(process)
+        workers.append(worker)
+        assert (await worker.line())["ready"]
+        return worker
+
+    yield start
+    for worker in workers:
+        if worker.process.returncode is None:
+            worker.process.kill()
+        await worker.process.wait()
+
+
+async def test_cold_key_is_fetched_once_across_processes(
+    spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
+) -> None:
+    counter, go = f"{namespace}:test:fetches", f"{namespace}:test:go"
+    args = {"key": "report", "counter": counter, "go": go, "callers": 50, "fetch_seconds": 0.3}
+    workers = [await spawn("stampede", args) for _ in range(4)]
+    await redis.rpush(go, *range(len(workers)))
+    reports = [await w.line() for w in workers]
+    assert int(await redis.get(counter) or 0) == 1
+    assert sum(r["fetches"] for r in reports) == 1
+    assert len({v for r in reports for v in r["values"]}) == 1
+    assert all(r["answered"] == 50 for r in reports)
+    assert sum(r["lock_waits"] for r in reports) == 3
+
+
+async def test_lock_holder_killed_mid_fetch_is_taken_over_after_its_lease(
+    spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
+) -> None:
+    started = f"{namespace}:test:started"
+    holder = await spawn(
+        "hold",
+        {"key": "k", "started": started, "fetch_seconds": 3600, "options": {"lock_ttl": 0.5}},
+    )
+    await wait_until(lambda: _exists(redis, started), what="the holder's fetch to start")
+    holder.process.send_signal(signal.SIGKILL)
+    await holder.process.wait()
+    assert await redis.exists(f"{namespace}:lock:{{k}}") == 1  # its lease outlives it
+    async with CacheClient(redis, namespace=namespace) as cache:
+
+        async def fetch() -> str:
+            return "taken over"
+
+        assert await cache.get_or_init("k", fetch) == "taken over"
+        stats = cache.stats()
+        assert (stats.lock_waits, stats.fetches, stats.lock_wait_timeouts) == (1, 1, 0)
+
+
+async def test_frozen_holder_that_lost_its_lease_cannot_overwrite_its_successor(
+    spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
+) -> None:
+    started = f"{namespace}:test:started"
+    holder = await spawn(
+        "hold",
+        {"key": "k", "started": started, "fetch_seconds": 0.5, "options": {"lock_ttl": 0.3}},
+    )
+    await wait_until(lambda: _exists(redis, started), what="the holder's fetch to start")
+    holder.process.send_signal(signal.SIGSTOP)  # a long GC pause, a VM freeze
+    try:
+        lock = f"{namespace}:lock:{{k}}"
+        await wait_until(lambda: _gone(redis, lock), what="the frozen holder's lease to expire")
+        async with CacheClient(redis, namespace=namespace) as successor:
+
+            async def fetch() -> str:
+                return "successor"
+
+            assert await successor.attempt_regeneration("k", fetch) == "successor"
+    finally:
+        holder.process.send_signal(signal.SIGCONT)
+    report = await holder.line()
+    assert report == {"value": "late", "fenced_writes": 1, "fetches": 1}
+    assert await redis.hget(f"{namespace}:v:{{k}}", "d") == b'"successor"'
+
+
+async def _exists(redis: aioredis.Redis, key: str) -> bool:
+    return bool(await redis.exists(key))
+
+
+async def _gone(redis: aioredis.Redis, key: str) -> bool:
+    return not await redis.exists(key)

@@ -1,0 +1,76 @@
+"""A separate process for the multi-process tests: ``python tests/worker.py MODE JSON-ARGS``.
+
+Prints one JSON line when ready and one with its results; the test drives it through Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from redicache_async import CacheClient
+
+
+def say(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def stampede(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> None:
+    async def fetch() -> dict[str, Any]:
+        await r.incr(a["counter"])
+        await asyncio.sleep(a["fetch_seconds"])
+        return {"fetched_by": os.getpid()}
+
+    say(ready=True)
+    await r.blpop([a["go"]], timeout=30)
+    started = time.time()
+    results: list[tuple[float, Any]] = []
+
+    async def caller() -> None:
+        value = await cache.get_or_init(a["key"], fetch)
+        results.append((time.time(), value))
+
+    await asyncio.gather(*(caller() for _ in range(a["callers"])))
+    stats = cache.stats()
+    say(
+        values=sorted({json.dumps(v) for _, v in results}),
+        answered=len(results),
+        started=started,
+        last_answer=max(t for t, _ in results),
+        fetches=stats.fetches,
+        lock_waits=stats.lock_waits,
+    )
+
+
+async def hold(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> None:
+    """Take the key's lock with a fetch that signals its start, then runs ``fetch_seconds``."""
+
+    async def fetch() -> str:
+        await r.set(a["started"], os.getpid())
+        await asyncio.sleep(a["fetch_seconds"])
+        return "late"
+
+    say(ready=True)
+    value = await cache.get_or_init(a["key"], fetch)
+    stats = cache.stats()
+    say(value=value, fenced_writes=stats.fenced_writes, fetches=stats.fetches)
+
+
+async def main() -> None:
+    mode, args = sys.argv[1], json.loads(sys.argv[2])
+    r = aioredis.Redis.from_url(args["url"])
+    try:
+        async with CacheClient(r, namespace=args["namespace"], **args.get("options", {})) as c:
+            await {"stampede": stampede, "hold": hold}[mode](r, c, args)
+    finally:
+        await r.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
