@@ -225,13 +225,13 @@ class CacheClient:
         ttl_ms = ttl_to_ms(ttl)
         self._check_open()
         lease = self._lease(key)
-        try:
-            acquired = await self._redis_call(lease.acquire())
-        except RedisUnavailableError:
-            return await self._fetch_without_redis(key, fetch, ttl_ms, None)
-        if not acquired:
-            raise RegenerationInProgress(key)
         with self._watching(key) as guard:
+            try:
+                acquired = await self._redis_call(lease.acquire())
+            except RedisUnavailableError:
+                return await self._fetch_without_redis(key, fetch, ttl_ms, guard, use_stale=False)
+            if not acquired:
+                raise RegenerationInProgress(key)
             return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard)
 
     async def get(self, key: str) -> Any:
@@ -417,17 +417,18 @@ class CacheClient:
         return canonical
 
     async def _fetch_without_redis(
-        self, key: str, fetch: Fetch, ttl_ms: int, guard: _Guard | None
+        self, key: str, fetch: Fetch, ttl_ms: int, guard: _Guard | None, *, use_stale: bool = True
     ) -> Any:
         """Answer without Redis: a stale local value if allowed, else a fetch in this process.
 
         With a ``guard`` the result is kept locally (version 0, so any event replaces it, and
         the listener's reconnection flushes it): processes converge once Redis is back.
         """
-        stale = self._local.stale(key)
-        if stale is not None:
-            self._stats.stale_served += 1
-            return stale.value
+        if use_stale:
+            stale = self._local.stale(key)
+            if stale is not None:
+                self._stats.stale_served += 1
+                return stale.value
         started = monotonic()
         value = await self._run_fetch(key, fetch)
         if value is None:
