@@ -1,0 +1,41 @@
+"""``python -m redicache_async COMMAND``: ``demo`` shows the cache at work on real processes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import demo
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m redicache_async",
+        description="redicache_async: a two-level asyncio cache over Redis.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo_parser = commands.add_parser(
+        "demo",
+        help="many processes, one cold key: one fetch; then a regeneration seen everywhere",
+        description=(
+            "Start a server (unless --url is given) and worker processes that all ask for one "
+            "cold key at once; print how many fetches ran, how long callers waited, and how "
+            "fast a regeneration reached the other processes' local layers."
+        ),
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(handler=demo.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.handler(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
