@@ -171,6 +171,11 @@ class CacheClient:
             raise
         if not subscribed:
             logger.warning("Redis is not reachable yet; answering without it until it is")
+            return
+        try:
+            await self._redis_call(self._scripts.load())
+        except RedicacheError as exc:  # EVALSHA loads them on demand anyway
+            logger.debug("preloading the scripts failed: %r", exc)
 
     async def aclose(self) -> None:
         """Stop the listener and every in-flight load. Idempotent; shielded from cancellation."""

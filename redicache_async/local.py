@@ -10,6 +10,8 @@ from typing import Any
 
 __all__ = ["LocalEntry", "LocalLayer"]
 
+_NEVER = math.inf
+
 
 class LocalEntry:
     __slots__ = ("expires_at", "size", "stale_until", "value", "version")
@@ -46,7 +48,7 @@ class LocalLayer:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.expires_at <= monotonic():
+        if entry.expires_at != _NEVER and entry.expires_at <= monotonic():
             if entry.stale_until <= monotonic():
                 self._remove(key, entry)
             return None

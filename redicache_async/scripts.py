@@ -101,12 +101,18 @@ return 0
 class Scripts:
     """The scripts registered on one Redis client (EVALSHA, loaded again on NOSCRIPT)."""
 
-    __slots__ = ("delete", "read", "read_or_lock", "release", "renew", "write")
+    __slots__ = ("_redis", "delete", "read", "read_or_lock", "release", "renew", "write")
 
     def __init__(self, redis: Any) -> None:
+        self._redis = redis
         self.read: AsyncScript = redis.register_script(READ)
         self.read_or_lock: AsyncScript = redis.register_script(READ_OR_LOCK)
         self.write: AsyncScript = redis.register_script(WRITE)
         self.delete: AsyncScript = redis.register_script(DELETE)
         self.renew: AsyncScript = redis.register_script(RENEW)
         self.release: AsyncScript = redis.register_script(RELEASE)
+
+    async def load(self) -> None:
+        """Load every script now, so that first calls do not pay a NOSCRIPT round trip."""
+        for source in (READ, READ_OR_LOCK, WRITE, DELETE, RENEW, RELEASE):
+            await self._redis.script_load(source)
