@@ -105,9 +105,7 @@ async def test_a_paused_server_does_not_hang_callers(
             assert await other.get("cold") is None  # fetched while away, never written
 
 
-async def test_local_layer_respects_its_bounds(
-    client: aioredis.Redis, namespace: str
-) -> None:
+async def test_local_layer_respects_its_bounds(client: aioredis.Redis, namespace: str) -> None:
     async with CacheClient(
         client, namespace=namespace, local_max_entries=3, local_max_bytes=64
     ) as cache:
