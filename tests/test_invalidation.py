@@ -1,0 +1,151 @@
+"""The event codec and the listener task on their own, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from redicache_async.invalidation import (
+    Event,
+    InvalidationListener,
+    decode_event,
+    event_prefix,
+    unlock_event,
+)
+from redicache_async.testing import RedisServer
+
+from .helpers import wait_until
+
+
+def test_events_round_trip_with_any_key() -> None:
+    for key in ["plain", 'quo"te', "uni é ✓", "back\\slash", "{tag}"]:
+        event = decode_event((event_prefix("set", key, "me") + "1732000000000001}").encode())
+        assert event == Event("set", key, "me", 1732000000000001)
+    assert decode_event(unlock_event("k", "me")) == Event("unlock", "k", "me", 0)
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"op":"set","key":"k","origin":"o"}',
+        b'{"op":"drop","key":"k","origin":"o","version":1}',
+        b'{"op":"set","key":"k","origin":"o","version":"1"}',
+        b'{"op":"set","key":"k","origin":"o","version":true}',
+        b'{"op":"set","key":["k"],"origin":"o","version":1}',
+    ],
+)
+def test_malformed_payloads_are_not_events(junk: bytes) -> None:
+    assert decode_event(junk) is None
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.subscriptions = 0
+        self.ignored = 0
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def subscribed(self) -> None:
+        self.subscriptions += 1
+
+    def ignore(self) -> None:
+        self.ignored += 1
+
+
+MakeListener = Callable[..., InvalidationListener]
+
+
+@pytest.fixture
+async def make_listener() -> AsyncIterator[MakeListener]:
+    listeners: list[InvalidationListener] = []
+
+    def make(
+        client: aioredis.Redis, channel: str, recorder: Recorder, **options: float
+    ) -> InvalidationListener:
+        listener = InvalidationListener(
+            client,
+            channel,
+            on_event=recorder.event,
+            on_subscribed=recorder.subscribed,
+            on_ignored=recorder.ignore,
+            timeout=options.pop("timeout", 0.3),
+            **options,
+        )
+        listeners.append(listener)
+        return listener
+
+    yield make
+    for listener in listeners:
+        await listener.aclose()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_idle_pings_keep_the_subscription_and_events_flow(
+    make_redis: Callable[..., aioredis.Redis],
+    make_listener: MakeListener,
+    namespace: str,
+    protocol: int,
+) -> None:
+    client = make_redis(protocol=protocol)
+    recorder = Recorder()
+    channel = f"{namespace}:events"
+    listener = make_listener(client, channel, recorder, ping_interval=0.02)
+    assert await listener.start(wait=2.0)
+    # well past several ping intervals: each ping must be answered, or the listener reconnects
+    before = asyncio.get_running_loop().time()
+    await wait_until(lambda: asyncio.get_running_loop().time() - before > 0.3, what="several pings")
+    assert (listener.reconnects, recorder.subscriptions) == (0, 1)
+    await client.publish(channel, unlock_event("k", "o"))
+    await wait_until(lambda: len(recorder.events) == 1, what="the event")
+    assert listener.connected
+
+
+async def test_a_frozen_server_is_detected_and_the_listener_resubscribes(
+    make_listener: MakeListener, namespace: str
+) -> None:
+    with RedisServer() as server:
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            recorder = Recorder()
+            listener = make_listener(
+                client, f"{namespace}:events", recorder, ping_interval=0.05, timeout=0.2
+            )
+            assert await listener.start(wait=2.0)
+            server.pause()
+            try:
+                await wait_until(lambda: not listener.connected, what="the freeze to be seen")
+            finally:
+                server.resume()
+            await wait_until(lambda: recorder.subscriptions == 2, what="a new subscription")
+            assert listener.connected
+            assert listener.reconnects >= 1
+            await listener.aclose()
+        finally:
+            await client.aclose()
+
+
+async def test_a_failing_callback_is_logged_and_retried_not_fatal(
+    make_redis: Callable[..., aioredis.Redis],
+    make_listener: MakeListener,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = Recorder()
+
+    def broken() -> None:
+        raise RuntimeError("bug in a callback")
+
+    listener = make_listener(make_redis(), f"{namespace}:events", recorder)
+    listener._on_subscribed = broken
+    # start() does not hang on it: it reports that no subscription took
+    assert not await listener.start(wait=0.3)
+    await wait_until(lambda: listener.reconnects >= 1, what="a retry")
+    assert "bug in a callback" in caplog.text
