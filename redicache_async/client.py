@@ -9,7 +9,7 @@ import inspect
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from time import monotonic
 from typing import Any, Final, TypeVar
@@ -217,7 +217,7 @@ class CacheClient:
         check_callable("fetch", fetch)
         ttl_ms = ttl_to_ms(ttl)
         self._check_open()
-        return await self._loads.run(key, lambda: self._resolve(key, fetch, ttl_ms))
+        return await self._join(self._loads, key, lambda: self._resolve(key, fetch, ttl_ms))
 
     async def attempt_regeneration(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
         """Fetch ``key`` again and replace its value, unless its write lock is held elsewhere.
@@ -250,7 +250,7 @@ class CacheClient:
             return entry.value
         validate_key(key)
         self._check_open()
-        return await self._reads.run(key, lambda: self._read(key))
+        return await self._join(self._reads, key, lambda: self._read(key))
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry)."""
@@ -301,6 +301,18 @@ class CacheClient:
         )
 
     # -- loads -------------------------------------------------------------------------------
+
+    async def _join(
+        self, flights: SingleFlight[Any], key: str, load: Callable[[], Coroutine[Any, Any, Any]]
+    ) -> Any:
+        try:
+            return await flights.run(key, load)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closing is not None and task is not None and not task.cancelling():
+                # the shared load was cancelled by aclose(), not this caller
+                raise ClientClosedError("the client was closed while this call waited") from None
+            raise
 
     async def _resolve(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
         """Read ``key`` from Redis, or take its lock and fetch, or wait for the holder."""
