@@ -41,9 +41,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The demo: several processes sharing one cache over a server it starts itself."""
+    """The demo (several processes sharing one cache over a server it starts itself), then
+    the examples, so that what the README shows keeps running."""
     session.install(".[server]")
     session.run("python", "-m", "redicache_async", "demo", *session.posargs)
+    session.run("python", "examples/basic.py")
 
 
 @nox.session
