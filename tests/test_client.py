@@ -520,34 +520,12 @@ async def test_decode_responses_clients_work_too(
     await wait_until(lambda: b._local.fresh("k") is None, what="b to drop its copy")
 
 
+@pytest.mark.parametrize("write_meanwhile", [True, False])
 async def test_a_read_that_raced_an_invalidation_is_not_kept(
-    make_cache: MakeCache, redis_url: str, redis: aioredis.Redis
+    make_cache: MakeCache, redis_url: str, write_meanwhile: bool
 ) -> None:
-    gated = GatedRedis.connect(redis_url)
-    reader = await make_cache(gated)
-    try:
-        writer = await make_cache()
-        await writer.set("k", "old")
-        gated.gate.clear()
-        reading = asyncio.create_task(reader.get("k"))
-        await gated.held.wait()  # the server answered "old"; the reply is held back
-        received = reader.stats().invalidations_received
-        await writer.set("k", "new")
-        await wait_until(
-            lambda: reader.stats().invalidations_received > received,
-            what="the reader's listener to see the write",
-        )
-        gated.gate.set()
-        assert await reading == "old"  # what Redis held when it was read
-        assert reader._local.fresh("k") is None  # ... but not kept
-        assert await reader.get("k") == "new"
-    finally:
-        await reader.aclose()
-        await gated.aclose(close_connection_pool=True)
-
-
-async def test_a_read_without_a_racing_event_is_kept(make_cache: MakeCache, redis_url: str) -> None:
-    """The control for the race test: the same gated read, no write meanwhile."""
+    """The server answers "old"; its reply is held back while (or without, for the control
+    case) another client's write and its event go by."""
     gated = GatedRedis.connect(redis_url)
     reader = await make_cache(gated)
     try:
@@ -556,9 +534,22 @@ async def test_a_read_without_a_racing_event_is_kept(make_cache: MakeCache, redi
         gated.gate.clear()
         reading = asyncio.create_task(reader.get("k"))
         await gated.held.wait()
+        if write_meanwhile:
+            received = reader.stats().invalidations_received
+            await writer.set("k", "new")
+            await wait_until(
+                lambda: reader.stats().invalidations_received > received,
+                what="the reader's listener to see the write",
+            )
         gated.gate.set()
-        assert await reading == "old"
-        assert reader._local.fresh("k") is not None
+        assert await reading == "old"  # what Redis held when it was read
+        kept = reader._local.fresh("k")
+        if write_meanwhile:
+            assert kept is None  # ... but not kept
+            assert await reader.get("k") == "new"
+        else:
+            assert kept is not None
+            assert kept.value == "old"
     finally:
         await reader.aclose()
         await gated.aclose(close_connection_pool=True)
@@ -613,6 +604,14 @@ async def test_undecodable_value_in_redis_is_a_miss_and_is_refetched(
 # -- bad input ------------------------------------------------------------------------------
 
 
+async def _returns_a_set() -> object:
+    return {1, 2}
+
+
+async def _load() -> int:
+    return 1
+
+
 @pytest.mark.parametrize(
     ("call", "error"),
     [
@@ -633,6 +632,9 @@ async def test_undecodable_value_in_redis_is_a_miss_and_is_refetched(
         (lambda c: c.set("k", 1, ttl=-5), InvalidArgumentError),
         (lambda c: c.get(b"k"), InvalidArgumentTypeError),
         (lambda c: c.delete(""), InvalidArgumentError),
+        # fetch results: refused after the fetch, with the lock released and nothing written
+        (lambda c: c.get_or_init("k", _returns_a_set), SerializationError),
+        (lambda c: c.get_or_init("k", lambda: _load()), InvalidArgumentTypeError),
     ],
 )
 async def test_bad_arguments_raise_clear_errors_and_write_nothing(
@@ -647,32 +649,6 @@ async def test_bad_arguments_raise_clear_errors_and_write_nothing(
         await call(cache)
     assert isinstance(info.value, RedicacheError)
     assert str(info.value)
-    assert await ns_keys(redis, namespace) == []
-
-
-async def test_unserializable_fetch_result_raises_and_releases_the_lock(
-    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
-) -> None:
-    cache = await make_cache()
-
-    async def fetch() -> object:
-        return {1, 2}
-
-    with pytest.raises(SerializationError):
-        await cache.get_or_init("k", fetch)
-    assert await ns_keys(redis, namespace) == []
-
-
-async def test_sync_fetch_returning_a_coroutine_is_refused(
-    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
-) -> None:
-    cache = await make_cache()
-
-    async def load() -> int:
-        return 1
-
-    with pytest.raises(InvalidArgumentTypeError, match="lambda"):
-        await cache.get_or_init("k", lambda: load())
     assert await ns_keys(redis, namespace) == []
 
 

@@ -77,12 +77,7 @@ async def test_cold_key_is_fetched_once_across_processes(
 async def test_lock_holder_killed_mid_fetch_is_taken_over_after_its_lease(
     spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
 ) -> None:
-    started = f"{namespace}:test:started"
-    holder = await spawn(
-        "hold",
-        {"key": "k", "started": started, "fetch_seconds": 3600, "options": {"lock_ttl": 0.5}},
-    )
-    await wait_until(lambda: _exists(redis, started), what="the holder's fetch to start")
+    holder = await _start_holder(spawn, redis, namespace, fetch_seconds=3600, lock_ttl=0.5)
     holder.process.send_signal(signal.SIGKILL)
     await holder.process.wait()
     assert await redis.exists(f"{namespace}:lock:{{k}}") == 1  # its lease outlives it
@@ -99,12 +94,7 @@ async def test_lock_holder_killed_mid_fetch_is_taken_over_after_its_lease(
 async def test_frozen_holder_that_lost_its_lease_cannot_overwrite_its_successor(
     spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
 ) -> None:
-    started = f"{namespace}:test:started"
-    holder = await spawn(
-        "hold",
-        {"key": "k", "started": started, "fetch_seconds": 0.5, "options": {"lock_ttl": 0.3}},
-    )
-    await wait_until(lambda: _exists(redis, started), what="the holder's fetch to start")
+    holder = await _start_holder(spawn, redis, namespace, fetch_seconds=0.5, lock_ttl=0.3)
     holder.process.send_signal(signal.SIGSTOP)  # a long GC pause, a VM freeze
     try:
         lock = f"{namespace}:lock:{{k}}"
@@ -120,6 +110,22 @@ async def test_frozen_holder_that_lost_its_lease_cannot_overwrite_its_successor(
     report = await holder.line()
     assert report == {"value": "late", "fenced_writes": 1, "fetches": 1}
     assert await redis.hget(f"{namespace}:v:{{k}}", "d") == b'"successor"'
+
+
+async def _start_holder(
+    spawn: SpawnWorker,
+    redis: aioredis.Redis,
+    namespace: str,
+    *,
+    fetch_seconds: float,
+    lock_ttl: float,
+) -> Worker:
+    """A worker process that holds the lock of key "k", once its fetch has begun."""
+    started = f"{namespace}:test:started"
+    args = {"fetch_seconds": fetch_seconds, "options": {"lock_ttl": lock_ttl}}
+    holder = await spawn("hold", {"key": "k", "started": started, **args})
+    await wait_until(lambda: _exists(redis, started), what="the holder's fetch to start")
+    return holder
 
 
 async def _exists(redis: aioredis.Redis, key: str) -> bool:
