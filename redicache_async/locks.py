@@ -26,9 +26,6 @@ class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[T]] = {}
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     def run(self, key: str, factory: Callable[[], Coroutine[Any, Any, T]]) -> Awaitable[T]:
         task = self._tasks.get(key)
         if task is None:
