@@ -2,37 +2,51 @@
 every process that shares a Redis.
 
 - :class:`CacheClient`: a two-level cache whose misses are fetched once across all processes.
+- :class:`CacheBuilder`: caches that rebuild themselves every interval, built by one elected
+  instance and swapped in atomically.
 """
 
 from __future__ import annotations
 
+from .builder import BuildStatus, CacheBuilder
 from .client import CacheClient
 from .errors import (
+    BuildError,
     ClientClosedError,
     FetchTimeout,
     InvalidArgumentError,
     InvalidArgumentTypeError,
+    InvalidResultError,
     RedicacheError,
     RedisUnavailableError,
     RegenerationInProgress,
     SerializationError,
+    UnknownRegistrationError,
 )
 from .serializers import JsonSerializer, Serializer
 from .stats import CacheStats
+from .targets import Target, TargetType
 
 __all__ = [
+    "BuildError",
+    "BuildStatus",
+    "CacheBuilder",
     "CacheClient",
     "CacheStats",
     "ClientClosedError",
     "FetchTimeout",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
+    "InvalidResultError",
     "JsonSerializer",
     "RedicacheError",
     "RedisUnavailableError",
     "RegenerationInProgress",
     "SerializationError",
     "Serializer",
+    "Target",
+    "TargetType",
+    "UnknownRegistrationError",
 ]
 
 __version__ = "0.1.0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 import math
 import uuid
@@ -14,7 +13,6 @@ from contextlib import contextmanager
 from time import monotonic
 from typing import Any, Final, TypeVar
 
-import anyio.to_thread
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,10 +26,11 @@ from .errors import (
     RedisUnavailableError,
     RegenerationInProgress,
 )
+from .fetching import call_fetch
 from .invalidation import (
     OP_DELETE,
     OP_SET,
-    OP_UNLOCK,
+    OP_TARGET,
     Event,
     InvalidationListener,
     event_prefix,
@@ -39,16 +38,16 @@ from .invalidation import (
 )
 from .keys import KeySpace, validate_key
 from .leases import Lease, new_token
-from .local import LocalLayer
-from .locks import SingleFlight, Wakeups
+from .local import LocalKey, LocalLayer
+from .locks import SingleFlight, Wakeups, wait_event
 from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
 from .stats import CacheStats
+from .targets import decode_target, empty_target
 from .validation import (
     check_callable,
     check_optional_seconds,
     check_seconds,
-    is_async_callable,
     ttl_to_ms,
 )
 
@@ -124,7 +123,9 @@ class CacheClient:
         self._loads: SingleFlight[Any] = SingleFlight()
         self._reads: SingleFlight[Any] = SingleFlight()
         self._wakeups = Wakeups()
-        self._guards: dict[str, list[_Guard]] = {}
+        self._guards: dict[LocalKey, list[_Guard]] = {}
+        #: Fields of builder targets held locally, by target: dropped with their target.
+        self._target_fields: dict[str, set[str]] = {}
         self._listener = InvalidationListener(
             redis,
             self._keys.channel,
@@ -252,6 +253,35 @@ class CacheClient:
         self._check_open()
         return await self._join(self._reads, key, lambda: self._read(key))
 
+    async def get_target(self, key: str, field: str | None = None) -> Any:
+        """The data a :class:`CacheBuilder` of this namespace keeps at target ``key``, decoded,
+        through the local layer (each rebuild invalidates it everywhere).
+
+        A string target gives its value; a list, set or zset target a list of items (a set's
+        sorted by their JSON, a zset's by score); a hash target a dict of field to item, or
+        with ``field`` that one item (None if absent). None when the target does not exist.
+        A key that no builder wrote is read from Redis every time (nothing would invalidate
+        a local copy).
+        """
+        local_key: LocalKey = ("target", key) if field is None else ("target", key, field)
+        try:
+            entry = self._local.fresh(local_key)
+            if entry is None and field is not None:
+                whole = self._local.fresh(("target", key))
+                if whole is not None and isinstance(whole.value, dict):
+                    self._stats.local_hits += 1
+                    return whole.value.get(field)
+        except TypeError:
+            entry = None  # unhashable key or field: rejected below
+        if entry is not None:
+            self._stats.local_hits += 1
+            return entry.value
+        validate_key(key)
+        if field is not None and not isinstance(field, str):
+            raise InvalidArgumentTypeError(f"field must be a str, not {type(field).__name__}")
+        self._check_open()
+        return await self._join(self._reads, local_key, lambda: self._read_target(key, field))
+
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry)."""
         validate_key(key)
@@ -303,7 +333,10 @@ class CacheClient:
     # -- loads -------------------------------------------------------------------------------
 
     async def _join(
-        self, flights: SingleFlight[Any], key: str, load: Callable[[], Coroutine[Any, Any, Any]]
+        self,
+        flights: SingleFlight[Any],
+        key: LocalKey,
+        load: Callable[[], Coroutine[Any, Any, Any]],
     ) -> Any:
         try:
             return await flights.run(key, load)
@@ -372,7 +405,7 @@ class CacheClient:
                     lock_pttl = int(reply[1])
                     if lock_pttl > 0:
                         pause = min(pause, lock_pttl / 1000 + 0.002)
-                    await self._wakeups.wait(wake, pause)
+                    await wait_event(wake, pause)
                     poll = min(poll * 2, _MAX_POLL)
         finally:
             self._wakeups.unregister(key, wake)
@@ -393,6 +426,47 @@ class CacheClient:
             self._stats.redis_hits += 1
             ttl_ms = _ttl_from_pttl(reply[2])
             self._remember(key, value, guard, int(reply[1]), len(reply[0]), ttl_ms, started)
+            return value
+
+    async def _read_target(self, key: str, field: str | None) -> Any:
+        local_key: LocalKey = ("target", key) if field is None else ("target", key, field)
+        with self._watching(("target", key)) as guard:
+            started = monotonic()
+            try:
+                reply = await self._redis_call(
+                    self._scripts.read_target(
+                        keys=[key, self._keys.target_meta(key)], args=[field or ""]
+                    )
+                )
+            except RedisUnavailableError:
+                return self._stale_or(local_key, None)
+            kind, data, version = _text(reply[0]), reply[1], int(reply[2])
+            if field is not None and kind not in ("hash", "none"):
+                raise InvalidArgumentError(f"target {key!r} is a {kind}, not a hash")
+            if data is not None:
+                try:
+                    value = (
+                        decode_target(kind, data, self._serializer.loads)
+                        if field is None
+                        else self._serializer.loads(
+                            data if isinstance(data, bytes) else data.encode()
+                        )
+                    )
+                except Exception as exc:
+                    self._stats.decode_errors += 1
+                    logger.warning("target %r in Redis cannot be decoded: %r", key, exc)
+                    return None
+                size = _reply_size(data)
+            elif version and field is None and _text(reply[4]) == "0":
+                value, size = empty_target(_text(reply[3])), 0  # the last build was empty
+            else:
+                self._stats.misses += 1
+                return None
+            self._stats.redis_hits += 1
+            if version:
+                if field is not None:
+                    self._target_fields.setdefault(key, set()).add(field)
+                self._remember(local_key, value, guard, version, size, 0, started)
             return value
 
     async def _fetch_and_write(
@@ -460,10 +534,10 @@ class CacheClient:
         self._stats.fetches += 1
         try:
             if self._fetch_timeout is None:
-                return await self._call_fetch(fetch)
+                return await call_fetch(fetch)
             try:
                 async with asyncio.timeout(self._fetch_timeout) as deadline:
-                    return await self._call_fetch(fetch)
+                    return await call_fetch(fetch)
             except TimeoutError as exc:
                 if deadline.expired():
                     raise FetchTimeout(key, self._fetch_timeout) from exc
@@ -473,21 +547,6 @@ class CacheClient:
         except BaseException:
             self._stats.fetch_errors += 1
             raise
-
-    @staticmethod
-    async def _call_fetch(fetch: Fetch) -> Any:
-        if is_async_callable(fetch):
-            result = await fetch()
-        else:
-            result = await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()
-            raise InvalidArgumentTypeError(
-                "fetch is a plain function that returned an awaitable: pass the async function "
-                "itself (or functools.partial(fn, ...)), not a lambda that calls it"
-            )
-        return result
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -545,7 +604,7 @@ class CacheClient:
             logger.warning("the value of %r in Redis cannot be decoded (%r); refetching", key, exc)
             return _UNDECODABLE
 
-    def _stale_or(self, key: str, default: Any) -> Any:
+    def _stale_or(self, key: LocalKey, default: Any) -> Any:
         stale = self._local.stale(key)
         if stale is None:
             return default
@@ -554,7 +613,7 @@ class CacheClient:
 
     def _remember(
         self,
-        key: str,
+        key: LocalKey,
         value: Any,
         guard: _Guard,
         version: int,
@@ -575,7 +634,7 @@ class CacheClient:
         )
 
     @contextmanager
-    def _watching(self, key: str) -> Iterator[_Guard]:
+    def _watching(self, key: LocalKey) -> Iterator[_Guard]:
         guard = _Guard()
         self._guards.setdefault(key, []).append(guard)
         try:
@@ -589,13 +648,21 @@ class CacheClient:
     # -- listener callbacks ------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if event.op != OP_UNLOCK:
-            self._stats.invalidations_received += 1
-            for guard in self._guards.get(event.key, ()):
-                if event.version > guard.min_version:
-                    guard.min_version = event.version
-            self._local.discard(event.key, below_version=event.version)
+        if event.op in (OP_SET, OP_DELETE):
+            self._invalidate(event.key, event.version)
+        elif event.op == OP_TARGET:
+            self._invalidate(("target", event.key), event.version)
+            for field in self._target_fields.pop(event.key, ()):
+                self._local.discard(("target", event.key, field))
+            return
         self._wakeups.notify(event.key)
+
+    def _invalidate(self, key: LocalKey, version: int) -> None:
+        self._stats.invalidations_received += 1
+        for guard in self._guards.get(key, ()):
+            if version > guard.min_version:
+                guard.min_version = version
+        self._local.discard(key, below_version=version)
 
     def _on_subscribed(self) -> None:
         # Events may have been missed while the listener was away: trust nothing local.
@@ -603,6 +670,7 @@ class CacheClient:
         if self._subscriptions > 1:
             self._stats.local_flushes += 1
         self._local.clear()
+        self._target_fields.clear()
         for guards in self._guards.values():
             for guard in guards:
                 guard.void = True
@@ -610,6 +678,17 @@ class CacheClient:
 
     def _on_ignored(self) -> None:
         self._stats.invalidations_ignored += 1
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _reply_size(data: Any) -> int:
+    """Bytes of a target read's payload, for the local layer's budget."""
+    if isinstance(data, bytes | str):
+        return len(data)
+    return sum(len(part) for part in data)
 
 
 def _ttl_from_pttl(pttl: int) -> int:

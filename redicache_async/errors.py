@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 __all__ = [
+    "BuildError",
     "ClientClosedError",
     "FetchTimeout",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
+    "InvalidResultError",
     "RedicacheError",
     "RedisUnavailableError",
     "RegenerationInProgress",
     "SerializationError",
+    "UnknownRegistrationError",
 ]
 
 
@@ -54,3 +57,24 @@ class ClientClosedError(RedicacheError, RuntimeError):
 class RedisUnavailableError(RedicacheError, ConnectionError):
     """Redis could not be reached within ``redis_timeout`` for an operation that needs it
     (a write or a delete); reads answer without Redis instead of raising this."""
+
+
+class InvalidResultError(RedicacheError, ValueError):
+    """A builder's fetch function returned data that does not fit one of its targets."""
+
+
+class BuildError(RedicacheError):
+    """A build that ``CacheBuilder.refresh`` waited for did not swap in new data; the previous
+    data stays. The cause is chained (``__cause__``) where there is one."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"build of {name!r} failed: {reason}")
+        self.name = name
+
+
+class UnknownRegistrationError(RedicacheError, LookupError):
+    """No registration of that name on this builder."""
+
+    def __init__(self, name: object) -> None:
+        super().__init__(f"no registration named {name!r} on this builder")
+        self.name = name

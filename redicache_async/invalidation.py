@@ -1,8 +1,10 @@
 """Events on the namespace's channel, and the task that listens to them.
 
 An event is compact JSON: ``{"op":..., "key":..., "origin":..., "version":...}``. It never
-carries a value. ``op`` is ``set`` or ``del`` (the value changed: drop older local copies, wake
-waiters) or ``unlock`` (a lock was released without a value: wake waiters).
+carries a value. On the cache channel ``op`` is ``set`` or ``del`` (the value changed: drop older
+local copies, wake waiters), ``unlock`` (a lock was released without a value: wake waiters) or
+``target`` (a builder swapped in a new build of the target ``key``). On the builders' channel it
+is ``resign`` (a leader released registration ``key``) or ``refresh`` (rebuild ``key`` now).
 
 The listener is one supervised task: it subscribes, reports every (re)subscription (the local
 layer may have missed events while it was away, so its owner flushes it), checks the connection
@@ -21,14 +23,30 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
-__all__ = ["Event", "InvalidationListener", "decode_event", "event_prefix", "unlock_event"]
+__all__ = [
+    "OP_DELETE",
+    "OP_REFRESH",
+    "OP_RESIGN",
+    "OP_SET",
+    "OP_TARGET",
+    "OP_UNLOCK",
+    "Event",
+    "InvalidationListener",
+    "decode_event",
+    "event_prefix",
+    "plain_event",
+    "unlock_event",
+]
 
 logger = logging.getLogger("redicache_async")
 
 OP_SET: Final = "set"
 OP_DELETE: Final = "del"
 OP_UNLOCK: Final = "unlock"
-_OPS = frozenset({OP_SET, OP_DELETE, OP_UNLOCK})
+OP_TARGET: Final = "target"
+OP_RESIGN: Final = "resign"
+OP_REFRESH: Final = "refresh"
+_OPS = frozenset({OP_SET, OP_DELETE, OP_UNLOCK, OP_TARGET, OP_RESIGN, OP_REFRESH})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +64,13 @@ def event_prefix(op: str, key: str, origin: str) -> str:
     )
 
 
+def plain_event(op: str, key: str, origin: str) -> str:
+    """An event that carries no version (version 0)."""
+    return event_prefix(op, key, origin) + "0}"
+
+
 def unlock_event(key: str, origin: str) -> str:
-    return event_prefix(OP_UNLOCK, key, origin) + "0}"
+    return plain_event(OP_UNLOCK, key, origin)
 
 
 def decode_event(data: Any) -> Event | None:

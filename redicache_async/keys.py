@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
+
+from redis.crc import key_slot
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["MAX_KEY_BYTES", "KeySpace", "validate_key", "validate_namespace"]
+__all__ = ["MAX_KEY_BYTES", "KeySpace", "slot_tag", "validate_key", "validate_namespace"]
 
 #: Longest user key accepted, in UTF-8 bytes. Redis allows 512 MB, but a key this long is a bug.
 MAX_KEY_BYTES = 1024
@@ -49,15 +52,47 @@ def _tagged(key: str) -> str:
     return f"{{{key}}}"
 
 
+def _hash_tag(key: str) -> str | None:
+    """The part of ``key`` that Redis Cluster hashes, when it is not the whole key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return None
+
+
+@lru_cache(maxsize=4096)
+def slot_tag(key: str) -> str:
+    """A tag ``T`` such that any key holding ``{T}`` lands in the same cluster slot as ``key``.
+
+    It is the key's own hash tag if it has one, else the key itself; a key with a stray ``}``
+    (which would end the tag early) gets a short tag searched for the same slot instead.
+    """
+    tag = _hash_tag(key)
+    if tag is not None:
+        return tag
+    if "}" not in key:
+        return key
+    slot = key_slot(key.encode())
+    for n in range(1_000_000):
+        candidate = f"#{n}"
+        if key_slot(candidate.encode()) == slot:
+            return candidate
+    raise AssertionError("unreachable: every slot is hit by a short tag")  # pragma: no cover
+
+
 class KeySpace:
     """Names of the Redis keys and the channel that belong to one namespace."""
 
-    __slots__ = ("channel", "namespace")
+    __slots__ = ("builder_channel", "channel", "namespace")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = validate_namespace(namespace)
         #: Pub/sub channel that carries ``{key, version, origin}`` events, never values.
         self.channel = f"{namespace}:events"
+        #: Where builders announce released leases and ask leaders for a rebuild.
+        self.builder_channel = f"{namespace}:builders"
 
     def value(self, key: str) -> str:
         """The hash holding a cached value (field ``d``) and its version (field ``v``)."""
@@ -66,3 +101,19 @@ class KeySpace:
     def lock(self, key: str) -> str:
         """The write lock of a cached value; same slot as :meth:`value`."""
         return f"{self.namespace}:lock:{_tagged(key)}"
+
+    def lease(self, name: str) -> str:
+        """The leader lease of a builder registration (names hold no braces)."""
+        return f"{self.namespace}:builder:{{{name}}}:lease"
+
+    def state(self, name: str) -> str:
+        """A registration's shared record (epoch, leader, last build); same slot as its lease."""
+        return f"{self.namespace}:builder:{{{name}}}:state"
+
+    def target_meta(self, target: str) -> str:
+        """The hash beside a builder target, in its slot: fencing epoch, version, type, size."""
+        return f"{self.namespace}:target:{{{slot_tag(target)}}}{target}"
+
+    def temporary(self, target: str, token: str) -> str:
+        """Where a target's next build is written before it is renamed over the target."""
+        return f"{self.namespace}:tmp:{{{slot_tag(target)}}}{token}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -70,14 +70,20 @@ class Lease:
             )
 
     @asynccontextmanager
-    async def kept_alive(self) -> AsyncIterator[asyncio.Event]:
+    async def kept_alive(
+        self, *, strict: bool = False, on_lost: Callable[[], None] | None = None
+    ) -> AsyncIterator[asyncio.Event]:
         """Renew the claim every ``ttl / 3`` while the block runs.
 
-        Yields an event that is set as soon as the claim is known to be lost: a renewal found
-        another token, or no renewal succeeded before the claim would have expired.
+        Yields an event that is set (and calls ``on_lost``) as soon as the claim is known to be
+        lost: a renewal found another token, or no renewal succeeded before the claim would
+        have expired. With ``strict``, a renewal that fails (error, timeout) counts as lost at
+        once: the holder stops rather than act on a claim it cannot confirm.
         """
         lost = asyncio.Event()
-        task = asyncio.create_task(self._watchdog(lost), name=f"redicache-watchdog:{self.key}")
+        task = asyncio.create_task(
+            self._watchdog(lost, strict, on_lost), name=f"redicache-watchdog:{self.key}"
+        )
         try:
             yield lost
         finally:
@@ -88,7 +94,9 @@ class Lease:
                 if not task.cancelled():
                     raise
 
-    async def _watchdog(self, lost: asyncio.Event) -> None:
+    async def _watchdog(
+        self, lost: asyncio.Event, strict: bool, on_lost: Callable[[], None] | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         interval = self.ttl / 3
         expires_at = loop.time() + self.ttl
@@ -103,5 +111,9 @@ class Lease:
                 expires_at = attempt_at + self.ttl
             except (RedisError, OSError, TimeoutError) as exc:
                 logger.warning("renewing %s failed: %r", self.key, exc)
+                if strict:
+                    break
         logger.warning("lost the claim on %s", self.key)
         lost.set()
+        if on_lost is not None:
+            on_lost()

@@ -8,7 +8,11 @@ from collections import OrderedDict
 from time import monotonic
 from typing import Any
 
-__all__ = ["LocalEntry", "LocalLayer"]
+#: A user's key, or a tuple for what is not a plain value (``("target", key[, field])``), so
+#: that the two can never collide.
+LocalKey = str | tuple[str, ...]
+
+__all__ = ["LocalEntry", "LocalKey", "LocalLayer"]
 
 _NEVER = math.inf
 
@@ -36,14 +40,14 @@ class LocalLayer:
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, LocalEntry] = OrderedDict()
+        self._entries: OrderedDict[LocalKey, LocalEntry] = OrderedDict()
         self.bytes = 0
         self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def fresh(self, key: str) -> LocalEntry | None:
+    def fresh(self, key: LocalKey) -> LocalEntry | None:
         """The entry for ``key`` if it has not expired; marks it most recently used."""
         entry = self._entries.get(key)
         if entry is None:
@@ -55,7 +59,7 @@ class LocalLayer:
         self._entries.move_to_end(key)
         return entry
 
-    def stale(self, key: str) -> LocalEntry | None:
+    def stale(self, key: LocalKey) -> LocalEntry | None:
         """The entry for ``key`` while it is within its fail-safe window, fresh or not."""
         entry = self._entries.get(key)
         if entry is None or entry.stale_until <= monotonic():
@@ -64,7 +68,7 @@ class LocalLayer:
 
     def put(
         self,
-        key: str,
+        key: LocalKey,
         value: Any,
         *,
         version: int,
@@ -88,7 +92,7 @@ class LocalLayer:
             self.evictions += 1
         return True
 
-    def discard(self, key: str, *, below_version: int | None = None) -> bool:
+    def discard(self, key: LocalKey, *, below_version: int | None = None) -> bool:
         """Drop ``key`` (only if its version is older than ``below_version``, when given)."""
         entry = self._entries.get(key)
         if entry is None or (below_version is not None and entry.version >= below_version):
@@ -100,6 +104,6 @@ class LocalLayer:
         self._entries.clear()
         self.bytes = 0
 
-    def _remove(self, key: str, entry: LocalEntry) -> None:
+    def _remove(self, key: LocalKey, entry: LocalEntry) -> None:
         del self._entries[key]
         self.bytes -= entry.size

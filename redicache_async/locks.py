@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["SingleFlight", "Wakeups"]
+__all__ = ["SingleFlight", "Wakeups", "wait_event"]
 
 T = TypeVar("T")
 
@@ -24,9 +24,9 @@ class SingleFlight(Generic[T]):
     __slots__ = ("_tasks",)
 
     def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[T]] = {}
+        self._tasks: dict[Hashable, asyncio.Task[T]] = {}
 
-    def run(self, key: str, factory: Callable[[], Coroutine[Any, Any, T]]) -> Awaitable[T]:
+    def run(self, key: Hashable, factory: Callable[[], Coroutine[Any, Any, T]]) -> Awaitable[T]:
         task = self._tasks.get(key)
         if task is None:
             task = asyncio.create_task(factory(), name=f"redicache-load:{key}")
@@ -34,7 +34,7 @@ class SingleFlight(Generic[T]):
             task.add_done_callback(lambda t: self._forget(key, t))
         return asyncio.shield(task)
 
-    def _forget(self, key: str, task: asyncio.Task[T]) -> None:
+    def _forget(self, key: Hashable, task: asyncio.Task[T]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
         if not task.cancelled():
@@ -76,13 +76,14 @@ class Wakeups:
         for event in self._events.values():
             event.set()
 
-    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
-        """Wait for ``event`` up to ``timeout`` seconds; True if it was set. Clears it."""
-        if not event.is_set():
-            try:
-                async with asyncio.timeout(timeout):
-                    await event.wait()
-            except TimeoutError:
-                return False
-        event.clear()
-        return True
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` up to ``timeout`` seconds; True if it was set. Clears it."""
+    if not event.is_set():
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            return False
+    event.clear()
+    return True

@@ -1,0 +1,329 @@
+"""Builder targets: the Redis data types a build is written to, and the atomic swap.
+
+A build is first written to temporary keys, each in its target's cluster slot. Then one script
+per slot checks that the writer still leads (its lease token where the lease shares the node,
+its epoch against the epoch stored beside each target everywhere), checks that every temporary
+copy is complete, and renames them over their targets. Readers see the old build or the new
+one, never a gap or a mix.
+
+Items are stored as compact JSON text, as smart-redis writes them, so that any client in any
+language can read the targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, get_args
+
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from .errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidResultError,
+    RedicacheError,
+)
+from .invalidation import OP_TARGET, event_prefix
+from .keys import KeySpace, validate_key
+from .scripts import Scripts
+
+__all__ = [
+    "Deposed",
+    "Prepared",
+    "Target",
+    "TargetType",
+    "decode_target",
+    "describe",
+    "empty_target",
+    "prepare",
+    "swap",
+    "write",
+]
+
+TargetType = Literal["string", "list", "hash", "set", "zset"]
+_TYPES: Final = get_args(TargetType)
+
+#: Items per command, and bytes queued before a pipeline is sent: large enough that a 100k-item
+#: build is a few dozen round trips, small enough that one round trip stays well under a second.
+_ITEMS_PER_COMMAND: Final = 1000
+_BYTES_PER_ROUND_TRIP: Final = 1 << 20
+#: Serialization hands the loop back this often, so a huge build does not stall other tasks.
+_ITEMS_PER_SLICE: Final = 2000
+#: A temporary key outlives a builder that died while writing it by at most this much.
+_TEMPORARY_TTL_MS: Final = 15 * 60 * 1000
+
+_ADD_COMMAND: Final = {"list": "RPUSH", "hash": "HSET", "set": "SADD", "zset": "ZADD"}
+
+
+class Deposed(RedicacheError):
+    """A swap was refused because this writer no longer leads: its lease is gone, or a newer
+    leader (higher epoch) already wrote a target."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A Redis key that a registration's builds are written to, at exactly that key.
+
+    ``type`` is ``"string"`` (the whole result as JSON), ``"list"`` (one item per element, in
+    order), ``"hash"`` (field ``str(item[id_field])``), ``"set"`` or ``"zset"`` (score
+    ``item[score_field]``).
+    """
+
+    key: str
+    type: TargetType
+    id_field: str | None = None
+    score_field: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_key(self.key)
+        if self.type not in _TYPES:
+            raise InvalidArgumentError(
+                f"target {self.key!r}: type must be one of {', '.join(_TYPES)}, got {self.type!r}"
+            )
+        _check_item_field(self, "id_field", self.id_field, needed=self.type == "hash")
+        _check_item_field(self, "score_field", self.score_field, needed=self.type == "zset")
+
+
+def _check_item_field(target: Target, name: str, value: object, *, needed: bool) -> None:
+    if value is None:
+        if needed:
+            raise InvalidArgumentError(f"{target.type} target {target.key!r} needs {name}")
+        return
+    if not needed:
+        raise InvalidArgumentError(f"{name} does not apply to {target.type} target {target.key!r}")
+    if not isinstance(value, str):
+        raise InvalidArgumentTypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value:
+        raise InvalidArgumentError(f"{name} must not be empty")
+
+
+def describe(targets: Sequence[Target]) -> str:
+    """The targets as one string: a new leader rebuilds at once when it differs."""
+    return json.dumps([[t.key, t.type, t.id_field, t.score_field] for t in targets])
+
+
+# -- preparing a build -------------------------------------------------------------------------
+
+
+class Prepared:
+    """One target's share of a build: the commands that fill its temporary key."""
+
+    __slots__ = ("commands", "count", "target")
+
+    def __init__(self, target: Target, commands: list[tuple[list[Any], int]], count: int) -> None:
+        self.target = target
+        #: ``(arguments after the key, payload bytes)`` per command.
+        self.commands = commands
+        #: Elements the temporary key holds once written (0: the result was empty).
+        self.count = count
+
+
+async def prepare(
+    targets: Sequence[Target], result: Any, dumps: Callable[[Any], bytes]
+) -> list[Prepared]:
+    """Check ``result`` against every target and serialize it; raises InvalidResultError."""
+    if result is None:
+        raise InvalidResultError("the fetch function returned None")
+    items: list[Any] | None = None
+    payloads: list[bytes] = []
+    prepared = []
+    for target in targets:
+        if target.type == "string":
+            payload = _dump(dumps, result, "the result")
+            prepared.append(Prepared(target, [([payload], len(payload))], 1))
+            continue
+        if items is None:
+            items = _as_items(result)
+            payloads = await _dump_all(dumps, items)
+        prepared.append(_collection(target, items, payloads))
+    return prepared
+
+
+def _as_items(result: Any) -> list[Any]:
+    if isinstance(result, str | bytes | bytearray | Mapping) or not isinstance(result, Iterable):
+        raise InvalidResultError(
+            f"list, hash, set and zset targets need a list of items, got {type(result).__name__}"
+        )
+    return list(result)
+
+
+def _dump(dumps: Callable[[Any], bytes], value: Any, what: str) -> bytes:
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidResultError(f"{what} cannot be serialized: {exc}") from exc
+
+
+async def _dump_all(dumps: Callable[[Any], bytes], items: list[Any]) -> list[bytes]:
+    payloads: list[bytes] = []
+    for start in range(0, len(items), _ITEMS_PER_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        try:
+            payloads.extend(map(dumps, items[start : start + _ITEMS_PER_SLICE]))
+        except (TypeError, ValueError) as exc:
+            index = len(payloads) + _first_failure(dumps, items[len(payloads) :])
+            raise InvalidResultError(f"item {index} cannot be serialized: {exc}") from exc
+    return payloads
+
+
+def _first_failure(dumps: Callable[[Any], bytes], items: list[Any]) -> int:
+    for index, item in enumerate(items):
+        try:
+            dumps(item)
+        except (TypeError, ValueError):
+            return index
+    return 0  # pragma: no cover - only called after a failure
+
+
+def _collection(target: Target, items: list[Any], payloads: list[bytes]) -> Prepared:
+    kind = target.type
+    if kind == "list":
+        members: list[Any] = payloads
+        count = len(payloads)
+        per_item = 1
+    elif kind == "set":
+        members = payloads
+        count = len(set(payloads))
+        per_item = 1
+    elif kind == "hash":
+        assert target.id_field is not None
+        fields = [_hash_field(item, target.id_field, i) for i, item in enumerate(items)]
+        members = [part for pair in zip(fields, payloads, strict=True) for part in pair]
+        count = len(set(fields))
+        per_item = 2
+    else:
+        assert target.score_field is not None
+        scores = [_score(item, target.score_field, i) for i, item in enumerate(items)]
+        members = [part for pair in zip(scores, payloads, strict=True) for part in pair]
+        count = len(set(payloads))
+        per_item = 2
+    step = _ITEMS_PER_COMMAND * per_item
+    commands = []
+    for start in range(0, len(members), step):
+        chunk = members[start : start + step]
+        size = sum(len(p) for p in payloads[start // per_item : (start + step) // per_item])
+        commands.append((chunk, size))
+    return Prepared(target, commands, count)
+
+
+def _item_value(item: Any, field: str, index: int) -> Any:
+    if not isinstance(item, Mapping):
+        raise InvalidResultError(f"item {index} is a {type(item).__name__}, not a mapping")
+    try:
+        return item[field]
+    except KeyError:
+        raise InvalidResultError(f"item {index} has no {field!r} field") from None
+
+
+def _hash_field(item: Any, id_field: str, index: int) -> str:
+    value = _item_value(item, id_field, index)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidResultError(
+            f"item {index}: {id_field!r} must be a str or a number, not {type(value).__name__}"
+        )
+    return str(value)
+
+
+def _score(item: Any, score_field: str, index: int) -> float:
+    value = _item_value(item, score_field, index)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InvalidResultError(f"item {index}: {score_field!r} is not a number: {value!r}")
+    return float(value)
+
+
+# -- writing and swapping ----------------------------------------------------------------------
+
+
+async def write(redis: Any, writes: Sequence[tuple[str, Prepared]], *, timeout: float) -> None:
+    """Fill each temporary key with its target's commands, in pipelined round trips."""
+    pipe = redis.pipeline(transaction=False)
+    queued = 0
+    for temporary, prepared in writes:
+        command = _ADD_COMMAND.get(prepared.target.type, "SET")
+        for index, (arguments, size) in enumerate(prepared.commands):
+            pipe.execute_command(command, temporary, *arguments)
+            if index == 0:
+                pipe.pexpire(temporary, _TEMPORARY_TTL_MS)
+            queued += size
+            if queued >= _BYTES_PER_ROUND_TRIP:
+                async with asyncio.timeout(timeout):
+                    await pipe.execute()
+                queued = 0
+    if len(pipe):
+        async with asyncio.timeout(timeout):
+            await pipe.execute()
+
+
+async def swap(
+    redis: Any,
+    scripts: Scripts,
+    keys: KeySpace,
+    writes: Sequence[tuple[str, Prepared]],
+    *,
+    name: str,
+    origin: str,
+    token: str,
+    lease_key: str,
+    epoch: str,
+    timeout: float,
+) -> None:
+    """Rename the temporary keys over their targets, slot by slot, fenced.
+
+    Raises :class:`Deposed` when this writer no longer leads, RedicacheError when a temporary
+    copy is incomplete; nothing of a refused slot changes.
+    """
+    cluster = isinstance(redis, RedisCluster)
+    groups: dict[int, list[tuple[str, Prepared]]] = {}
+    for write_ in writes:
+        slot = key_slot(write_[1].target.key.encode()) if cluster else 0
+        groups.setdefault(slot, []).append(write_)
+    for group in groups.values():
+        script_keys: list[str] = []
+        args: list[Any] = ["" if cluster else token, epoch, keys.channel, name]
+        for temporary, prepared in group:
+            target = prepared.target
+            script_keys += [temporary, target.key, keys.target_meta(target.key)]
+            args += [target.type, prepared.count, event_prefix(OP_TARGET, target.key, origin)]
+        if not cluster:
+            script_keys.append(lease_key)
+        async with asyncio.timeout(timeout):
+            reply = await scripts.swap_targets(keys=script_keys, args=args)
+        status = int(reply[0])
+        if status != 1:
+            reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            raise Deposed(reason) if status == 0 else RedicacheError(reason)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def decode_target(kind: str, data: Any, loads: Callable[[bytes], Any]) -> Any:
+    """A target's Redis reply (from the READ_TARGET script) as Python values: the string's
+    value; a list of items for a list, a set (sorted by their JSON) or a zset (by score); a
+    dict of field to item for a hash."""
+
+    def load(raw: bytes | str) -> Any:
+        return loads(raw.encode() if isinstance(raw, str) else raw)
+
+    if kind == "string":
+        return load(data)
+    if kind == "hash":
+        it = iter(data)
+        return {
+            (field.decode() if isinstance(field, bytes) else field): load(raw)
+            for field, raw in zip(it, it, strict=True)
+        }
+    if kind == "set":
+        data = sorted(data)
+    return [load(raw) for raw in data]
+
+
+def empty_target(kind: str) -> Any:
+    """What an empty build of a ``kind`` target reads as (Redis holds no empty collections)."""
+    return {} if kind == "hash" else []
