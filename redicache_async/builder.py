@@ -17,12 +17,13 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.exceptions import RedisError
 
+from .cancellation import bounded, cancel_and_wait
 from .election import Elected, Leadership
 from .errors import (
     BuildError,
@@ -309,8 +310,7 @@ class CacheBuilder:
         channel = self._shared.keys.builder_channel
         event = plain_event(OP_REFRESH, name, self._shared.origin)
         try:
-            async with asyncio.timeout(self._shared.redis_timeout):
-                await self._shared.redis.publish(channel, event)
+            await bounded(self._shared.redis.publish(channel, event), self._shared.redis_timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             raise BuildError(name, f"could not ask the leader: {exc!r}") from exc
 
@@ -437,14 +437,9 @@ class _Registration:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise
-        except Exception:
-            logger.exception("the refresh loop of %r failed", self.name)
+        await cancel_and_wait(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the refresh loop of %r failed", self.name, exc_info=task.exception())
         self._fail_waiters("the registration was stopped before the build ran")
 
     def update(self, spec: _Spec) -> None:
@@ -551,7 +546,11 @@ class _Registration:
             waiters, self._waiters = self._waiters, []
             started = self._last_started = loop.time()
             spec = self.spec
-            error = await self._build(lease, spec)
+            try:
+                error = await self._build(lease, spec)
+            except BaseException:
+                self._waiters[:0] = waiters  # failed by _lead's cleanup, with the reason
+                raise
             if error is None:
                 self._retry_at = None
                 self._failures_in_a_row = 0
@@ -579,9 +578,9 @@ class _Registration:
         swapped = False
         try:
             result = await self._fetch(spec)
-            prepared = await prepare(spec.targets, result, shared.serializer.dumps)
-            if not spec.allow_empty and all(p.count == 0 for p in prepared):
+            if not spec.allow_empty and isinstance(result, Sized) and len(result) == 0:
                 raise InvalidResultError("the result is empty and allow_empty is False")
+            prepared = await prepare(spec.targets, result, shared.serializer.dumps)
             writes = [
                 (shared.keys.temporary(p.target.key, f"{token}:{i}"), p)
                 for i, p in enumerate(prepared)
@@ -634,12 +633,11 @@ class _Registration:
 
     async def _discard(self, writes: list[tuple[str, Prepared]]) -> None:
         """Remove a failed build's temporary keys (they expire anyway if this fails)."""
+        pipe = self._shared.redis.pipeline(transaction=False)
+        for temporary, _ in writes:
+            pipe.unlink(temporary)
         try:
-            async with asyncio.timeout(self._shared.redis_timeout):
-                pipe = self._shared.redis.pipeline(transaction=False)
-                for temporary, _ in writes:
-                    pipe.unlink(temporary)
-                await pipe.execute()
+            await bounded(pipe.execute(), self._shared.redis_timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             logger.debug("removing the temporary keys of %r failed: %r", self.name, exc)
 

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .cancellation import bounded
 from .errors import (
     ClientClosedError,
     FetchTimeout,
@@ -585,8 +586,7 @@ class CacheClient:
     async def _redis_call(self, command: Awaitable[T]) -> T:
         """Await one Redis command, bounded by ``redis_timeout``, with errors wrapped."""
         try:
-            async with asyncio.timeout(self._redis_timeout):
-                return await command
+            return await bounded(command, self._redis_timeout)
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             self._stats.redis_errors += 1
             raise RedisUnavailableError(f"Redis is unreachable: {exc!r}") from exc

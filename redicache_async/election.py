@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
+from .cancellation import bounded
 from .invalidation import OP_RESIGN, plain_event
 from .keys import KeySpace
 from .leases import Lease
@@ -87,11 +88,13 @@ class Leadership:
                 self._redis, self._scripts, self._lease_key, ttl=self._ttl, timeout=self._ttl / 3
             )
             try:
-                async with asyncio.timeout(self._timeout):
-                    reply = await self._scripts.acquire_leader(
+                reply = await bounded(
+                    self._scripts.acquire_leader(
                         keys=[self._lease_key, self._state_key],
                         args=[lease.token, lease.ttl_ms, self._leader_id],
-                    )
+                    ),
+                    self._timeout,
+                )
             except (RedisError, OSError, TimeoutError) as exc:
                 failures += 1
                 if failures == 1:
@@ -116,8 +119,9 @@ class Leadership:
         """Release the lease if still ours and announce it, so a follower takes over now."""
         event = plain_event(OP_RESIGN, self._name, origin)
         try:
-            async with asyncio.timeout(self._timeout):
-                await lease.release(channel=self._keys.builder_channel, event=event)
+            await bounded(
+                lease.release(channel=self._keys.builder_channel, event=event), self._timeout
+            )
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning("could not release the lease of %r: %r", self._name, exc)
 
@@ -128,10 +132,12 @@ class Leadership:
         and for operators. Best effort: a failure only costs an early rebuild after a takeover."""
         outcome, text = ("error", error) if error is not None else ("ok", spec)
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._scripts.record_build(
+            await bounded(
+                self._scripts.record_build(
                     keys=[self._lease_key, self._state_key],
                     args=[lease.token, outcome, round(duration * 1000), text],
-                )
+                ),
+                self._timeout,
+            )
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning("could not record the build of %r: %r", self._name, exc)

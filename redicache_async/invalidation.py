@@ -23,6 +23,8 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
+from .cancellation import bounded, cancel_and_wait
+
 __all__ = [
     "OP_DELETE",
     "OP_REFRESH",
@@ -142,11 +144,7 @@ class InvalidationListener:
         task, self._task = self._task, None
         if task is None:
             return
-        # redis-py can absorb a cancellation while it reconnects (seen when the client's pool
-        # was closed under the listener), so cancel again until the task has really ended.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=self._timeout)
+        await cancel_and_wait(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("invalidation listener ended with %r", task.exception())
         self.connected = False
@@ -174,8 +172,7 @@ class InvalidationListener:
             self.reconnects += 1
 
     async def _listen(self, pubsub: Any) -> None:
-        async with asyncio.timeout(self._timeout):
-            await pubsub.subscribe(self._channel)
+        await bounded(pubsub.subscribe(self._channel), self._timeout)
         loop = asyncio.get_running_loop()
         pong_due = loop.time() + self._timeout  # the subscribe confirmation is due as a pong is
         while True:

@@ -16,6 +16,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from .cancellation import bounded, cancel_and_wait
 from .scripts import Scripts
 
 __all__ = ["Lease", "new_token"]
@@ -54,20 +55,18 @@ class Lease:
         return max(1, round(self.ttl * 1000))
 
     async def acquire(self) -> bool:
-        async with asyncio.timeout(self._timeout):
-            return bool(await self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        command = self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms)
+        return bool(await bounded(command, self._timeout))
 
     async def renew(self) -> bool:
         """Extend the claim by ``ttl``; False when it is no longer ours."""
-        async with asyncio.timeout(self._timeout):
-            return bool(await self._scripts.renew(keys=[self.key], args=[self.token, self.ttl_ms]))
+        command = self._scripts.renew(keys=[self.key], args=[self.token, self.ttl_ms])
+        return bool(await bounded(command, self._timeout))
 
     async def release(self, *, channel: str = "", event: str = "") -> bool:
         """Delete the claim if it is still ours, publishing ``event`` on ``channel`` if given."""
-        async with asyncio.timeout(self._timeout):
-            return bool(
-                await self._scripts.release(keys=[self.key], args=[self.token, channel, event])
-            )
+        command = self._scripts.release(keys=[self.key], args=[self.token, channel, event])
+        return bool(await bounded(command, self._timeout))
 
     @asynccontextmanager
     async def kept_alive(
@@ -87,12 +86,10 @@ class Lease:
         try:
             yield lost
         finally:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise
+            await cancel_and_wait(task)
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
 
     async def _watchdog(
         self, lost: asyncio.Event, strict: bool, on_lost: Callable[[], None] | None

@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
+from .cancellation import cancel_and_wait
+
 __all__ = ["SingleFlight", "Wakeups", "wait_event"]
 
 T = TypeVar("T")
@@ -42,11 +44,7 @@ class SingleFlight(Generic[T]):
 
     async def aclose(self) -> None:
         """Cancel every running task and wait for them to finish."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._tasks.values())))
 
 
 class Wakeups:

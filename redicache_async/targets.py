@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, get_args
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from .cancellation import bounded
 from .errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -252,12 +253,10 @@ async def write(redis: Any, writes: Sequence[tuple[str, Prepared]], *, timeout: 
                 pipe.pexpire(temporary, _TEMPORARY_TTL_MS)
             queued += size
             if queued >= _BYTES_PER_ROUND_TRIP:
-                async with asyncio.timeout(timeout):
-                    await pipe.execute()
+                await bounded(pipe.execute(), timeout)
                 queued = 0
     if len(pipe):
-        async with asyncio.timeout(timeout):
-            await pipe.execute()
+        await bounded(pipe.execute(), timeout)
 
 
 async def swap(
@@ -292,8 +291,7 @@ async def swap(
             args += [target.type, prepared.count, event_prefix(OP_TARGET, target.key, origin)]
         if not cluster:
             script_keys.append(lease_key)
-        async with asyncio.timeout(timeout):
-            reply = await scripts.swap_targets(keys=script_keys, args=args)
+        reply = await bounded(scripts.swap_targets(keys=script_keys, args=args), timeout)
         status = int(reply[0])
         if status != 1:
             reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
