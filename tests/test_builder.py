@@ -1,0 +1,832 @@
+"""CacheBuilder in one process against a real server: DESIGN.md behaviours 6, 7 and 9, the data
+formats, bad results, live changes, and every validation error. Several processes:
+``test_builder_processes.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from redicache_async import (
+    BuildError,
+    CacheBuilder,
+    CacheClient,
+    ClientClosedError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    Target,
+    UnknownRegistrationError,
+)
+from redicache_async.keys import KeySpace
+from redicache_async.scripts import Scripts
+from redicache_async.targets import Deposed, prepare, swap, write
+
+from .helpers import ns_keys, wait_until
+
+MakeBuilder = Callable[..., Awaitable[CacheBuilder]]
+
+
+@pytest.fixture
+async def make_builder(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MakeBuilder]:
+    builders: list[CacheBuilder] = []
+
+    async def make(client: aioredis.Redis | None = None, **options: Any) -> CacheBuilder:
+        options.setdefault("namespace", namespace)
+        builder = CacheBuilder(client if client is not None else redis, **options)
+        builders.append(builder)
+        await builder.start()
+        return builder
+
+    yield make
+    for builder in builders:
+        await builder.aclose()
+
+
+@pytest.fixture
+async def reader(redis: aioredis.Redis, namespace: str) -> AsyncIterator[CacheClient]:
+    async with CacheClient(redis, namespace=namespace) as cache:
+        yield cache
+
+
+class Source:
+    """A fetch function over a list of items that the test changes between builds; counts its
+    calls and how many run at once."""
+
+    def __init__(self, items: Any = None, *, delay: float = 0.0) -> None:
+        self.items = items if items is not None else _items(2)
+        self.delay = delay
+        self.calls = 0
+        self.running = 0
+        self.most_at_once = 0
+        self.error: BaseException | None = None
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.error is not None:
+                raise self.error
+            return self.items
+        finally:
+            self.running -= 1
+
+
+def _items(n: int, tag: str = "value") -> list[dict[str, Any]]:
+    return [{"id": f"id{i}", "value": f"{tag}{i}", "score": i} for i in range(1, n + 1)]
+
+
+def _all_targets(prefix: str) -> list[Target]:
+    return [
+        Target(f"{prefix}-list", "list"),
+        Target(f"{prefix}-hash", "hash", id_field="id"),
+        Target(f"{prefix}-set", "set"),
+        Target(f"{prefix}-zset", "zset", score_field="score"),
+        Target(f"{prefix}-string", "string"),
+    ]
+
+
+async def _built(builder: CacheBuilder, name: str, builds: int = 1) -> None:
+    await wait_until(lambda: builder.status(name).builds >= builds, what=f"{builds} build(s)")
+
+
+# -- data formats ------------------------------------------------------------------------------
+
+
+async def test_smart_redis_readme_example_is_stored_byte_for_byte(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+
+    def sample_data_fetching_fn() -> list[dict[str, str]]:
+        return [{"id": "id1", "value": "value1"}, {"id": "id2", "value": "value2"}]
+
+    name = await builder.register(
+        sample_data_fetching_fn,
+        targets=[
+            Target(f"{namespace}-sample-key-list", "list"),
+            Target(f"{namespace}-sample-key-hash", "hash", id_field="id"),
+        ],
+        refresh_interval=100,
+        name="sampleCacheName",
+    )
+    assert name == "sampleCacheName"
+    await _built(builder, name)
+    assert await redis.lrange(f"{namespace}-sample-key-list", 0, 1) == [
+        b'{"id":"id1","value":"value1"}',
+        b'{"id":"id2","value":"value2"}',
+    ]
+    assert await redis.hgetall(f"{namespace}-sample-key-hash") == {
+        b"id1": b'{"id":"id1","value":"value1"}',
+        b"id2": b'{"id":"id2","value":"value2"}',
+    }
+    assert await redis.ttl(f"{namespace}-sample-key-list") == -1  # no expiry, as smart-redis
+
+
+async def test_every_target_type_is_written_and_read_back(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str, reader: CacheClient
+) -> None:
+    builder = await make_builder()
+    items = [
+        {"id": 2, "value": "b", "score": 2.5},
+        {"id": 1, "value": "a", "score": -1},
+        {"id": 3, "value": "ü", "score": 0},
+    ]
+    name = await builder.register(
+        Source(items), targets=_all_targets(namespace), refresh_interval=100
+    )
+    await _built(builder, name)
+    assert await redis.lrange(f"{namespace}-list", 0, -1) == [
+        b'{"id":2,"value":"b","score":2.5}',
+        b'{"id":1,"value":"a","score":-1}',
+        b'{"id":3,"value":"\xc3\xbc","score":0}',
+    ]
+    assert sorted(await redis.hkeys(f"{namespace}-hash")) == [b"1", b"2", b"3"]
+    assert await redis.scard(f"{namespace}-set") == 3
+    zset = await redis.zrange(f"{namespace}-zset", 0, -1, withscores=True)
+    assert [tuple(pair) for pair in zset] == [
+        (b'{"id":1,"value":"a","score":-1}', -1.0),
+        (b'{"id":3,"value":"\xc3\xbc","score":0}', 0.0),
+        (b'{"id":2,"value":"b","score":2.5}', 2.5),
+    ]
+    assert await redis.get(f"{namespace}-string") == (
+        b'[{"id":2,"value":"b","score":2.5},{"id":1,"value":"a","score":-1},'
+        b'{"id":3,"value":"\xc3\xbc","score":0}]'
+    )
+
+    assert await reader.get_target(f"{namespace}-list") == items
+    assert await reader.get_target(f"{namespace}-hash") == {str(i["id"]): i for i in items}
+    assert await reader.get_target(f"{namespace}-hash", "3") == items[2]
+    assert await reader.get_target(f"{namespace}-hash", "404") is None
+    assert await reader.get_target(f"{namespace}-zset") == [items[1], items[2], items[0]]
+    assert sorted(i["id"] for i in await reader.get_target(f"{namespace}-set")) == [1, 2, 3]
+    assert await reader.get_target(f"{namespace}-string") == items
+    assert await reader.get_target(f"{namespace}-missing") is None
+    with pytest.raises(InvalidArgumentError, match="is a list, not a hash"):
+        await reader.get_target(f"{namespace}-list", "1")
+
+
+async def test_hash_with_duplicate_ids_keeps_the_last_item(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+    items = [{"id": "a", "v": 1}, {"id": "b", "v": 2}, {"id": "a", "v": 3}]
+    name = await builder.register(
+        Source(items),
+        targets=[Target(f"{namespace}-h", "hash", id_field="id"), Target(f"{namespace}-s", "set")],
+        refresh_interval=100,
+    )
+    await _built(builder, name)
+    assert await redis.hgetall(f"{namespace}-h") == {
+        b"a": b'{"id":"a","v":3}',
+        b"b": b'{"id":"b","v":2}',
+    }
+    assert await redis.scard(f"{namespace}-s") == 3
+
+
+async def test_large_results_are_written_in_batches(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str, reader: CacheClient
+) -> None:
+    builder = await make_builder()
+    items = _items(25_000)
+    name = await builder.register(
+        Source(items),
+        targets=[Target(f"{namespace}-h", "hash", id_field="id"), Target(f"{namespace}-l", "list")],
+        refresh_interval=100,
+    )
+    await _built(builder, name)
+    assert await redis.hlen(f"{namespace}-h") == 25_000
+    assert await redis.llen(f"{namespace}-l") == 25_000
+    assert (
+        await redis.lindex(f"{namespace}-l", 24_999)
+        == b'{"id":"id25000","value":"value25000","score":25000}'
+    )
+    assert await reader.get_target(f"{namespace}-h", "id12345") == items[12_344]
+
+
+def test_keys_the_builder_writes_beside_targets_share_their_slot() -> None:
+    keys = KeySpace("ns")
+    for target in ["plain", "{user:1}:list", "a}b", "x{}y", "{", "é}{ü", "tagged{x}"]:
+        slot = key_slot(target.encode())
+        assert key_slot(keys.target_meta(target).encode()) == slot, target
+        assert key_slot(keys.temporary(target, "token:0").encode()) == slot, target
+    assert key_slot(keys.lease("n").encode()) == key_slot(keys.state("n").encode())
+
+
+async def test_sync_fetch_runs_in_a_thread_with_args_and_kwargs(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+    seen: list[Any] = []
+
+    def fetch(count: int, *, tag: str) -> list[dict[str, Any]]:
+        seen.append(threading.current_thread() is threading.main_thread())
+        return _items(count, tag)
+
+    name = await builder.register(
+        fetch,
+        targets=[Target(f"{namespace}-l", "list")],
+        refresh_interval=100,
+        args=(3,),
+        kwargs={"tag": "x"},
+    )
+    await _built(builder, name)
+    assert seen == [False]
+    assert await redis.lindex(f"{namespace}-l", 2) == b'{"id":"id3","value":"x3","score":3}'
+
+
+# -- schedule ----------------------------------------------------------------------------------
+
+
+async def test_builds_at_once_then_every_interval_never_overlapping(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    builder = await make_builder()
+    source = Source(delay=0.15)  # slower than the interval: builds run back to back, not twice
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=0.05
+    )
+    await _built(builder, name, 4)
+    assert source.most_at_once == 1
+    status = builder.status(name)
+    assert status.is_leader
+    assert status.failures == 0
+    assert status.last_error is None
+    assert status.epoch is not None
+    assert status.last_duration is not None
+    assert status.last_duration >= 0.15
+
+
+async def test_refresh_rebuilds_now_and_readers_see_the_new_build(
+    make_builder: MakeBuilder, namespace: str, reader: CacheClient
+) -> None:
+    builder = await make_builder()
+    source = Source(_items(2, "old"))
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=100
+    )
+    await _built(builder, name)
+    assert await reader.get_target(f"{namespace}-l") == _items(2, "old")
+    hits = reader.stats().local_hits
+    assert await reader.get_target(f"{namespace}-l") == _items(2, "old")
+    assert reader.stats().local_hits == hits + 1
+
+    source.items = _items(3, "new")
+    await builder.refresh(name)
+    assert source.calls == 2
+    await wait_until(lambda: reader.stats().invalidations_received >= 2, what="the rebuild's event")
+    assert await reader.get_target(f"{namespace}-l") == _items(3, "new")
+
+
+async def test_refresh_on_a_follower_asks_the_leader(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    leader = await make_builder()
+    source = Source()
+    target = [Target(f"{namespace}-l", "list")]
+    name = await leader.register(source, targets=target, refresh_interval=100, name="shared")
+    await _built(leader, name)
+    follower = await make_builder()
+    other = Source()
+    await follower.register(other, targets=target, refresh_interval=100, name="shared")
+    await follower.refresh(name)
+    await _built(leader, name, 2)
+    assert other.calls == 0
+    assert not follower.status(name).is_leader
+
+
+async def test_a_new_leader_continues_the_schedule_instead_of_rebuilding(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    first = await make_builder()
+    targets = [Target(f"{namespace}-l", "list")]
+    name = await first.register(Source(), targets=targets, refresh_interval=30, name="sched")
+    await _built(first, name)
+    built_at = first.status(name).last_built_at
+    assert built_at is not None
+    await first.aclose()
+
+    second = await make_builder()
+    source = Source()
+    await second.register(source, targets=targets, refresh_interval=30, name="sched")
+    await wait_until(lambda: second.status(name).is_leader, what="the takeover")
+    status = second.status(name)
+    assert source.calls == 0
+    assert status.last_built_at == pytest.approx(built_at, abs=0.5)
+    assert status.next_build_at == pytest.approx(built_at + 30, abs=0.5)
+
+
+async def test_a_new_leader_with_other_targets_builds_at_once(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    first = await make_builder()
+    name = await first.register(
+        Source(), targets=[Target(f"{namespace}-l", "list")], refresh_interval=30, name="moved"
+    )
+    await _built(first, name)
+    await first.aclose()
+    second = await make_builder()
+    targets = [Target(f"{namespace}-l", "list"), Target(f"{namespace}-h", "hash", id_field="id")]
+    await second.register(Source(), targets=targets, refresh_interval=30, name="moved")
+    await _built(second, name)
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        pytest.param(None, "returned None", id="none"),
+        pytest.param({"id": "x"}, "need a list of items, got dict", id="mapping"),
+        pytest.param("text", "need a list of items, got str", id="string"),
+        pytest.param(42, "need a list of items, got int", id="number"),
+        pytest.param([{"id": "a", "score": 1}, "b"], "item 1 is a str, not a mapping", id="item"),
+        pytest.param([{"score": 1}], "item 0 has no 'id' field", id="no-id"),
+        pytest.param([{"id": None, "score": 1}], "'id' must be a str or a number", id="null-id"),
+        pytest.param([{"id": "a", "score": "high"}], "'score' is not a number", id="score"),
+        pytest.param([{"id": "a", "score": float("nan")}], "not JSON compliant", id="nan"),
+        pytest.param(
+            [{"id": "a", "score": 1, "v": {1, 2}}], "item 0 cannot be serialized", id="set"
+        ),
+    ],
+)
+async def test_a_result_that_does_not_fit_keeps_the_old_data(
+    make_builder: MakeBuilder,
+    redis: aioredis.Redis,
+    namespace: str,
+    result: Any,
+    message: str,
+) -> None:
+    builder = await make_builder()
+    source = Source([{"id": "a", "score": 1}])
+    targets = [
+        Target(f"{namespace}-l", "list"),
+        Target(f"{namespace}-h", "hash", id_field="id"),
+        Target(f"{namespace}-z", "zset", score_field="score"),
+    ]
+    name = await builder.register(source, targets=targets, refresh_interval=100)
+    await _built(builder, name)
+    before = {t.key: await redis.dump(t.key) for t in targets}
+
+    source.items = result
+    with pytest.raises(BuildError, match=message) as caught:
+        await builder.refresh(name)
+    assert caught.value.__cause__ is not None
+    assert {t.key: await redis.dump(t.key) for t in targets} == before
+    status = builder.status(name)
+    assert status.failures == 1
+    assert status.last_error is not None
+    assert message in status.last_error
+    assert not [k for k in await ns_keys(redis, namespace) if b":tmp:" in k]
+    state = await redis.hgetall(KeySpace(namespace).state(name))
+    recorded = state[b"last_error"]
+    assert isinstance(recorded, bytes)
+    assert message in recorded.decode()
+
+    source.items = [{"id": "b", "score": 2}]  # the loop goes on: the next build works
+    await builder.refresh(name)
+    assert await redis.lrange(f"{namespace}-l", 0, -1) == [b'{"id":"b","score":2}']
+    assert builder.status(name).last_error is None
+
+
+async def test_a_fetch_that_raises_keeps_the_old_data_and_is_retried(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+    source = Source()
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=0.2
+    )
+    await _built(builder, name)
+    before = await redis.lrange(f"{namespace}-l", 0, -1)
+    source.error = ConnectionRefusedError("the report database is down")
+    await wait_until(lambda: builder.status(name).failures >= 2, what="two failed builds")
+    status = builder.status(name)
+    assert status.last_error == "ConnectionRefusedError: the report database is down"
+    assert await redis.lrange(f"{namespace}-l", 0, -1) == before
+    source.error = None
+    source.items = _items(1, "back")
+    await wait_until(lambda: builder.status(name).last_error is None, what="a good build")
+    assert await redis.lrange(f"{namespace}-l", 0, -1) == [
+        b'{"id":"id1","value":"back1","score":1}'
+    ]
+
+
+async def test_a_hung_fetch_is_bounded_by_fetch_timeout(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    builder = await make_builder(fetch_timeout=0.1)
+    source = Source()
+    source.gate = asyncio.Event()  # never set
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=100
+    )
+    await wait_until(lambda: builder.status(name).failures >= 1, what="the timeout")
+    assert builder.status(name).last_error == (
+        f"FetchTimeout: fetch for {name!r} did not finish within 0.1 s"
+    )
+
+
+async def test_an_empty_result_empties_the_targets_unless_refused(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str, reader: CacheClient
+) -> None:
+    builder = await make_builder()
+    source = Source()
+    name = await builder.register(source, targets=_all_targets(namespace), refresh_interval=100)
+    await _built(builder, name)
+    source.items = []
+    await builder.refresh(name)
+    for kind in ("list", "hash", "set", "zset"):
+        assert not await redis.exists(f"{namespace}-{kind}")
+    assert await redis.get(f"{namespace}-string") == b"[]"
+    assert await reader.get_target(f"{namespace}-list") == []
+    assert await reader.get_target(f"{namespace}-hash") == {}
+    assert await reader.get_target(f"{namespace}-hash", "id1") is None
+    assert await reader.get_target(f"{namespace}-zset") == []
+
+    source.items = _items(1)
+    await builder.refresh(name)
+    await builder.update(name, allow_empty=False)
+    source.items = []
+    with pytest.raises(BuildError, match="empty and allow_empty is False"):
+        await builder.refresh(name)
+    assert await redis.llen(f"{namespace}-list") == 1
+
+
+# -- readers never see a gap -------------------------------------------------------------------
+
+
+async def test_readers_never_see_a_missing_or_partial_target_during_rebuilds(
+    make_builder: MakeBuilder, make_redis: Callable[..., aioredis.Redis], namespace: str
+) -> None:
+    builder = await make_builder()
+    source = Source(_items(3000))
+    name = await builder.register(
+        source,
+        targets=[Target(f"{namespace}-l", "list"), Target(f"{namespace}-h", "hash", id_field="id")],
+        refresh_interval=0.01,
+    )
+    await _built(builder, name)
+    watcher = make_redis()
+    sizes: set[tuple[Any, ...]] = set()
+    reads = 0
+    while builder.status(name).builds < 8:
+        async with watcher.pipeline(transaction=True) as pipe:
+            pipe.llen(f"{namespace}-l")
+            pipe.hlen(f"{namespace}-h")
+            sizes.add(tuple(await pipe.execute()))
+        reads += 1
+    assert reads > 8
+    assert sizes == {(3000, 3000)}
+
+
+# -- live changes ------------------------------------------------------------------------------
+
+
+async def test_update_changes_interval_fetch_and_targets_live(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+    source = Source(_items(1, "a"))
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=100
+    )
+    await _built(builder, name)
+
+    await builder.update(name, refresh_interval=0.05)  # rescheduled from the last build's start
+    await _built(builder, name, 3)
+    assert builder.status(name).refresh_interval == 0.05
+    await builder.update(name, refresh_interval=100)
+
+    builds = builder.status(name).builds
+    other = Source(_items(2, "b"))
+    await builder.update(
+        name, fetch=other, targets=[Target(f"{namespace}-h", "hash", id_field="id")]
+    )
+    await _built(builder, name, builds + 1)
+    assert other.calls == 1
+    assert await redis.hlen(f"{namespace}-h") == 2
+    assert await redis.llen(f"{namespace}-l") >= 1  # a target left out keeps its data
+    assert builder.status(name).targets == (f"{namespace}-h",)
+
+
+async def test_unregister_stops_the_loop_releases_the_lease_and_keeps_the_data(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+    source = Source()
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=0.05
+    )
+    await _built(builder, name, 2)
+    await builder.unregister(name)
+    calls = source.calls
+    assert not await redis.exists(KeySpace(namespace).lease(name))
+    assert await redis.llen(f"{namespace}-l") == 2
+    assert builder.names() == []
+    with pytest.raises(UnknownRegistrationError):
+        builder.status(name)
+    with pytest.raises(UnknownRegistrationError):
+        await builder.unregister(name)
+    await asyncio.sleep(0.2)  # several intervals: a loop still running would fetch again
+    assert source.calls == calls
+
+
+# -- leadership --------------------------------------------------------------------------------
+
+
+async def test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    first, second = await make_builder(), await make_builder()
+    sources = Source(), Source()
+    targets = [Target(f"{namespace}-l", "list")]
+    for builder, source in zip((first, second), sources, strict=True):
+        await builder.register(source, targets=targets, refresh_interval=100, name="one")
+    await wait_until(lambda: first.status("one").is_leader or second.status("one").is_leader)
+    leader, follower = (first, second) if first.status("one").is_leader else (second, first)
+    assert not follower.status("one").is_leader
+    await _built(leader, "one")
+
+    loop = asyncio.get_running_loop()
+    closed_at = loop.time()
+    await leader.aclose()
+    await wait_until(lambda: follower.status("one").is_leader, timeout=1.0, what="the takeover")
+    assert loop.time() - closed_at < 0.5  # announced: no wait for the 10 s lease to expire
+    assert sum(source.calls for source in sources) == 1  # the data was fresh: no extra build
+
+
+async def test_registrations_spread_across_instances(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    first, second = await make_builder(), await make_builder()
+    await first.register(
+        Source(), targets=[Target(f"{namespace}-a", "list")], refresh_interval=100, name="a"
+    )
+    await second.register(
+        Source(), targets=[Target(f"{namespace}-b", "list")], refresh_interval=100, name="b"
+    )
+    await wait_until(lambda: first.status("a").is_leader and second.status("b").is_leader)
+
+
+async def test_a_deposed_leader_cannot_overwrite_its_successor(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    keys = KeySpace(namespace)
+    old = await make_builder(lease_ttl=6.0)  # renewed every 2 s: not during this test
+    slow = Source(_items(1, "old"))
+    targets = [Target(f"{namespace}-l", "list")]
+    await old.register(slow, targets=targets, refresh_interval=100, name="fenced")
+    await wait_until(lambda: old.status("fenced").is_leader)
+    slow.gate = asyncio.Event()
+    refresh = asyncio.ensure_future(old.refresh("fenced"))
+    await wait_until(lambda: slow.running == 1, what="the old leader's fetch")
+
+    # The old leader's lease vanishes (as if it had been frozen past its expiry).
+    await redis.delete(keys.lease("fenced"))
+    new = await make_builder(lease_ttl=6.0)
+    await new.register(
+        Source(_items(1, "new")), targets=targets, refresh_interval=100, name="fenced"
+    )
+    await wait_until(lambda: new.status("fenced").is_leader, what="the new leader")
+    await new.refresh("fenced")
+
+    slow.gate.set()
+    with pytest.raises(BuildError, match="stopped leading"):
+        await refresh
+    assert await redis.lrange(f"{namespace}-l", 0, -1) == [b'{"id":"id1","value":"new1","score":1}']
+    assert not old.status("fenced").is_leader
+    assert not [k for k in await ns_keys(redis, namespace) if b":tmp:" in k]
+
+
+async def test_the_swap_refuses_an_epoch_older_than_the_targets(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """Where the lease cannot be checked (a cluster), the epochs beside the targets fence."""
+    keys, scripts = KeySpace(namespace), Scripts(redis)
+    target = Target(f"{namespace}-l", "list")
+
+    async def build(epoch: str, tag: str) -> None:
+        temporary = keys.temporary(target.key, f"{tag}:0")
+        prepared = await prepare([target], _items(1, tag), lambda v: repr(v).encode())
+        writes = [(temporary, prepared[0])]
+        await write(redis, writes, timeout=1.0)
+        await swap(
+            redis,
+            scripts,
+            keys,
+            writes,
+            name="n",
+            origin="o",
+            token="",  # no lease check: the epoch alone fences
+            lease_key=keys.lease("n"),
+            epoch=epoch,
+            timeout=1.0,
+        )
+
+    await build("200", "newer")
+    with pytest.raises(Deposed, match="a newer leader"):
+        await build("100", "older")
+    assert await redis.lrange(target.key, 0, -1) == [repr(_items(1, "newer")[0]).encode()]
+    await build("200", "same")  # the same term builds again
+    assert await redis.hget(keys.target_meta(target.key), "epoch") == b"200"
+
+
+async def test_close_releases_every_lease_and_leaves_nothing_running(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    builder = await make_builder()
+    for n in range(3):
+        await builder.register(
+            Source(), targets=[Target(f"{namespace}-{n}", "list")], refresh_interval=0.05
+        )
+    for name in builder.names():
+        await _built(builder, name)
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # none installed
+    await builder.aclose()
+    await builder.aclose()  # idempotent
+    assert not [k for k in await ns_keys(redis, namespace) if k.endswith(b":lease")]
+    with pytest.raises(ClientClosedError):
+        await builder.register(
+            Source(), targets=[Target(f"{namespace}-x", "list")], refresh_interval=1
+        )
+    # the autouse fixture fails the test if a refresh loop or the listener still runs
+
+
+async def test_close_during_a_build_removes_its_temporary_keys(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+    items = _items(50_000)
+
+    class SlowToWrite:
+        calls = 0
+
+        async def __call__(self) -> list[dict[str, Any]]:
+            self.calls += 1
+            return items
+
+    name = await builder.register(
+        SlowToWrite(),
+        targets=[Target(f"{namespace}-h", "hash", id_field="id")],
+        refresh_interval=100,
+    )
+    await wait_until(
+        lambda: _has_temporary(redis, namespace), timeout=10, what="the build to start writing"
+    )
+    assert builder.status(name).builds == 0  # closed mid-build, not after it
+    await builder.aclose()
+    assert not [k for k in await ns_keys(redis, namespace) if b":tmp:" in k]
+    assert not await redis.exists(KeySpace(namespace).lease(name))
+
+
+async def _has_temporary(redis: aioredis.Redis, namespace: str) -> bool:
+    return any(b":tmp:" in k for k in await ns_keys(redis, namespace))
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+async def _fetch() -> list[Any]:
+    return []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"fetch": 42}, InvalidArgumentTypeError, "fetch must be callable"),
+        ({"targets": []}, InvalidArgumentError, "targets must not be empty"),
+        ({"targets": Target("k", "list")}, InvalidArgumentTypeError, "list of Target"),
+        ({"targets": ["k"]}, InvalidArgumentTypeError, "must hold Target objects"),
+        (
+            {"targets": [Target("k", "list"), Target("k", "set")]},
+            InvalidArgumentError,
+            "listed twice",
+        ),
+        ({"refresh_interval": 0}, InvalidArgumentError, "refresh_interval must be finite"),
+        ({"refresh_interval": -1}, InvalidArgumentError, "refresh_interval must be finite"),
+        ({"refresh_interval": float("nan")}, InvalidArgumentError, "refresh_interval"),
+        ({"refresh_interval": "10"}, InvalidArgumentTypeError, "refresh_interval"),
+        ({"name": "bad name"}, InvalidArgumentError, "letters, digits"),
+        ({"name": "a{b}"}, InvalidArgumentError, "letters, digits"),
+        ({"name": ""}, InvalidArgumentError, "letters, digits"),
+        ({"name": 7}, InvalidArgumentTypeError, "name must be a str"),
+        ({"args": "ab"}, InvalidArgumentTypeError, "args must be a tuple"),
+        ({"kwargs": [1]}, InvalidArgumentTypeError, "kwargs must be a mapping"),
+        ({"kwargs": {1: 2}}, InvalidArgumentTypeError, "kwargs keys"),
+        ({"allow_empty": 1}, InvalidArgumentTypeError, "allow_empty must be a bool"),
+    ],
+)
+async def test_register_rejects_bad_arguments_before_doing_anything(
+    make_builder: MakeBuilder,
+    redis: aioredis.Redis,
+    namespace: str,
+    kwargs: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    builder = await make_builder()
+    arguments: dict[str, Any] = {
+        "fetch": _fetch,
+        "targets": [Target(f"{namespace}-k", "list")],
+        "refresh_interval": 1.0,
+        **kwargs,
+    }
+    fetch = arguments.pop("fetch")
+    with pytest.raises(error, match=message):
+        await builder.register(fetch, **arguments)
+    assert builder.names() == []
+    assert await ns_keys(redis, namespace) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        (("k", "json"), InvalidArgumentError, "type must be one of string, list, hash"),
+        (("k", "hash"), InvalidArgumentError, "hash target 'k' needs id_field"),
+        (("k", "zset"), InvalidArgumentError, "zset target 'k' needs score_field"),
+        (("k", "list", "id"), InvalidArgumentError, "id_field does not apply to list"),
+        (("k", "hash", "id", "s"), InvalidArgumentError, "score_field does not apply to hash"),
+        (("k", "hash", 5), InvalidArgumentTypeError, "id_field must be a str"),
+        (("k", "hash", ""), InvalidArgumentError, "id_field must not be empty"),
+        (("", "list"), InvalidArgumentError, "key must not be empty"),
+        ((b"k", "list"), InvalidArgumentTypeError, "key must be a str"),
+    ],
+)
+def test_target_rejects_bad_arguments(
+    args: tuple[Any, ...], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        Target(*args)
+
+
+async def test_names_and_targets_are_unique_per_builder(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    builder = await make_builder()
+    target = Target(f"{namespace}-k", "list")
+    name = await builder.register(_fetch, targets=[target], refresh_interval=100)
+    assert name.startswith("targets-")
+    with pytest.raises(InvalidArgumentError, match="already exists"):
+        await builder.register(_fetch, targets=[target], refresh_interval=100)
+    with pytest.raises(InvalidArgumentError, match="already built by registration"):
+        await builder.register(_fetch, targets=[target], refresh_interval=100, name="other")
+    second = await builder.register(
+        _fetch, targets=[Target(f"{namespace}-k2", "list")], refresh_interval=100, name="two"
+    )
+    with pytest.raises(InvalidArgumentError, match="already built by registration"):
+        await builder.update(second, targets=[target])
+    with pytest.raises(UnknownRegistrationError):
+        await builder.update("nope", refresh_interval=1)
+    with pytest.raises(UnknownRegistrationError):
+        await builder.refresh("nope")
+    with pytest.raises(InvalidArgumentError, match="refresh_interval"):
+        await builder.update(second, refresh_interval=0)
+
+
+async def test_generated_names_agree_across_instances(make_builder: MakeBuilder) -> None:
+    first, second = await make_builder(), await make_builder()
+    targets = [Target("same-key", "list")]
+    assert await first.register(_fetch, targets=targets, refresh_interval=100) == (
+        await second.register(_fetch, targets=targets, refresh_interval=100)
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"namespace": "a{b}"}, InvalidArgumentError, "namespace"),
+        ({"lease_ttl": 0}, InvalidArgumentError, "lease_ttl"),
+        ({"lease_ttl": 0.05}, InvalidArgumentError, "at least 0.1"),
+        ({"redis_timeout": -1}, InvalidArgumentError, "redis_timeout"),
+        ({"fetch_timeout": 0}, InvalidArgumentError, "fetch_timeout"),
+        ({"serializer": object()}, InvalidArgumentTypeError, "serializer"),
+    ],
+)
+def test_builder_rejects_bad_options(
+    redis: aioredis.Redis, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        CacheBuilder(redis, **options)
+
+
+async def test_a_builder_must_be_started(redis: aioredis.Redis, namespace: str) -> None:
+    builder = CacheBuilder(redis, namespace=namespace)
+    with pytest.raises(ClientClosedError, match="not started"):
+        await builder.register(
+            _fetch, targets=[Target(f"{namespace}-k", "list")], refresh_interval=1
+        )
