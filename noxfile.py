@@ -46,6 +46,7 @@ def demo(session: nox.Session) -> None:
     session.install(".[server]")
     session.run("python", "-m", "redicache_async", "demo", *session.posargs)
     session.run("python", "examples/basic.py")
+    session.run("python", "examples/smart_redis.py")
 
 
 @nox.session

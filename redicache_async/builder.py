@@ -35,7 +35,14 @@ from .errors import (
     UnknownRegistrationError,
 )
 from .fetching import call_fetch
-from .invalidation import OP_REFRESH, OP_RESIGN, Event, InvalidationListener, plain_event
+from .invalidation import (
+    OP_BUILT,
+    OP_REFRESH,
+    OP_RESIGN,
+    Event,
+    InvalidationListener,
+    plain_event,
+)
 from .keys import KeySpace
 from .leases import Lease, new_token
 from .locks import wait_event
@@ -318,6 +325,14 @@ class CacheBuilder:
         """How ``name`` stands on this instance."""
         return self._get(name).status()
 
+    async def wait_built(self, name: str, timeout: float | None = None) -> None:
+        """Return once ``name`` has been built, by any instance (at once if it already was);
+        raises TimeoutError after ``timeout`` seconds."""
+        registration = self._get(name)
+        self._check_open()
+        async with asyncio.timeout(check_optional_seconds("timeout", timeout)):
+            await registration.built.wait()
+
     def names(self) -> list[str]:
         """The names registered on this builder."""
         return list(self._registrations)
@@ -348,6 +363,8 @@ class CacheBuilder:
             registration.wake.set()  # the lease is free: try to take it now
         elif event.op == OP_REFRESH and registration.is_leader:
             registration.request_build()
+        elif event.op == OP_BUILT:
+            registration.note_built(event.version)
 
     def _on_subscribed(self) -> None:
         # A release may have been announced while the listener was away.
@@ -414,6 +431,8 @@ class _Registration:
         )
         #: Set to cut a wait short: a released lease (follower), a refresh or an update (leader).
         self.wake = asyncio.Event()
+        #: Set once a build of this registration is known, by any instance.
+        self.built = asyncio.Event()
         self.is_leader = False
         self._task: asyncio.Task[None] | None = None
         self._epoch: str | None = None
@@ -453,6 +472,13 @@ class _Registration:
             self._build_now = True
         self.wake.set()
 
+    def note_built(self, started_ms: int) -> None:
+        """Another instance (or an earlier term) built this registration at ``started_ms``."""
+        started = started_ms / 1000
+        if self._last_built_at is None or started > self._last_built_at:
+            self._last_built_at = started
+        self.built.set()
+
     def request_build(self) -> None:
         self._build_now = True
         self.wake.set()
@@ -486,7 +512,7 @@ class _Registration:
 
     async def _run(self) -> None:
         while True:
-            lease, elected = await self._leadership.elect(self.wake)
+            lease, elected = await self._leadership.elect(self.wake, self.note_built)
             try:
                 await self._lead(lease, elected)
             except Exception:
@@ -506,6 +532,7 @@ class _Registration:
             age = max(0.0, (elected.now_ms - elected.built_at_ms) / 1000)
             self._last_started = loop.time() - age
             self._last_built_at = max(self._last_built_at or 0.0, time.time() - age)
+            self.built.set()
         logger.info("%s leads %r (epoch %s)", self._shared.leader_id, self.name, elected.epoch)
         lost = False
 
@@ -606,7 +633,7 @@ class _Registration:
             self._last_error = _describe_error(exc)
             log = logger.exception if self._failures_in_a_row == 0 else logger.warning
             log("build of %r failed; its targets keep their previous data: %s", self.name, exc)
-            await self._leadership.record(lease, error=self._last_error)
+            await self._leadership.record(lease, origin=shared.origin, error=self._last_error)
             return exc
         finally:
             if writes and not swapped:
@@ -616,7 +643,10 @@ class _Registration:
         self._last_built_at = time.time() - duration
         self._last_duration = duration
         self._last_error = None
-        await self._leadership.record(lease, duration=duration, spec=describe(spec.targets))
+        self.built.set()
+        await self._leadership.record(
+            lease, origin=shared.origin, duration=duration, spec=describe(spec.targets)
+        )
         return None
 
     async def _fetch(self, spec: _Spec) -> Any:

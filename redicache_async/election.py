@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.exceptions import RedisError
 
 from .cancellation import bounded
-from .invalidation import OP_RESIGN, plain_event
+from .invalidation import OP_BUILT, OP_RESIGN, event_prefix, plain_event
 from .keys import KeySpace
 from .leases import Lease
 from .locks import wait_event
@@ -72,11 +73,14 @@ class Leadership:
         self._lease_key = keys.lease(name)
         self._state_key = keys.state(name)
 
-    async def elect(self, wake: asyncio.Event) -> tuple[Lease, Elected]:
+    async def elect(
+        self, wake: asyncio.Event, on_built: Callable[[int], None]
+    ) -> tuple[Lease, Elected]:
         """Wait until this instance holds the lease.
 
         A follower asks again just after the current lease would expire, or as soon as ``wake``
-        is set (a release was announced, the listener reconnected).
+        is set (a release was announced, the listener reconnected). Each refusal tells it when
+        the newest build started (``on_built``, server ms).
         """
         failures = 0
         while True:
@@ -110,6 +114,8 @@ class Leadership:
                         built_at_ms=int(built_at) if built_at else None,
                         spec=_text(reply[4]),
                     )
+                if _text(reply[2]):
+                    on_built(int(_text(reply[2])))
                 pttl = int(reply[1])
                 # -1: a lease without expiry (set by hand); check again a lease later.
                 pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._ttl
@@ -126,16 +132,31 @@ class Leadership:
             logger.warning("could not release the lease of %r: %r", self._name, exc)
 
     async def record(
-        self, lease: Lease, *, duration: float = 0.0, spec: str = "", error: str | None = None
+        self,
+        lease: Lease,
+        *,
+        origin: str,
+        duration: float = 0.0,
+        spec: str = "",
+        error: str | None = None,
     ) -> None:
         """Note a build's outcome in the registration's state, for the next leader's schedule
-        and for operators. Best effort: a failure only costs an early rebuild after a takeover."""
+        and for operators, and announce a success to the followers. Best effort: a failure
+        only costs an early rebuild after a takeover."""
         outcome, text = ("error", error) if error is not None else ("ok", spec)
+        announce = event_prefix(OP_BUILT, self._name, origin)
         try:
             await bounded(
                 self._scripts.record_build(
                     keys=[self._lease_key, self._state_key],
-                    args=[lease.token, outcome, round(duration * 1000), text],
+                    args=[
+                        lease.token,
+                        outcome,
+                        round(duration * 1000),
+                        text,
+                        self._keys.builder_channel,
+                        announce,
+                    ],
                 ),
                 self._timeout,
             )

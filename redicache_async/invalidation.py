@@ -4,7 +4,8 @@ An event is compact JSON: ``{"op":..., "key":..., "origin":..., "version":...}``
 carries a value. On the cache channel ``op`` is ``set`` or ``del`` (the value changed: drop older
 local copies, wake waiters), ``unlock`` (a lock was released without a value: wake waiters) or
 ``target`` (a builder swapped in a new build of the target ``key``). On the builders' channel it
-is ``resign`` (a leader released registration ``key``) or ``refresh`` (rebuild ``key`` now).
+is ``resign`` (a leader released registration ``key``), ``refresh`` (rebuild ``key`` now) or
+``built`` (a build of ``key`` was swapped in; its version is when it started, in ms).
 
 The listener is one supervised task: it subscribes, reports every (re)subscription (the local
 layer may have missed events while it was away, so its owner flushes it), checks the connection
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError
 from .cancellation import bounded, cancel_and_wait
 
 __all__ = [
+    "OP_BUILT",
     "OP_DELETE",
     "OP_REFRESH",
     "OP_RESIGN",
@@ -48,7 +50,8 @@ OP_UNLOCK: Final = "unlock"
 OP_TARGET: Final = "target"
 OP_RESIGN: Final = "resign"
 OP_REFRESH: Final = "refresh"
-_OPS = frozenset({OP_SET, OP_DELETE, OP_UNLOCK, OP_TARGET, OP_RESIGN, OP_REFRESH})
+OP_BUILT: Final = "built"
+_OPS = frozenset({OP_SET, OP_DELETE, OP_UNLOCK, OP_TARGET, OP_RESIGN, OP_REFRESH, OP_BUILT})
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,10 +100,11 @@ return 0
 # KEYS[1]: a registration's lease, KEYS[2]: its state hash. ARGV[1]: token, ARGV[2]: lease ttl
 # in ms, ARGV[3]: who leads (for operators). The epoch is the server clock in microseconds,
 # bumped past the previous epoch, so every new term's epoch is higher than every older one.
-# Returns {1, epoch, now_ms, built_at_ms or '', spec or ''} when elected, else {0, lease pttl}.
+# Returns {1, epoch, now_ms, built_at_ms or '', spec or ''} when elected, else
+# {0, lease pttl, built_at_ms or ''}.
 ACQUIRE_LEADER = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {0, redis.call('PTTL', KEYS[1])}
+  return {0, redis.call('PTTL', KEYS[1]), redis.call('HGET', KEYS[2], 'built_at') or ''}
 end
 local t = redis.call('TIME')
 local epoch = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -117,15 +118,19 @@ return {1, epoch, now, redis.call('HGET', KEYS[2], 'built_at') or '',
 """
 
 # KEYS[1]: lease, KEYS[2]: state. ARGV[1]: token, ARGV[2]: 'ok' or 'error', ARGV[3]: the build's
-# duration in ms, ARGV[4]: the spec (ok) or the error text. Recorded only by the lease holder.
+# duration in ms, ARGV[4]: the spec (ok) or the error text, ARGV[5]: channel, ARGV[6]: the prefix
+# of the event announcing a build (its version is when the build started, in ms). Recorded only
+# by the lease holder.
 RECORD_BUILD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[2] == 'ok' then
-  redis.call('HSET', KEYS[2], 'built_at', string.format('%.0f', now - tonumber(ARGV[3])),
-             'duration_ms', ARGV[3], 'spec', ARGV[4], 'last_error', '')
+  local built_at = string.format('%.0f', now - tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[2], 'built_at', built_at, 'duration_ms', ARGV[3], 'spec', ARGV[4],
+             'last_error', '')
   redis.call('HINCRBY', KEYS[2], 'builds', 1)
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. built_at .. '}')
 else
   redis.call('HSET', KEYS[2], 'last_error', ARGV[4], 'error_at', string.format('%.0f', now))
   redis.call('HINCRBY', KEYS[2], 'failures', 1)

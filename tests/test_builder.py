@@ -830,3 +830,30 @@ async def test_a_builder_must_be_started(redis: aioredis.Redis, namespace: str) 
         await builder.register(
             _fetch, targets=[Target(f"{namespace}-k", "list")], refresh_interval=1
         )
+
+
+async def test_wait_built_returns_when_any_instance_has_built(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    leader = await make_builder()
+    source = Source()
+    source.gate = asyncio.Event()
+    targets = [Target(f"{namespace}-l", "list")]
+    await leader.register(source, targets=targets, refresh_interval=100, name="ready")
+    await wait_until(lambda: source.running == 1, what="the first build")
+    follower = await make_builder()
+    await follower.register(Source(), targets=targets, refresh_interval=100, name="ready")
+    waiting = asyncio.ensure_future(follower.wait_built("ready"))
+    with pytest.raises(TimeoutError):
+        await leader.wait_built("ready", timeout=0.05)
+    assert not waiting.done()
+    assert follower.status("ready").last_built_at is None
+
+    source.gate.set()
+    await asyncio.wait_for(waiting, timeout=5)  # the leader's announcement reached the follower
+    assert follower.status("ready").last_built_at == pytest.approx(
+        leader.status("ready").last_built_at, abs=0.05
+    )
+    late = await make_builder()  # registered after the build: learns it from Redis
+    await late.register(Source(), targets=targets, refresh_interval=100, name="ready")
+    await late.wait_built("ready", timeout=5)
