@@ -55,8 +55,10 @@ _ITEMS_PER_COMMAND: Final = 1000
 _BYTES_PER_ROUND_TRIP: Final = 1 << 20
 #: Serialization hands the loop back this often, so a huge build does not stall other tasks.
 _ITEMS_PER_SLICE: Final = 2000
-#: A temporary key outlives a builder that died while writing it by at most this much.
-_TEMPORARY_TTL_MS: Final = 15 * 60 * 1000
+#: A temporary key outlives the last batch written to it by at most this much. Every batch sets
+#: it: a batch still on the wire when its build was cancelled may land after the clean-up and
+#: create the key again. A copy that expired before its swap fails the swap's count check.
+_TEMPORARY_TTL_MS: Final = 60 * 1000
 
 _ADD_COMMAND: Final = {"list": "RPUSH", "hash": "HSET", "set": "SADD", "zset": "ZADD"}
 
@@ -247,10 +249,9 @@ async def write(redis: Any, writes: Sequence[tuple[str, Prepared]], *, timeout: 
     queued = 0
     for temporary, prepared in writes:
         command = _ADD_COMMAND.get(prepared.target.type, "SET")
-        for index, (arguments, size) in enumerate(prepared.commands):
+        for arguments, size in prepared.commands:
             pipe.execute_command(command, temporary, *arguments)
-            if index == 0:
-                pipe.pexpire(temporary, _TEMPORARY_TTL_MS)
+            pipe.pexpire(temporary, _TEMPORARY_TTL_MS)
             queued += size
             if queued >= _BYTES_PER_ROUND_TRIP:
                 await bounded(pipe.execute(), timeout)
