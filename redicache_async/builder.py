@@ -435,6 +435,7 @@ class _Registration:
         self.built = asyncio.Event()
         self.is_leader = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._epoch: str | None = None
         self._builds = 0
         self._failures = 0
@@ -456,7 +457,11 @@ class _Registration:
         task, self._task = self._task, None
         if task is None:
             return
-        await cancel_and_wait(task)
+        # A cancellation can be lost inside the user's fetch (redis-py on Python 3.11, see
+        # cancellation.py): the loop also checks this flag, and cancels are repeated, spaced
+        # wider than the bounded clean-up (lease release, temporary keys) they could cut short.
+        self._stopping = True
+        await cancel_and_wait(task, retry_every=2 * self._shared.redis_timeout + 0.1)
         if not task.cancelled() and task.exception() is not None:
             logger.error("the refresh loop of %r failed", self.name, exc_info=task.exception())
         self._fail_waiters("the registration was stopped before the build ran")
@@ -510,8 +515,13 @@ class _Registration:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def _check_stopping(self) -> None:
+        if self._stopping:
+            raise asyncio.CancelledError
+
     async def _run(self) -> None:
         while True:
+            self._check_stopping()
             lease, elected = await self._leadership.elect(self.wake, self.note_built)
             try:
                 await self._lead(lease, elected)
@@ -566,6 +576,7 @@ class _Registration:
     async def _build_on_schedule(self, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            self._check_stopping()
             while (delay := self._next_build_at() - loop.time()) > 0:
                 self.wake.clear()
                 await wait_event(self.wake, delay)
@@ -605,6 +616,7 @@ class _Registration:
         swapped = False
         try:
             result = await self._fetch(spec)
+            self._check_stopping()
             if not spec.allow_empty and isinstance(result, Sized) and len(result) == 0:
                 raise InvalidResultError("the result is empty and allow_empty is False")
             prepared = await prepare(spec.targets, result, shared.serializer.dumps)

@@ -859,3 +859,28 @@ async def test_wait_built_returns_when_any_instance_has_built(
     late = await make_builder()  # registered after the build: learns it from Redis
     await late.register(Source(), targets=targets, refresh_interval=100, name="ready")
     await late.wait_built("ready", timeout=5)
+
+
+async def test_close_never_hangs_on_a_cancellation_lost_in_the_users_fetch(
+    make_redis: Callable[..., aioredis.Redis], namespace: str
+) -> None:
+    """A fetch that makes its own Redis calls can swallow the builder's cancellation (redis-py
+    on Python 3.11); closing must still end the loop and release the lease."""
+    r = make_redis()
+    for round_ in range(10):
+
+        async def fetch() -> list[dict[str, int]]:
+            for _ in range(2000):
+                await r.get(f"{namespace}:x")
+            return [{"id": 1}]
+
+        builder = CacheBuilder(r, namespace=namespace)
+        await builder.start()
+        name = await builder.register(
+            fetch, targets=[Target(f"{namespace}-{round_}", "list")], refresh_interval=0.01
+        )
+        await wait_until(lambda b=builder, n=name: b.status(n).is_leader)  # type: ignore[misc]
+        await asyncio.sleep(0.05)  # into the fetch's calls
+        async with asyncio.timeout(5):
+            await builder.aclose()
+        assert not await r.exists(KeySpace(namespace).lease(name))
