@@ -19,11 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo_parser = commands.add_parser(
         "demo",
-        help="many processes, one cold key: one fetch; then a regeneration seen everywhere",
+        help=(
+            "many processes, one cold key: one fetch; a regeneration seen everywhere; "
+            "builders that survive their leader's death"
+        ),
         description=(
             "Start a server (unless --url is given) and worker processes that all ask for one "
             "cold key at once; print how many fetches ran, how long callers waited, and how "
-            "fast a regeneration reached the other processes' local layers."
+            "fast a regeneration reached the other processes' local layers. Then three "
+            "CacheBuilder processes share one registration: the leader is SIGKILLed, the next "
+            "one SIGTERMed; print the takeover times, and check that a reader never saw an "
+            "empty or partial target."
         ),
     )
     demo.add_arguments(demo_parser)

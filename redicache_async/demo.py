@@ -5,8 +5,15 @@ start signal and then ask for the same cold key from many coroutines at once: on
 the whole group. Then one process regenerates the key, and every other process reports when its
 local layer let go of the old value and served the new one. Every figure printed is measured.
 
-Workers are this module run as ``python -m redicache_async.demo --worker JSON``; the parent
-drives them through Redis lists and reads one JSON line per step from their stdout.
+Then, on the same server, three processes each run a :class:`~redicache_async.CacheBuilder`
+with the same registration (a list and a hash target). The demo finds the leader in the
+registration's state in Redis, SIGKILLs it and times the takeover, SIGTERMs the next leader and
+times the handover, while a reader in the demo process checks every read of both targets: one
+whole build, never older than the previous read.
+
+Workers are this module run as ``python -m redicache_async.demo --worker JSON`` (or
+``--builder-worker JSON``); the parent drives them through Redis lists and signals, and reads one
+JSON line per step from their stdout.
 """
 
 from __future__ import annotations
@@ -20,15 +27,19 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from signal import SIGTERM
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from .builder import CacheBuilder
 from .client import CacheClient
+from .keys import KeySpace
+from .targets import Target
 
-__all__ = ["add_arguments", "main", "run_demo"]
+__all__ = ["add_arguments", "main", "run_builder_demo", "run_demo"]
 
 KEY = "report"
 #: How often a watching worker looks at its local layer (asyncio rounds it up to ~1 ms).
@@ -444,6 +455,470 @@ async def _reap(procs: Sequence[Worker], *, graceful: bool) -> bool:
     return clean
 
 
+# -- part 2: CacheBuilder ------------------------------------------------------------------
+#
+# Three builder processes register one registration; the parent finds the leader in the
+# registration's state in Redis, SIGKILLs it, times the takeover, SIGTERMs the next leader,
+# times the handover, and reads both targets the whole time.
+
+BUILDER_NAME = "sampleCacheName"
+BUILDER_PROCESSES = 3
+BUILDER_ITEMS = 300
+BUILDER_INTERVAL = 0.5
+BUILDER_LEASE_TTL = 1.5
+#: How long the parent lets the builders run between steps (a couple of builds each time).
+BUILDER_PAUSE = 1.0
+#: A takeover or a handover slower than this (after the lease expired) counts as none.
+TAKEOVER_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class BuilderKeys:
+    """The registration's targets, its state and lease (the library's names), and a counter."""
+
+    namespace: str
+
+    @property
+    def list_target(self) -> str:
+        return f"{self.namespace}:sample-key-list"
+
+    @property
+    def hash_target(self) -> str:
+        return f"{self.namespace}:sample-key-hash"
+
+    @property
+    def build_counter(self) -> str:
+        return f"{self.namespace}:demo:builds"
+
+    @property
+    def state(self) -> str:
+        return KeySpace(self.namespace).state(BUILDER_NAME)
+
+    @property
+    def lease(self) -> str:
+        return KeySpace(self.namespace).lease(BUILDER_NAME)
+
+    def targets(self) -> list[Target]:
+        return [Target(self.list_target, "list"), Target(self.hash_target, "hash", id_field="id")]
+
+
+def _build_items(build: int, pid: int) -> list[dict[str, Any]]:
+    """One build's items: every value carries the build number and the builder's pid."""
+    return [
+        {"id": i, "name": f"item-{i}", "price": i * 0.5 + build, "build": build, "by": pid}
+        for i in range(BUILDER_ITEMS)
+    ]
+
+
+async def _builder_worker(config: dict[str, Any]) -> None:
+    keys = BuilderKeys(config["namespace"])
+    pid = os.getpid()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(SIGTERM, stop.set)
+    r = aioredis.Redis.from_url(config["url"])
+    try:
+        async with CacheBuilder(
+            r, namespace=keys.namespace, lease_ttl=BUILDER_LEASE_TTL
+        ) as builder:
+
+            async def fetch() -> list[dict[str, Any]]:
+                # A number per build across all processes, so readers can tell builds apart.
+                return _build_items(int(await r.incr(keys.build_counter)), pid)
+
+            await builder.register(
+                fetch,
+                targets=keys.targets(),
+                refresh_interval=BUILDER_INTERVAL,
+                name=BUILDER_NAME,
+            )
+            _say(event="ready", pid=pid, instance=builder.instance_id)
+            try:
+                await asyncio.wait_for(stop.wait(), IDLE_SECONDS)
+            except TimeoutError:
+                raise DemoError("no SIGTERM from the parent") from None
+            status = builder.status(BUILDER_NAME)
+            closing = time.monotonic()
+        _say(
+            event="stopped",
+            leading=status.is_leader,
+            builds=status.builds,
+            failures=status.failures,
+            close_ms=(time.monotonic() - closing) * 1000,
+        )
+    finally:
+        await r.aclose()
+
+
+def builder_worker_main(config_json: str) -> int:
+    config = json.loads(config_json)
+    try:
+        asyncio.run(_builder_worker(config))
+    except DemoError as exc:
+        print(f"demo builder {config.get('index')}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _json_items(raws: list[bytes]) -> Any:
+    """The items of a raw LRANGE or HVALS reply (decoded in one go: it is faster)."""
+    try:
+        return json.loads(b"[" + b",".join(raws) + b"]")
+    except ValueError:
+        return None
+
+
+def _check_build(items: Any, ordered: bool) -> tuple[int, int] | str:
+    """``(build, pid)`` when ``items`` is one whole build, else what is wrong with it."""
+    if items is None:
+        return "not JSON"
+    if not items:
+        return "empty"
+    if len(items) != BUILDER_ITEMS:
+        return f"partial ({len(items)} of {BUILDER_ITEMS} items)"
+    ids = [item["id"] for item in items]
+    if (ids if ordered else sorted(ids)) != list(range(BUILDER_ITEMS)):
+        return "wrong ids"
+    builds = {(item["build"], item["by"]) for item in items}
+    if len(builds) != 1:
+        return f"items of {len(builds)} builds"
+    return builds.pop()
+
+
+class TargetReader:
+    """Reads both targets in a loop, raw (one MULTI: LLEN, LRANGE, HLEN, HVALS) and through
+    ``CacheClient.get_target``, and counts every read that was not one whole, newer-or-same
+    build."""
+
+    def __init__(self, r: aioredis.Redis, cache: CacheClient, keys: BuilderKeys) -> None:
+        self._r = r
+        self._cache = cache
+        self._keys = keys
+        self.raw_reads = 0
+        self.client_reads = 0
+        self.bad = 0
+        self.problems: list[str] = []
+        #: ``(monotonic time, build, pid)`` each time the raw reader saw a new build.
+        self.builds: list[tuple[float, int, int]] = []
+        self._stop = asyncio.Event()
+
+    def _bad(self, what: str) -> None:
+        self.bad += 1
+        if len(self.problems) < 5:
+            self.problems.append(what)
+
+    async def _raw(self) -> None:
+        last = 0
+        keys = self._keys
+        while not self._stop.is_set():
+            try:
+                async with self._r.pipeline(transaction=True) as pipe:
+                    pipe.llen(keys.list_target)
+                    pipe.lrange(keys.list_target, 0, -1)
+                    pipe.hlen(keys.hash_target)
+                    pipe.hvals(keys.hash_target)
+                    llen, lrange, hlen, hvals = await pipe.execute()
+            except Exception as exc:  # reported, not raised: the count is the result
+                self._bad(f"raw read failed: {exc!r}")
+                await asyncio.sleep(0.01)
+                continue
+            self.raw_reads += 1
+            as_list = _check_build(_json_items(lrange), ordered=True)
+            as_hash = _check_build(_json_items(hvals), ordered=False)
+            if llen != BUILDER_ITEMS or hlen != BUILDER_ITEMS:
+                self._bad(f"raw read: LLEN {llen}, HLEN {hlen}")
+            elif isinstance(as_list, str) or isinstance(as_hash, str):
+                self._bad(f"raw read: list {as_list}, hash {as_hash}")
+            elif as_list != as_hash:
+                self._bad(f"raw read: list of build {as_list[0]}, hash of build {as_hash[0]}")
+            elif as_list[0] < last:
+                self._bad(f"raw read: build {as_list[0]} after build {last}")
+            elif as_list[0] > last:
+                last = as_list[0]
+                self.builds.append((time.monotonic(), *as_list))
+
+    async def _client(self) -> None:
+        last = {self._keys.list_target: 0, self._keys.hash_target: 0}
+        while not self._stop.is_set():
+            for key, last_build in last.items():
+                try:
+                    value = await self._cache.get_target(key)
+                except Exception as exc:
+                    self._bad(f"get_target({key!r}) failed: {exc!r}")
+                    continue
+                self.client_reads += 1
+                if isinstance(value, dict):
+                    value = list(value.values())
+                found = (
+                    "missing"
+                    if value is None
+                    else _check_build(value, ordered=key == self._keys.list_target)
+                )
+                if isinstance(found, str):
+                    self._bad(f"get_target({key!r}): {found}")
+                elif found[0] < last_build:
+                    self._bad(f"get_target({key!r}): build {found[0]} after {last_build}")
+                else:
+                    last[key] = found[0]
+            # Local hits do not yield to the loop: give the other tasks their turn.
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def run(self) -> None:
+        await asyncio.gather(self._raw(), self._client())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def first_build_after(self, since: float, pid: int) -> float | None:
+        """When the raw reader first saw a build by ``pid`` made after ``since``."""
+        return next((at for at, _, by in self.builds if at >= since and by == pid), None)
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pid_of(leader: bytes | str | None) -> int | None:
+    """The pid in a leader id ``host:pid:random``."""
+    if leader is None:
+        return None
+    parts = _text(leader).rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+async def _poll(
+    check: Callable[[], Awaitable[Any]], timeout: float, interval: float = 0.001
+) -> Any:
+    """The first truthy result of ``check()``, polled every ``interval``; None after timeout."""
+    deadline = time.monotonic() + timeout
+    task = asyncio.current_task()
+    while True:
+        result = await check()
+        # On Python 3.11, asyncio.wait_for (which redis-py wraps every send in) can swallow a
+        # cancellation, e.g. Ctrl-C's; Task.cancelling() still tells.
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        if result or time.monotonic() > deadline:
+            return result or None
+        await asyncio.sleep(interval)
+
+
+async def run_builder_demo(url: str, *, out: Callable[[str], None] = print) -> int:
+    """The CacheBuilder part: leadership, a SIGKILLed leader, a graceful handover, and a reader
+    that never sees a gap. Prints its report; 0 when everything held, else 1."""
+    begun = time.monotonic()
+    keys = BuilderKeys(f"demo-{uuid.uuid4().hex[:8]}")
+    r = aioredis.Redis.from_url(url)
+    procs: list[Worker] = []
+    reader_task: asyncio.Task[None] | None = None
+    try:
+        for index in range(BUILDER_PROCESSES):
+            config = {"url": url, "namespace": keys.namespace, "index": index}
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "redicache_async.demo",
+                "--builder-worker",
+                json.dumps(config),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            procs.append(Worker(index, process))
+        await _gather_lines(procs, "ready", 30.0)
+        out(
+            f'CacheBuilder · {len(procs)} processes register "{BUILDER_NAME}": a list and a '
+            f"hash of {BUILDER_ITEMS} items, every {BUILDER_INTERVAL:g} s, "
+            f"lease {BUILDER_LEASE_TTL:g} s"
+        )
+        async with CacheClient(r, namespace=keys.namespace) as cache:
+            reader = TargetReader(r, cache, keys)
+
+            async def first_build() -> bool:
+                return bool(await r.exists(keys.list_target, keys.hash_target) == 2)
+
+            if not await _poll(first_build, 15.0, 0.005):
+                raise DemoError("no build landed within 15 s of the registrations")
+            reader_task = asyncio.create_task(reader.run())
+            status = await _builder_steps(r, keys, procs, reader, begun, out)
+            reader.stop()
+            await reader_task
+    finally:
+        if reader_task is not None and not reader_task.done():
+            reader_task.cancel()
+            with contextlib.suppress(BaseException):
+                await reader_task
+        for w in procs:
+            if w.process.returncode is None:
+                w.process.kill()
+                await w.process.wait()
+        try:
+            async for key in r.scan_iter(match=f"{keys.namespace}:*"):
+                await r.delete(key)
+        finally:
+            await r.aclose()
+    return status
+
+
+async def _builder_steps(
+    r: aioredis.Redis,
+    keys: BuilderKeys,
+    procs: Sequence[Worker],
+    reader: TargetReader,
+    begun: float,
+    out: Callable[[str], None],
+) -> int:
+    problems: list[str] = []
+    by_pid = {w.pid: w for w in procs}
+
+    async def leader() -> Worker | None:
+        return by_pid.get(_pid_of(await r.hget(keys.state, "leader")) or 0)
+
+    def name(w: Worker) -> str:
+        return f"worker {w.index} (pid {w.pid})"
+
+    # 4. Who leads.
+    await asyncio.sleep(BUILDER_PAUSE)
+    first = await leader()
+    if first is None:
+        raise DemoError("the registration's state names no leader among the workers")
+    epoch = _text(await r.hget(keys.state, "epoch"))
+    sample = _text(await r.hget(keys.hash_target, "7"))
+    out("")
+    own = {by for _, _, by in reader.builds}
+    out(
+        f"4. {name(first)} leads (epoch {epoch}); the reader has seen "
+        f"{_plural(len(reader.builds), 'build', 'builds')} so far, "
+        + ("all of them its own" if own == {first.pid} else f"by pids {sorted(own)}")
+    )
+    if own != {first.pid}:
+        problems.append("builds by more than one process before the kill")
+    out(f"   HGET {keys.hash_target} 7 -> {sample}")
+
+    # 5. SIGKILL the leader: the lease runs out, a follower takes over.
+    lease_left = await r.pttl(keys.lease) / 1000
+    killed_at = time.monotonic()
+    first.process.kill()
+    await first.process.wait()
+    out("")
+    out(f"5. SIGKILL {name(first)}, the leader; its lease had {lease_left:.2f} s left")
+
+    async def new_leader() -> Worker | None:
+        current = await leader()
+        return current if current is not None and current is not first else None
+
+    second: Worker | None = await _poll(new_leader, BUILDER_LEASE_TTL + TAKEOVER_GRACE)
+    elected_at = time.monotonic()
+    if second is None:
+        raise DemoError(f"no takeover within {BUILDER_LEASE_TTL + TAKEOVER_GRACE:g} s")
+
+    async def built_by_second() -> float | None:
+        assert second is not None
+        return reader.first_build_after(killed_at, second.pid)
+
+    served_at = await _poll(built_by_second, BUILDER_INTERVAL + TAKEOVER_GRACE)
+    takeover = elected_at - killed_at
+    out(
+        f"   {name(second)} took over {takeover * 1000:.0f} ms after the kill "
+        f"(the lease's expiry + {(takeover - lease_left) * 1000:.0f} ms)"
+    )
+    out(
+        f"   its first build was served {(served_at - killed_at) * 1000:.0f} ms after the kill"
+        if served_at is not None
+        else "   NO build of it was served"
+    )
+    if served_at is None:
+        problems.append("the new leader's builds were not served")
+    if takeover > BUILDER_LEASE_TTL + 0.5:
+        problems.append(f"the takeover took {takeover:.2f} s, longer than the lease")
+
+    # 6. SIGTERM the new leader: it closes, releases its lease, the last one takes over.
+    await asyncio.sleep(BUILDER_PAUSE)
+    third = next(w for w in procs if w is not first and w is not second)
+    if await leader() is not second:
+        problems.append("the leader changed without a kill")
+    stopped_at = time.monotonic()
+    second.process.terminate()
+
+    async def third_leads() -> bool:
+        return await leader() is third
+
+    handed_over = await _poll(third_leads, BUILDER_LEASE_TTL + TAKEOVER_GRACE)
+    handover = time.monotonic() - stopped_at
+    stopped = await second.expect("stopped", 10.0)
+    code = await second.process.wait()
+
+    async def built_by_third() -> float | None:
+        return reader.first_build_after(stopped_at, third.pid)
+
+    served_at = await _poll(built_by_third, BUILDER_INTERVAL + TAKEOVER_GRACE)
+    out("")
+    out(
+        f"6. SIGTERM {name(second)}: it closed in {stopped['close_ms']:.0f} ms, exit "
+        f"status {code}, after {_plural(stopped['builds'], 'build', 'builds')} of its own"
+    )
+    if not handed_over:
+        raise DemoError(f"{name(third)} did not take over after the graceful stop")
+    out(
+        f"   {name(third)} took over {handover * 1000:.0f} ms after the signal "
+        "(the lease was released, not waited out)"
+    )
+    out(
+        f"   its first build was served {(served_at - stopped_at) * 1000:.0f} ms after the "
+        "signal, on the previous leader's schedule"
+        if served_at is not None
+        else "   NO build of it was served"
+    )
+    if code != 0:
+        problems.append(f"{name(second)} exited with status {code} after SIGTERM")
+    if served_at is None:
+        problems.append("the last leader's builds were not served")
+    if handover > BUILDER_LEASE_TTL:
+        problems.append(f"the graceful handover took {handover:.2f} s, as long as a lease")
+
+    # 7. SIGTERM the last one; the targets keep their last build. Then the reader's tally.
+    await asyncio.sleep(BUILDER_PAUSE / 2)
+    third.process.terminate()
+    stopped = await third.expect("stopped", 10.0)
+    code = await third.process.wait()
+    await asyncio.sleep(0.2)  # the reader goes on: nothing is left to build, nothing goes away
+    reader.stop()
+    state = await r.hgetall(keys.state)
+    out("")
+    out(
+        f"7. SIGTERM {name(third)}, the last one: it closed in {stopped['close_ms']:.0f} ms, "
+        f"exit status {code}; {int(state.get(b'builds', 0))} builds in all"
+    )
+    if code != 0:
+        problems.append(f"{name(third)} exited with status {code} after SIGTERM")
+    builders = sorted({by for _, _, by in reader.builds})
+    numbers = [build for _, build, _ in reader.builds] or [0]
+    out(
+        f"   the reader in this process, all along: {reader.raw_reads} raw reads "
+        "(one MULTI: LLEN, LRANGE, HLEN, HVALS)"
+    )
+    out(
+        f"   and {reader.client_reads} CacheClient.get_target reads; it saw builds "
+        f"#{numbers[0]} to #{numbers[-1]}, by pids {', '.join(map(str, builders))}"
+    )
+    out(f"   empty, partial, mixed or older reads: {reader.bad}")
+    for problem in reader.problems:
+        out(f"     {problem}")
+    if reader.bad:
+        problems.append(f"{reader.bad} bad reads")
+    if not reader.raw_reads or not reader.client_reads:
+        problems.append("the reader did not read")
+
+    out("")
+    took = time.monotonic() - begun
+    if problems:
+        out(f"FAILED: {'; '.join(problems)} (builder part took {took:.1f} s)")
+        return 1
+    out(
+        f"OK: takeover {takeover * 1000:.0f} ms after a SIGKILL (lease {BUILDER_LEASE_TTL:g} s), "
+        f"{handover * 1000:.0f} ms after a SIGTERM; {reader.raw_reads + reader.client_reads} "
+        f"reads, none empty or partial (took {took:.1f} s)"
+    )
+    return 0
+
+
 # -- command line ---------------------------------------------------------------------------
 
 
@@ -456,6 +931,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fetch-seconds", type=float, default=0.5, help="how long a fetch takes (default 0.5)"
     )
     parser.add_argument("--url", help="use this Redis instead of starting a server for the demo")
+
+
+async def _both_parts(url: str, options: dict[str, Any], *, started_server: bool = False) -> int:
+    status = await run_demo(url, started_server=started_server, **options)
+    print()
+    return await run_builder_demo(url) or status
 
 
 def main(args: argparse.Namespace) -> int:
@@ -472,11 +953,11 @@ def main(args: argparse.Namespace) -> int:
     }
     try:
         if args.url:
-            return asyncio.run(run_demo(args.url, **options))
+            return asyncio.run(_both_parts(args.url, options))
         from .testing import RedisServer
 
         with RedisServer() as server:
-            return asyncio.run(run_demo(server.url, started_server=True, **options))
+            return asyncio.run(_both_parts(server.url, options, started_server=True))
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -485,10 +966,13 @@ def main(args: argparse.Namespace) -> int:
 def _cli(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m redicache_async.demo")
     parser.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--builder-worker", metavar="JSON", help=argparse.SUPPRESS)
     add_arguments(parser)
     args = parser.parse_args(argv)
     if args.worker is not None:
         return worker_main(args.worker)
+    if args.builder_worker is not None:
+        return builder_worker_main(args.builder_worker)
     return main(args)
 
 
