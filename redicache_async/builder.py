@@ -27,7 +27,6 @@ from .cancellation import bounded, cancel_and_wait
 from .election import Elected, Leadership
 from .errors import (
     BuildError,
-    ClientClosedError,
     FetchTimeout,
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -45,6 +44,7 @@ from .invalidation import (
 )
 from .keys import KeySpace
 from .leases import Lease, new_token
+from .lifecycle import Lifecycle
 from .locks import wait_event
 from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
@@ -109,7 +109,7 @@ class _Shared:
     fetch_timeout: float | None
 
 
-class CacheBuilder:
+class CacheBuilder(Lifecycle):
     """Registers caches that build themselves, over ``redis`` (``redis.asyncio.Redis``).
 
     Use it as ``async with CacheBuilder(r, namespace="app") as builder:`` (or ``await
@@ -156,8 +156,6 @@ class CacheBuilder:
             on_ignored=lambda: None,
             timeout=self._shared.redis_timeout,
         )
-        self._opened = False
-        self._closing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<CacheBuilder namespace={self.namespace!r} id={self._shared.leader_id}>"
@@ -173,50 +171,26 @@ class CacheBuilder:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> CacheBuilder:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def start(self) -> None:
         """Subscribe to the builders' channel; returns once subscribed (or after
         ``redis_timeout`` when Redis is unreachable: the builder then keeps trying)."""
-        if self._closing is not None:
-            raise ClientClosedError("this CacheBuilder is closed; create a new one")
-        if self._opened:
-            return
-        self._opened = True
-        try:
-            subscribed = await self._listener.start(wait=self._shared.redis_timeout)
-        except BaseException:
-            await self.aclose()
-            raise
+        await super().start()
+
+    async def _startup(self) -> None:
+        subscribed = await self._listener.start(wait=self._shared.redis_timeout)
         if not subscribed:
             logger.warning("Redis is not reachable yet; registrations will build once it is")
 
     async def aclose(self) -> None:
         """Stop every refresh loop and release this instance's leases (announced, so that a
         follower takes over at once). Idempotent; shielded from cancellation."""
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._closing)
+        await super().aclose()
 
     async def _shutdown(self) -> None:
         registrations = list(self._registrations.values())
         self._registrations.clear()
         await asyncio.gather(*(registration.stop() for registration in registrations))
         await self._listener.aclose()
-
-    def _check_open(self) -> None:
-        if self._closing is not None:
-            raise ClientClosedError("this CacheBuilder is closed")
-        if not self._opened:
-            raise ClientClosedError(
-                "this CacheBuilder is not started: use 'async with CacheBuilder(...)' "
-                "or 'await builder.start()'"
-            )
 
     # -- registrations -----------------------------------------------------------------------
 

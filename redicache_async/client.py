@@ -39,6 +39,7 @@ from .invalidation import (
 )
 from .keys import KeySpace, validate_key
 from .leases import Lease, new_token
+from .lifecycle import Lifecycle
 from .local import LocalKey, LocalLayer
 from .locks import SingleFlight, Wakeups, wait_event
 from .scripts import Scripts
@@ -75,7 +76,7 @@ class _Guard:
         self.void = False
 
 
-class CacheClient:
+class CacheClient(Lifecycle):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
@@ -136,8 +137,6 @@ class CacheClient:
             timeout=self._redis_timeout,
         )
         self._subscriptions = 0
-        self._opened = False
-        self._closing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<CacheClient namespace={self._keys.namespace!r} origin={self._origin}>"
@@ -148,29 +147,16 @@ class CacheClient:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> CacheClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def start(self) -> None:
         """Start the invalidation listener; returns once it is subscribed.
 
         If Redis cannot be reached within ``redis_timeout`` the client starts anyway (it answers
         without Redis) and the listener keeps trying in the background.
         """
-        if self._closing is not None:
-            raise ClientClosedError("this CacheClient is closed; create a new one")
-        if self._opened:
-            return
-        self._opened = True
-        try:
-            subscribed = await self._listener.start(wait=self._redis_timeout)
-        except BaseException:
-            await self.aclose()
-            raise
+        await super().start()
+
+    async def _startup(self) -> None:
+        subscribed = await self._listener.start(wait=self._redis_timeout)
         if not subscribed:
             logger.warning("Redis is not reachable yet; answering without it until it is")
             return
@@ -181,24 +167,13 @@ class CacheClient:
 
     async def aclose(self) -> None:
         """Stop the listener and every in-flight load. Idempotent; shielded from cancellation."""
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._closing)
+        await super().aclose()
 
     async def _shutdown(self) -> None:
         await self._listener.aclose()
         await self._loads.aclose()
         await self._reads.aclose()
         self._local.clear()
-
-    def _check_open(self) -> None:
-        if self._closing is not None:
-            raise ClientClosedError("this CacheClient is closed")
-        if not self._opened:
-            raise ClientClosedError(
-                "this CacheClient is not started: use 'async with CacheClient(...)' "
-                "or 'await client.start()'"
-            )
 
     # -- public operations -------------------------------------------------------------------
 
