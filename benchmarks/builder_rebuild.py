@@ -27,7 +27,7 @@ import json
 import platform
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
@@ -79,11 +79,9 @@ def _refresh_timer(builder: CacheBuilder) -> Timer:
     return run
 
 
-def _raw_timer(
-    r: aioredis.Redis, key: str, items: Sequence[dict[str, Any]], chunk: int | None
-) -> Timer:
-    """json.dumps + HSET per item on one pipeline, executed every ``chunk`` commands (None:
-    once, at the end), into ``key`` emptied beforehand (outside the clock)."""
+def _raw_timer(r: aioredis.Redis, key: str, fill: Callable[[Any], Awaitable[None]]) -> Timer:
+    """Raw redis-py writes of the items into ``key``: ``fill(pipe)`` queues (and may execute)
+    the commands, the rest is executed at the end. ``key`` is emptied outside the clock."""
 
     async def run(n: int) -> int:
         elapsed = 0
@@ -91,10 +89,7 @@ def _raw_timer(
             await r.unlink(key)
             started = perf_counter_ns()
             pipe = r.pipeline(transaction=False)
-            for item in items:
-                pipe.hset(key, str(item["id"]), json.dumps(item, separators=(",", ":")))
-                if chunk is not None and len(pipe) >= chunk:
-                    await pipe.execute()
+            await fill(pipe)
             if len(pipe):
                 await pipe.execute()
             elapsed += perf_counter_ns() - started
@@ -103,26 +98,31 @@ def _raw_timer(
     return run
 
 
-def _raw_multi_field_timer(r: aioredis.Redis, key: str, items: Sequence[dict[str, Any]]) -> Timer:
-    """json.dumps per item, ``HSET key f1 v1 f2 v2 ...`` with FIELDS_PER_HSET items per command,
-    on one pipeline, into ``key`` emptied beforehand (outside the clock)."""
+def _per_item(
+    key: str, items: Sequence[dict[str, Any]], chunk: int | None
+) -> Callable[[Any], Awaitable[None]]:
+    """json.dumps + HSET per item, executed every ``chunk`` commands (None: once, at the end)."""
 
-    async def run(n: int) -> int:
-        elapsed = 0
-        for _ in range(n):
-            await r.unlink(key)
-            started = perf_counter_ns()
-            pipe = r.pipeline(transaction=False)
-            for start in range(0, len(items), FIELDS_PER_HSET):
-                arguments: list[str] = []
-                for item in items[start : start + FIELDS_PER_HSET]:
-                    arguments += (str(item["id"]), json.dumps(item, separators=(",", ":")))
-                pipe.execute_command("HSET", key, *arguments)
-            await pipe.execute()
-            elapsed += perf_counter_ns() - started
-        return elapsed
+    async def fill(pipe: Any) -> None:
+        for item in items:
+            pipe.hset(key, str(item["id"]), json.dumps(item, separators=(",", ":")))
+            if chunk is not None and len(pipe) >= chunk:
+                await pipe.execute()
 
-    return run
+    return fill
+
+
+def _multi_field(key: str, items: Sequence[dict[str, Any]]) -> Callable[[Any], Awaitable[None]]:
+    """json.dumps per item, ``HSET key f1 v1 f2 v2 ...`` with FIELDS_PER_HSET items a command."""
+
+    async def fill(pipe: Any) -> None:
+        for start in range(0, len(items), FIELDS_PER_HSET):
+            arguments: list[str] = []
+            for item in items[start : start + FIELDS_PER_HSET]:
+                arguments += (str(item["id"]), json.dumps(item, separators=(",", ":")))
+            pipe.execute_command("HSET", key, *arguments)
+
+    return fill
 
 
 async def _wait_for_first_build(builder: CacheBuilder, timeout: float) -> bool:
@@ -165,10 +165,13 @@ async def run(url: str, settings: Settings, *, out: Callable[[str], None] = prin
                 return 1
             before = builder.status(NAME)
             ours = Bench("CacheBuilder.refresh() on the leader", _refresh_timer(builder), 1)
-            raws = [Bench(ONCE, _raw_timer(r, raw_keys[ONCE], items, None), 1)]
+            fill = _per_item(raw_keys[ONCE], items, None)
+            raws = [Bench(ONCE, _raw_timer(r, raw_keys[ONCE], fill), 1)]
             if settings.items > CHUNK:  # else the same as one execute
-                raws.append(Bench(CHUNKED, _raw_timer(r, raw_keys[CHUNKED], items, CHUNK), 1))
-            raws.append(Bench(MULTI, _raw_multi_field_timer(r, raw_keys[MULTI], items), 1))
+                fill = _per_item(raw_keys[CHUNKED], items, CHUNK)
+                raws.append(Bench(CHUNKED, _raw_timer(r, raw_keys[CHUNKED], fill), 1))
+            fill = _multi_field(raw_keys[MULTI], items)
+            raws.append(Bench(MULTI, _raw_timer(r, raw_keys[MULTI], fill), 1))
             await measure([ours, *raws], settings.rounds)
             after = builder.status(NAME)
 
