@@ -39,12 +39,12 @@ from .invalidation import (
     OP_REFRESH,
     OP_RESIGN,
     Event,
-    InvalidationListener,
     plain_event,
 )
 from .keys import KeySpace
 from .leases import Lease, new_token
 from .lifecycle import Lifecycle
+from .listener import InvalidationListener
 from .locks import wait_event
 from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
@@ -340,7 +340,7 @@ class CacheBuilder(Lifecycle):
         elif event.op == OP_BUILT:
             registration.note_built(event.version)
 
-    def _on_subscribed(self) -> None:
+    def _on_subscribed(self, caught_up: bool) -> None:
         # A release may have been announced while the listener was away.
         for registration in self._registrations.values():
             if not registration.is_leader:

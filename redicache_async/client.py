@@ -8,16 +8,18 @@ import dataclasses
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from time import monotonic
 from typing import Any, Final, TypeVar
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .cancellation import bounded
+from .breaker import CircuitBreaker, CircuitOpenError
+from .cancellation import bounded, cancel_and_wait
 from .errors import (
     ClientClosedError,
     FetchTimeout,
@@ -33,13 +35,13 @@ from .invalidation import (
     OP_SET,
     OP_TARGET,
     Event,
-    InvalidationListener,
     event_prefix,
     unlock_event,
 )
 from .keys import KeySpace, validate_key
 from .leases import Lease, new_token
 from .lifecycle import Lifecycle
+from .listener import InvalidationListener
 from .local import LocalKey, LocalLayer
 from .locks import SingleFlight, Wakeups, wait_event
 from .scripts import Scripts
@@ -63,6 +65,7 @@ Fetch = Callable[[], Any]
 _FIRST_POLL: Final = 0.1
 _MAX_POLL: Final = 1.0
 _UNDECODABLE: Final = object()
+_MAX_ORPHANS: Final = 10_000
 
 
 class _Guard:
@@ -119,6 +122,15 @@ class CacheClient(Lifecycle):
 
         self._redis = redis
         self._scripts = Scripts(redis)
+        # On a cluster the stream has a slot of its own, which a value's script cannot touch:
+        # a reconnected listener then flushes its local layer instead of replaying.
+        cluster = isinstance(redis, RedisCluster)
+        self._stream_keys = [] if cluster else [self._keys.stream]
+        self._breaker = CircuitBreaker()
+        #: Locks this client may hold without knowing it (a claim whose reply was lost):
+        #: lock key -> (user key, token, when), released once Redis answers again.
+        self._orphans: dict[str, tuple[str, str, float]] = {}
+        self._orphan_task: asyncio.Task[None] | None = None
         self._origin = uuid.uuid4().hex[:16]
         self._local = LocalLayer(local_max_entries, local_max_bytes)
         self._stats = CacheStats()
@@ -135,6 +147,7 @@ class CacheClient(Lifecycle):
             on_subscribed=self._on_subscribed,
             on_ignored=self._on_ignored,
             timeout=self._redis_timeout,
+            stream=None if cluster else self._keys.stream,
         )
         self._subscriptions = 0
 
@@ -171,6 +184,8 @@ class CacheClient(Lifecycle):
 
     async def _shutdown(self) -> None:
         await self._listener.aclose()
+        if self._orphan_task is not None:
+            await cancel_and_wait(self._orphan_task)
         await self._loads.aclose()
         await self._reads.aclose()
         self._local.clear()
@@ -210,11 +225,12 @@ class CacheClient(Lifecycle):
         with self._watching(key) as guard:
             try:
                 acquired = await self._redis_call(lease.acquire())
-            except RedisUnavailableError:
+            except RedisUnavailableError as exc:
+                self._maybe_orphaned(exc, key, lease.key, lease.token)
                 return await self._fetch_without_redis(key, fetch, ttl_ms, guard, use_stale=False)
             if not acquired:
                 raise RegenerationInProgress(key)
-            return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard)
+            return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard, fail_safe=False)
 
     async def get(self, key: str) -> Any:
         """The value of ``key`` if any process stored one, else None. Never fetches."""
@@ -272,7 +288,7 @@ class CacheClient(Lifecycle):
             try:
                 version = await self._redis_call(
                     self._scripts.write(
-                        keys=[self._keys.value(key), self._keys.lock(key)],
+                        keys=[self._keys.value(key), self._keys.lock(key), *self._stream_keys],
                         args=["", payload, ttl_ms, *self._event_args(OP_SET, key)],
                     )
                 )
@@ -289,7 +305,8 @@ class CacheClient(Lifecycle):
         try:
             await self._redis_call(
                 self._scripts.delete(
-                    keys=[self._keys.value(key)], args=list(self._event_args(OP_DELETE, key))
+                    keys=[self._keys.value(key), *self._stream_keys],
+                    args=list(self._event_args(OP_DELETE, key)),
                 )
             )
         finally:
@@ -304,6 +321,8 @@ class CacheClient(Lifecycle):
             local_entries=len(self._local),
             local_bytes=self._local.bytes,
             local_evictions=self._local.evictions,
+            circuit_opens=self._breaker.opened,
+            circuit_skips=self._breaker.skipped,
         )
 
     # -- loads -------------------------------------------------------------------------------
@@ -343,7 +362,8 @@ class CacheClient(Lifecycle):
                                 args=[token, self._lock_ms, ignore_value],
                             )
                         )
-                    except RedisUnavailableError:
+                    except RedisUnavailableError as exc:
+                        self._maybe_orphaned(exc, key, lock_key, token)
                         return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
                     status = reply[0]
                     if status == 1:
@@ -446,13 +466,32 @@ class CacheClient(Lifecycle):
             return value
 
     async def _fetch_and_write(
-        self, key: str, fetch: Fetch, ttl_ms: int, lease: Lease, guard: _Guard
+        self,
+        key: str,
+        fetch: Fetch,
+        ttl_ms: int,
+        lease: Lease,
+        guard: _Guard,
+        *,
+        fail_safe: bool = True,
     ) -> Any:
         """Run ``fetch`` under the held ``lease`` (kept alive meanwhile) and write its result,
-        fenced: the write happens only if the lease is still ours."""
+        fenced: the write happens only if the lease is still ours. With ``fail_safe``, a fetch
+        that fails is answered with the key's stale local value, when there is one."""
         try:
-            async with lease.kept_alive():
-                value = await self._run_fetch(key, fetch)
+            try:
+                async with lease.kept_alive():
+                    value = await self._run_fetch(key, fetch)
+            except Exception:
+                if not fail_safe:
+                    raise
+                stale = self._local.stale(key)
+                if stale is None:
+                    raise
+                await self._release(lease, key)
+                self._stats.stale_served += 1
+                logger.warning("fetch for %r failed; serving its stale value", key, exc_info=True)
+                return stale.value
             if value is None:
                 await self._release(lease, key)
                 return None
@@ -465,11 +504,12 @@ class CacheClient(Lifecycle):
         try:
             version = await self._redis_call(
                 self._scripts.write(
-                    keys=[self._keys.value(key), lease.key],
+                    keys=[self._keys.value(key), lease.key, *self._stream_keys],
                     args=[lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
                 )
             )
         except RedisUnavailableError:
+            self._orphan(key, lease.key, lease.token)
             logger.warning("could not store the value fetched for %r: Redis is unreachable", key)
             return canonical
         if version is None:
@@ -542,14 +582,50 @@ class CacheClient(Lifecycle):
 
     async def _release(self, lease: Lease, key: str) -> None:
         """Release the lock and announce it, so waiters elsewhere retry at once."""
+        await asyncio.shield(self._release_lock(key, lease.key, lease.token))
+
+    async def _release_lock(
+        self, key: str, lock_key: str, token: str, since: float | None = None
+    ) -> None:
+        command = self._scripts.release(
+            keys=[lock_key], args=[token, self._keys.channel, unlock_event(key, self._origin)]
+        )
         try:
-            await asyncio.shield(
-                self._redis_call(
-                    lease.release(channel=self._keys.channel, event=unlock_event(key, self._origin))
-                )
-            )
+            await self._redis_call(command)
+        except RedisUnavailableError as exc:
+            self._orphan(key, lock_key, token, since)
+            logger.warning("could not release the lock on %r yet: %r", key, exc)
         except RedicacheError as exc:
             logger.warning("could not release the lock on %r (it will expire): %r", key, exc)
+
+    def _maybe_orphaned(
+        self, exc: RedisUnavailableError, key: str, lock_key: str, token: str
+    ) -> None:
+        """A claim failed without an answer: the command may have reached Redis all the same."""
+        if not isinstance(exc, CircuitOpenError):  # that one was never sent
+            self._orphan(key, lock_key, token)
+
+    def _orphan(self, key: str, lock_key: str, token: str, since: float | None = None) -> None:
+        """Remember a lock this client may hold without a way to release it now, so that it is
+        released once Redis answers instead of blocking others until it expires."""
+        if len(self._orphans) >= _MAX_ORPHANS:
+            self._orphans.pop(next(iter(self._orphans)))
+        self._orphans[lock_key] = (key, token, monotonic() if since is None else since)
+
+    def _release_orphans_soon(self) -> None:
+        if not self._orphans or self._closing is not None:
+            return
+        if self._orphan_task is None or self._orphan_task.done():
+            self._orphan_task = asyncio.create_task(
+                self._release_orphans(), name="redicache-release-orphans"
+            )
+
+    async def _release_orphans(self) -> None:
+        while self._orphans and not self._breaker.is_open:
+            lock_key, (key, token, since) = next(iter(self._orphans.items()))
+            del self._orphans[lock_key]
+            if monotonic() - since < self._lock_ttl:  # older ones have expired by now
+                await self._release_lock(key, lock_key, token, since)
 
     def _event_args(self, op: str, key: str) -> tuple[str, str]:
         return self._keys.channel, event_prefix(op, key, self._origin)
@@ -558,16 +634,30 @@ class CacheClient(Lifecycle):
         self._stats.writes += 1
         self._stats.invalidations_sent += 1
 
-    async def _redis_call(self, command: Awaitable[T]) -> T:
-        """Await one Redis command, bounded by ``redis_timeout``, with errors wrapped."""
+    async def _redis_call(self, command: Coroutine[Any, Any, T]) -> T:
+        """Await one Redis command, bounded by ``redis_timeout``, with errors wrapped; skipped
+        at once (:class:`CircuitOpenError`) while the circuit breaker is open."""
+        breaker = self._breaker
+        if not breaker.allow():
+            command.close()
+            raise CircuitOpenError()
         try:
-            return await bounded(command, self._redis_timeout)
+            result = await bounded(command, self._redis_timeout)
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             self._stats.redis_errors += 1
+            breaker.failed()
             raise RedisUnavailableError(f"Redis is unreachable: {exc!r}") from exc
         except RedisError as exc:
             self._stats.redis_errors += 1
+            breaker.abandoned()
             raise RedicacheError(f"Redis refused the command: {exc}") from exc
+        except BaseException:
+            breaker.abandoned()
+            raise
+        breaker.succeeded()
+        if self._orphans:
+            self._release_orphans_soon()
+        return result
 
     def _decode(self, key: str, payload: bytes | str) -> Any:
         if isinstance(payload, str):  # a client made with decode_responses=True
@@ -639,17 +729,25 @@ class CacheClient(Lifecycle):
                 guard.min_version = version
         self._local.discard(key, below_version=version)
 
-    def _on_subscribed(self) -> None:
-        # Events may have been missed while the listener was away: trust nothing local.
+    def _on_subscribed(self, caught_up: bool) -> None:
         self._subscriptions += 1
-        if self._subscriptions > 1:
-            self._stats.local_flushes += 1
-        self._local.clear()
-        self._target_fields.clear()
-        for guards in self._guards.values():
-            for guard in guards:
-                guard.void = True
+        self._breaker.close()
+        if not caught_up:
+            # Events may have been missed while the listener was away: nothing local is fresh
+            # any more (copies stay for fail-safe use within stale_ttl).
+            if self._subscriptions > 1:
+                self._stats.local_flushes += 1
+            self._local.expire(stale_ttl=self._stale_ttl)
+            self._target_fields.clear()
+            for guards in self._guards.values():
+                for guard in guards:
+                    guard.void = True
+        else:
+            self._stats.replays += 1
+        # Values fetched while Redis was away were never shared: read Redis's instead.
+        self._local.expire(stale_ttl=self._stale_ttl, only_version=0)
         self._wakeups.notify_all()
+        self._release_orphans_soon()
 
     def _on_ignored(self) -> None:
         self._stats.invalidations_ignored += 1

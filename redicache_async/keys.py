@@ -85,7 +85,7 @@ def slot_tag(key: str) -> str:
 class KeySpace:
     """Names of the Redis keys and the channel that belong to one namespace."""
 
-    __slots__ = ("builder_channel", "channel", "namespace")
+    __slots__ = ("builder_channel", "channel", "namespace", "stream")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = validate_namespace(namespace)
@@ -93,6 +93,9 @@ class KeySpace:
         self.channel = f"{namespace}:events"
         #: Where builders announce released leases and ask leaders for a rebuild.
         self.builder_channel = f"{namespace}:builders"
+        #: A capped stream of the same events, from which a listener that was disconnected
+        #: replays what it missed. Its own slot: on a cluster, scripts cannot write it.
+        self.stream = f"{namespace}:stream"
 
     def value(self, key: str) -> str:
         """The hash holding a cached value (field ``d``) and its version (field ``v``)."""

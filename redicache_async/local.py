@@ -104,6 +104,24 @@ class LocalLayer:
         self._entries.clear()
         self.bytes = 0
 
+    def expire(self, *, stale_ttl: float, only_version: int | None = None) -> int:
+        """End the freshness of every entry (or of those with version ``only_version``) now;
+        each stays available to :meth:`stale` for ``stale_ttl`` more seconds at most.
+        Returns how many entries were expired."""
+        now = monotonic()
+        stale_until = now + stale_ttl
+        expired = 0
+        for key, entry in list(self._entries.items()):
+            if only_version is not None and entry.version != only_version:
+                continue
+            expired += 1
+            if stale_ttl <= 0:
+                self._remove(key, entry)
+                continue
+            entry.expires_at = min(entry.expires_at, now)
+            entry.stale_until = min(entry.stale_until, stale_until)
+        return expired
+
     def _remove(self, key: LocalKey, entry: LocalEntry) -> None:
         del self._entries[key]
         self.bytes -= entry.size

@@ -1,4 +1,5 @@
-"""The Lua scripts. Each one touches keys of a single cluster slot (see ``keys.py``).
+"""The Lua scripts. Each one touches keys of a single cluster slot (see ``keys.py``), except
+the namespace's event stream, which is passed only where it shares the node (not on a cluster).
 
 Versions are microseconds of the server's clock, bumped past the key's previous version so they
 only grow, even when a key is deleted and written again or the clock steps back."""
@@ -9,7 +10,23 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-__all__ = ["Scripts"]
+__all__ = ["STREAM_MAXLEN", "Scripts"]
+
+#: Entries the namespace's event stream keeps (approximately: ``XADD MAXLEN ~``). A listener
+#: that was away for fewer events than this replays them; beyond it, it flushes its local layer.
+STREAM_MAXLEN = 10_000
+
+# Publishes an invalidation and, when a stream key is given, appends it to the stream first and
+# tells the id in the published event, so listeners know where to resume after a disconnect.
+_ANNOUNCE = f"""
+local function announce(stream, channel, event)
+  if stream then
+    local id = redis.call('XADD', stream, 'MAXLEN', '~', {STREAM_MAXLEN}, '*', 'e', event)
+    event = string.sub(event, 1, -2) .. ',"id":"' .. id .. '"}}'
+  end
+  redis.call('PUBLISH', channel, event)
+end
+"""
 
 # A version newer than both the server clock and what the hash already holds. A key of another
 # type (written by hand, or by an older release) is replaced rather than failing the write.
@@ -46,12 +63,14 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {3, redis.call('PTTL', KEYS[2])}
 """
 
-# KEYS[1]: value hash, KEYS[2]: its lock. ARGV[1]: token ('' for a write that holds no lock),
+# KEYS[1]: value hash, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
+# ARGV[1]: token ('' for a write that holds no lock),
 # ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix.
 # Fenced: with a token, writes only while the lock still holds it, then releases the lock.
 # Returns the new version, or nil when the lock was lost.
 WRITE = (
-    """
+    _ANNOUNCE
+    + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 """
     + _NEXT_VERSION
@@ -63,17 +82,19 @@ else
   redis.call('PERSIST', KEYS[1])
 end
 if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[4], ARGV[5] .. version .. '}')
+announce(KEYS[3], ARGV[4], ARGV[5] .. version .. '}')
 return version
 """
 )
 
-# KEYS[1]: value hash. ARGV[1]: channel, ARGV[2]: event prefix. Returns the delete's version.
+# KEYS[1]: value hash, KEYS[2] (optional): the event stream. ARGV[1]: channel, ARGV[2]: event
+# prefix. Returns the delete's version.
 DELETE = (
-    _NEXT_VERSION
+    _ANNOUNCE
+    + _NEXT_VERSION
     + """
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. version .. '}')
+announce(KEYS[2], ARGV[1], ARGV[2] .. version .. '}')
 return version
 """
 )
@@ -138,15 +159,18 @@ end
 return 1
 """
 
-# KEYS: (temporary, target, meta) for each target of one slot, then the lease when it shares
-# their node ('' token otherwise: fencing then rests on the epochs alone). ARGV[1]: token,
+# KEYS: (temporary, target, meta) for each target of one slot, then, when they share the
+# targets' node, the lease and the event stream ('' token otherwise: fencing then rests on the
+# epochs alone). ARGV[1]: token,
 # ARGV[2]: epoch, ARGV[3]: channel, ARGV[4]: registration name, then per target: type, element
 # count (0: the result was empty, delete the target), event prefix.
 # Checks everything before changing anything, so the targets move together or not at all.
 # Returns {1, version...}, {0, reason} when fenced off, {2, reason} when a copy is incomplete.
-SWAP_TARGETS = """
+SWAP_TARGETS = (
+    _ANNOUNCE
+    + """
 local n = math.floor(#KEYS / 3)
-if ARGV[1] ~= '' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[1] then
+if ARGV[1] ~= '' and redis.call('GET', KEYS[3*n+1]) ~= ARGV[1] then
   return {0, 'the leader lease is no longer ours'}
 end
 local epoch = tonumber(ARGV[2])
@@ -178,11 +202,12 @@ for i = 1, n do
   local version = string.format('%.0f', v)
   redis.call('HSET', meta, 'epoch', ARGV[2], 'v', version, 'type', ARGV[3*i+2],
              'n', ARGV[3*i+3], 'name', ARGV[4])
-  redis.call('PUBLISH', ARGV[3], ARGV[3*i+4] .. version .. '}')
+  announce(KEYS[3*n+2], ARGV[3], ARGV[3*i+4] .. version .. '}')
   reply[i + 1] = version
 end
 return reply
 """
+)
 
 # KEYS[1]: a builder target, KEYS[2]: its meta hash. ARGV[1]: a hash field ('' for everything).
 # Returns {redis type, data or nil, version ('0': not written by a builder), built type, size}.

@@ -39,7 +39,14 @@ class CacheStats:
     local_evictions: int = 0
     """Entries the local layer dropped to stay within its bounds."""
     local_flushes: int = 0
-    """Times the whole local layer was dropped because the listener (re)connected."""
+    """Times the listener reconnected and could not replay what it missed, so every local
+    value was treated as expired (kept only for fail-safe use within ``stale_ttl``)."""
+    replays: int = 0
+    """Times the listener reconnected and replayed every missed invalidation from the stream."""
+    circuit_opens: int = 0
+    """Times the circuit breaker opened after Redis errors."""
+    circuit_skips: int = 0
+    """Redis calls skipped (answered without Redis) while the circuit breaker was open."""
     decode_errors: int = 0
     """Values in Redis that could not be decoded and were treated as misses."""
     redis_errors: int = 0

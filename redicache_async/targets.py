@@ -291,7 +291,7 @@ async def swap(
             script_keys += [temporary, target.key, keys.target_meta(target.key)]
             args += [target.type, prepared.count, event_prefix(OP_TARGET, target.key, origin)]
         if not cluster:
-            script_keys.append(lease_key)
+            script_keys += [lease_key, keys.stream]
         reply = await bounded(scripts.swap_targets(keys=script_keys, args=args), timeout)
         status = int(reply[0])
         if status != 1:

@@ -28,8 +28,9 @@ async def wait_until(
 
 
 async def ns_keys(r: aioredis.Redis, namespace: str) -> list[bytes]:
-    """Every key under ``namespace``."""
-    return sorted([key async for key in r.scan_iter(match=f"{namespace}:*")])
+    """Every key under ``namespace`` but its event stream (which every write appends to)."""
+    stream = f"{namespace}:stream".encode()
+    return sorted([key async for key in r.scan_iter(match=f"{namespace}:*") if key != stream])
 
 
 async def commands_processed(r: aioredis.Redis) -> int:

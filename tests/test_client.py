@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -562,18 +563,60 @@ async def test_own_write_stays_local_when_its_event_comes_back(make_cache: MakeC
     assert cache._local.fresh("k") is not None
 
 
-async def test_listener_reconnect_flushes_the_local_layer(
+async def _write_unannounced(r: aioredis.Redis, namespace: str, key: str, value: str) -> None:
+    """Change ``key`` the way a write does, but with its pub/sub event lost: only the stream
+    has it (as when a listener is disconnected at the time of the write)."""
+    value_key = f"{namespace}:v:{{{key}}}"
+    version = int(await r.hget(value_key, "v") or 0) + 1
+    await r.hset(value_key, mapping={"d": json.dumps(value), "v": version})
+    event = {"op": "set", "key": key, "origin": "elsewhere", "version": version}
+    await r.xadd(f"{namespace}:stream", {"e": json.dumps(event)})
+
+
+async def test_reconnected_listener_replays_missed_events_from_the_stream(
     make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:
     a, b = await make_cache(), await make_cache()
     await a.set("k", "v1")
+    await a.set("other", "kept")
     assert await b.get("k") == "v1"
-    # Kill every pub/sub connection: events published until they resubscribe are lost.
+    assert await b.get("other") == "kept"
+    await _write_unannounced(redis, namespace, "k", "v2")
+    assert b._local.fresh("k") is not None  # b missed it: nothing told it
     await redis.client_kill_filter(_type="pubsub")
-    await redis.hset(f"{namespace}:v:{{k}}", "d", '"changed-behind-its-back"')
+    await wait_until(lambda: b.stats().replays >= 1, what="b to resubscribe and replay")
+    stats = b.stats()
+    assert stats.local_flushes == 0
+    assert b._local.fresh("k") is None
+    assert b._local.fresh("other") is not None  # only what changed was dropped
+    assert await b.get("k") == "v2"
+    assert b.stats().local_hits == stats.local_hits
+
+
+async def test_reconnected_listener_flushes_when_the_gap_was_trimmed(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    b = await make_cache()
+    await b.set("k", "v1")
+    await b.set("other", "v1")
+    await _write_unannounced(redis, namespace, "k", "v2")
+    await redis.xtrim(f"{namespace}:stream", maxlen=0, approximate=False)  # past its horizon
+    await redis.client_kill_filter(_type="pubsub")
     await wait_until(lambda: b.stats().local_flushes >= 1, what="b to resubscribe")
-    assert b.stats().local_entries == 0
-    assert await b.get("k") == "changed-behind-its-back"
+    assert b._local.fresh("k") is None
+    assert b._local.fresh("other") is None  # it cannot know what else changed
+    assert await b.get("k") == "v2"
+
+
+async def test_reconnected_listener_flushes_when_the_server_lost_its_data(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    b = await make_cache()
+    await b.set("k", "v1")
+    await redis.delete(f"{namespace}:stream", f"{namespace}:v:{{k}}")  # as a restart would
+    await redis.client_kill_filter(_type="pubsub")
+    await wait_until(lambda: b.stats().local_flushes >= 1, what="b to resubscribe")
+    assert await b.get("k") is None
 
 
 async def test_foreign_messages_on_the_channel_are_ignored_and_counted(

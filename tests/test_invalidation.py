@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from redicache_async.invalidation import (
     Event,
-    InvalidationListener,
     decode_event,
     event_prefix,
     unlock_event,
 )
+from redicache_async.listener import InvalidationListener
 from redicache_async.testing import RedisServer
 
 from .helpers import wait_until
@@ -38,6 +39,9 @@ def test_events_round_trip_with_any_key() -> None:
         b'{"op":"set","key":"k","origin":"o","version":"1"}',
         b'{"op":"set","key":"k","origin":"o","version":true}',
         b'{"op":"set","key":["k"],"origin":"o","version":1}',
+        b'{"op":"set","key":"k","origin":"o","version":1,"id":5}',
+        b'"a string"',
+        b"null",
     ],
 )
 def test_malformed_payloads_are_not_events(junk: bytes) -> None:
@@ -48,13 +52,15 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.subscriptions = 0
+        self.caught_up: list[bool] = []
         self.ignored = 0
 
     def event(self, event: Event) -> None:
         self.events.append(event)
 
-    def subscribed(self) -> None:
+    def subscribed(self, caught_up: bool) -> None:
         self.subscriptions += 1
+        self.caught_up.append(caught_up)
 
     def ignore(self) -> None:
         self.ignored += 1
@@ -68,7 +74,7 @@ async def make_listener() -> AsyncIterator[MakeListener]:
     listeners: list[InvalidationListener] = []
 
     def make(
-        client: aioredis.Redis, channel: str, recorder: Recorder, **options: float
+        client: aioredis.Redis, channel: str, recorder: Recorder, **options: Any
     ) -> InvalidationListener:
         listener = InvalidationListener(
             client,
@@ -140,7 +146,7 @@ async def test_a_failing_callback_is_logged_and_retried_not_fatal(
 ) -> None:
     recorder = Recorder()
 
-    def broken() -> None:
+    def broken(caught_up: bool) -> None:
         raise RuntimeError("bug in a callback")
 
     listener = make_listener(make_redis(), f"{namespace}:events", recorder)

@@ -1,0 +1,164 @@
+"""The task that listens to a namespace's channel: subscribes, catches up on what it missed
+while away (from the event stream, when there is one: see ``replay.py``) and reports every
+(re)subscription and whether that catch-up was complete (when not, its owner flushes its local
+layer). It checks the connection with a PING when the channel is quiet, and reconnects with
+back-off when anything fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .cancellation import bounded, cancel_and_wait
+from .invalidation import Event, decode_event
+from .replay import StreamCursor
+
+__all__ = ["InvalidationListener"]
+
+logger = logging.getLogger("redicache_async")
+
+
+class InvalidationListener:
+    """Owns one background task consuming ``channel``; ``start()`` returns once subscribed.
+
+    ``on_subscribed(caught_up)`` follows every subscription: ``caught_up`` is True when every
+    event published while the listener was away has been replayed through ``on_event`` (from
+    ``stream``), False when some may be lost (and always on the first subscription).
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        channel: str,
+        *,
+        on_event: Callable[[Event], None],
+        on_subscribed: Callable[[bool], None],
+        on_ignored: Callable[[], None],
+        timeout: float,
+        stream: str | None = None,
+        ping_interval: float = 5.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._cursor = None if stream is None else StreamCursor(redis, stream, timeout=timeout)
+        self._on_event = on_event
+        self._on_subscribed = on_subscribed
+        self._on_ignored = on_ignored
+        self._timeout = timeout
+        self._ping_interval = ping_interval
+        self._max_backoff = max_backoff
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        #: Set while subscribed; cleared the moment the connection is known to be lost.
+        self.connected = False
+        self.reconnects = 0
+
+    async def start(self, wait: float) -> bool:
+        """Start listening; True once subscribed, False if that took longer than ``wait``
+        (the task keeps trying in the background)."""
+        if self._task is None:
+            self._task = asyncio.create_task(
+                self._run(), name=f"redicache-listener:{self._channel}"
+            )
+        subscribed = asyncio.ensure_future(self._subscribed.wait())
+        try:
+            await asyncio.wait(
+                {subscribed, self._task}, timeout=wait, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            subscribed.cancel()
+        if self._task.done():
+            self._task.result()  # the listener died: raise its exception here, not never
+        return self._subscribed.is_set()
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        await cancel_and_wait(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("invalidation listener ended with %r", task.exception())
+        self.connected = False
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("invalidation listener lost its connection: %r", exc)
+            except Exception:
+                logger.exception("invalidation listener failed; reconnecting")
+            finally:
+                self.connected = False
+                await _close_quietly(pubsub)
+            if self._subscribed.is_set():
+                backoff = 0.05
+                self._subscribed.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+            self.reconnects += 1
+
+    async def _listen(self, pubsub: Any) -> None:
+        await bounded(pubsub.subscribe(self._channel), self._timeout)
+        loop = asyncio.get_running_loop()
+        pong_due = loop.time() + self._timeout  # the subscribe confirmation is due as a pong is
+        while True:
+            wait = self._ping_interval if pong_due == math.inf else pong_due - loop.time()
+            if wait <= 0:
+                raise TimeoutError("no answer on the pub/sub connection")
+            message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=wait)
+            if message is None:
+                if pong_due == math.inf:
+                    await pubsub.ping()
+                    pong_due = loop.time() + self._timeout
+                continue
+            kind = message["type"]
+            if kind == "message":
+                event = decode_event(message["data"])
+                if event is None:
+                    self._on_ignored()
+                else:
+                    if self._cursor is not None:
+                        self._cursor.seen(event)
+                    self._on_event(event)
+            elif kind == "subscribe":
+                # Also seen when redis-py reconnected and resubscribed by itself: either way,
+                # events may have been missed.
+                await self._catch_up()
+                pong_due = math.inf
+                self.connected = True
+                self._subscribed.set()
+                continue
+            elif kind != "pong":
+                continue
+            pong_due = math.inf
+
+    async def _catch_up(self) -> None:
+        """Replay what was missed while away, then report the subscription."""
+        if self._cursor is None:
+            self._on_subscribed(False)
+            return
+        events, complete = await self._cursor.resync()
+        for event in events:
+            self._on_event(event)
+        if not complete and self.reconnects:
+            logger.info("some invalidations may have been missed; the local layer is flushed")
+        self._on_subscribed(complete)
+
+
+async def _close_quietly(pubsub: Any) -> None:
+    try:
+        await pubsub.aclose()
+    except (RedisError, OSError) as exc:
+        logger.debug("closing the pub/sub connection failed: %r", exc)
