@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .breaker import CircuitBreaker, CircuitOpenError
-from .cancellation import bounded, cancel_and_wait
+from .cancellation import bounded
 from .errors import (
     ClientClosedError,
     FetchTimeout,
@@ -44,6 +44,7 @@ from .lifecycle import Lifecycle
 from .listener import InvalidationListener
 from .local import LocalKey, LocalLayer
 from .locks import SingleFlight, Wakeups, wait_event
+from .orphans import OrphanedClaims
 from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
 from .stats import CacheStats
@@ -65,7 +66,6 @@ Fetch = Callable[[], Any]
 _FIRST_POLL: Final = 0.1
 _MAX_POLL: Final = 1.0
 _UNDECODABLE: Final = object()
-_MAX_ORPHANS: Final = 10_000
 
 
 class _Guard:
@@ -127,10 +127,7 @@ class CacheClient(Lifecycle):
         cluster = isinstance(redis, RedisCluster)
         self._stream_keys = [] if cluster else [self._keys.stream]
         self._breaker = CircuitBreaker()
-        #: Locks this client may hold without knowing it (a claim whose reply was lost):
-        #: lock key -> (user key, token, when), released once Redis answers again.
-        self._orphans: dict[str, tuple[str, str, float]] = {}
-        self._orphan_task: asyncio.Task[None] | None = None
+        self._orphans = OrphanedClaims(self._release_lock, lifetime=self._lock_ttl)
         self._origin = uuid.uuid4().hex[:16]
         self._local = LocalLayer(local_max_entries, local_max_bytes)
         self._stats = CacheStats()
@@ -184,8 +181,7 @@ class CacheClient(Lifecycle):
 
     async def _shutdown(self) -> None:
         await self._listener.aclose()
-        if self._orphan_task is not None:
-            await cancel_and_wait(self._orphan_task)
+        await self._orphans.aclose()
         await self._loads.aclose()
         await self._reads.aclose()
         self._local.clear()
@@ -509,7 +505,7 @@ class CacheClient(Lifecycle):
                 )
             )
         except RedisUnavailableError:
-            self._orphan(key, lease.key, lease.token)
+            self._orphans.add(key, lease.key, lease.token)
             logger.warning("could not store the value fetched for %r: Redis is unreachable", key)
             return canonical
         if version is None:
@@ -582,50 +578,26 @@ class CacheClient(Lifecycle):
 
     async def _release(self, lease: Lease, key: str) -> None:
         """Release the lock and announce it, so waiters elsewhere retry at once."""
-        await asyncio.shield(self._release_lock(key, lease.key, lease.token))
-
-    async def _release_lock(
-        self, key: str, lock_key: str, token: str, since: float | None = None
-    ) -> None:
-        command = self._scripts.release(
-            keys=[lock_key], args=[token, self._keys.channel, unlock_event(key, self._origin)]
-        )
         try:
-            await self._redis_call(command)
+            await asyncio.shield(self._release_lock(key, lease.key, lease.token))
         except RedisUnavailableError as exc:
-            self._orphan(key, lock_key, token, since)
+            self._orphans.add(key, lease.key, lease.token)
             logger.warning("could not release the lock on %r yet: %r", key, exc)
         except RedicacheError as exc:
             logger.warning("could not release the lock on %r (it will expire): %r", key, exc)
+
+    async def _release_lock(self, key: str, lock_key: str, token: str) -> bool:
+        command = self._scripts.release(
+            keys=[lock_key], args=[token, self._keys.channel, unlock_event(key, self._origin)]
+        )
+        return bool(await self._redis_call(command))
 
     def _maybe_orphaned(
         self, exc: RedisUnavailableError, key: str, lock_key: str, token: str
     ) -> None:
         """A claim failed without an answer: the command may have reached Redis all the same."""
         if not isinstance(exc, CircuitOpenError):  # that one was never sent
-            self._orphan(key, lock_key, token)
-
-    def _orphan(self, key: str, lock_key: str, token: str, since: float | None = None) -> None:
-        """Remember a lock this client may hold without a way to release it now, so that it is
-        released once Redis answers instead of blocking others until it expires."""
-        if len(self._orphans) >= _MAX_ORPHANS:
-            self._orphans.pop(next(iter(self._orphans)))
-        self._orphans[lock_key] = (key, token, monotonic() if since is None else since)
-
-    def _release_orphans_soon(self) -> None:
-        if not self._orphans or self._closing is not None:
-            return
-        if self._orphan_task is None or self._orphan_task.done():
-            self._orphan_task = asyncio.create_task(
-                self._release_orphans(), name="redicache-release-orphans"
-            )
-
-    async def _release_orphans(self) -> None:
-        while self._orphans and not self._breaker.is_open:
-            lock_key, (key, token, since) = next(iter(self._orphans.items()))
-            del self._orphans[lock_key]
-            if monotonic() - since < self._lock_ttl:  # older ones have expired by now
-                await self._release_lock(key, lock_key, token, since)
+            self._orphans.add(key, lock_key, token)
 
     def _event_args(self, op: str, key: str) -> tuple[str, str]:
         return self._keys.channel, event_prefix(op, key, self._origin)
@@ -655,8 +627,6 @@ class CacheClient(Lifecycle):
             breaker.abandoned()
             raise
         breaker.succeeded()
-        if self._orphans:
-            self._release_orphans_soon()
         return result
 
     def _decode(self, key: str, payload: bytes | str) -> Any:
@@ -747,7 +717,6 @@ class CacheClient(Lifecycle):
         # Values fetched while Redis was away were never shared: read Redis's instead.
         self._local.expire(stale_ttl=self._stale_ttl, only_version=0)
         self._wakeups.notify_all()
-        self._release_orphans_soon()
 
     def _on_ignored(self) -> None:
         self._stats.invalidations_ignored += 1

@@ -138,3 +138,102 @@ async def test_zero_entries_turns_the_local_layer_off(
             2,
             0,
         )
+
+
+async def test_a_dead_server_trips_the_breaker_so_calls_stop_trying_it(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    async with CacheClient(client, namespace=namespace, redis_timeout=0.5) as cache:
+        server.kill()
+        fetch = Fetch("v")
+        for i in range(50):
+            assert await cache.get_or_init(f"k{i}", fetch) == "v"
+        stats = cache.stats()
+        assert stats.circuit_opens == 1
+        assert stats.circuit_skips >= 40  # most calls never tried the dead server
+        assert stats.redis_errors < 10  # three to open it, then a probe per window
+        server.start()
+        await wait_until(lambda: cache.stats().replays >= 1, what="the listener to return")
+        await cache.set("after", 1)  # the listener's return closed the breaker
+        async with CacheClient(client, namespace=namespace) as other:
+            assert await other.get("after") == 1
+
+
+async def test_a_paused_server_costs_a_few_timeouts_not_one_per_call(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    async with CacheClient(client, namespace=namespace, redis_timeout=0.2) as cache:
+        server.pause()
+        try:
+            fetch = Fetch("v")
+            for i in range(30):
+                assert await asyncio.wait_for(cache.get_or_init(f"k{i}", fetch), 1.0) == "v"
+            stats = cache.stats()
+        finally:
+            server.resume()
+        assert stats.circuit_opens == 1
+        assert stats.redis_errors < 10
+        assert stats.circuit_skips >= 20
+
+
+async def expired(client: aioredis.Redis, namespace: str, key: str) -> bool:
+    """The value has expired in Redis (the local copy expires a little earlier)."""
+    return not await client.exists(f"{namespace}:v:{{{key}}}")
+
+
+async def test_an_expired_value_is_served_stale_when_its_fetch_fails(
+    client: aioredis.Redis, namespace: str
+) -> None:
+    def broken() -> Any:
+        raise RuntimeError("the source is down")
+
+    async with CacheClient(client, namespace=namespace, stale_ttl=30.0) as cache:
+        assert await cache.get_or_init("k", Fetch("v1"), ttl=0.05) == "v1"
+        await wait_until(lambda: expired(client, namespace, "k"), what="the value to expire")
+        assert await cache.get_or_init("k", broken) == "v1"
+        stats = cache.stats()
+        assert (stats.stale_served, stats.fetch_errors) == (1, 1)
+        assert not await client.exists(f"{namespace}:lock:{{k}}")  # released
+        assert await cache.get_or_init("k", Fetch("v2")) == "v2"  # a working fetch wins again
+        with pytest.raises(RuntimeError, match="the source is down"):
+            await cache.attempt_regeneration("k", broken)  # asked for fresh data: no fail-safe
+    async with CacheClient(client, namespace=namespace) as strict:  # stale_ttl=0
+        assert await strict.get_or_init("s", Fetch("v1"), ttl=0.05) == "v1"
+        await wait_until(lambda: expired(client, namespace, "s"), what="the value to expire")
+        with pytest.raises(RuntimeError, match="the source is down"):
+            await strict.get_or_init("s", broken)
+
+
+async def test_an_expired_value_is_served_stale_while_redis_is_dead(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    async with CacheClient(client, namespace=namespace, stale_ttl=30.0, redis_timeout=0.3) as cache:
+        fetch = Fetch("v1")
+        assert await cache.get_or_init("k", fetch, ttl=0.05) == "v1"
+        await wait_until(lambda: cache._local.fresh("k") is None, what="the value to expire")
+        server.kill()
+        assert await cache.get_or_init("k", fetch) == "v1"
+        assert await cache.get("k") == "v1"
+        assert fetch.calls == 1  # served stale: the source was not asked again
+        assert cache.stats().stale_served == 2
+
+
+async def test_a_lock_claimed_by_a_timed_out_command_is_released_when_redis_returns(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    lock = f"{namespace}:lock:{{cold}}"
+    async with CacheClient(client, namespace=namespace, redis_timeout=0.3, lock_ttl=60.0) as cache:
+        server.pause()
+        try:
+            assert await cache.get_or_init("cold", Fetch("v")) == "v"
+        finally:
+            server.resume()
+        # The claim reached the server before the client gave up on it, so it ran on resume;
+        # nobody would release it for a minute. The client remembers it and releases it.
+        await wait_until(lambda: len(cache._orphans) == 0, what="the orphaned claim to be released")
+        assert not await client.exists(lock)
+        async with CacheClient(client, namespace=namespace) as other:
+            fetch = Fetch("fetched at once")
+            assert await asyncio.wait_for(other.get_or_init("cold", fetch), 5.0) == (
+                "fetched at once"
+            )

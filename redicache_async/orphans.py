@@ -1,0 +1,99 @@
+"""Locks a client may hold without knowing it.
+
+A claim (``SET NX PX``) whose reply never came may still have reached the server: a frozen
+server runs it when it resumes, long after the caller gave up and fetched in-process. Nobody
+would release that lock, and other processes would wait for it to expire. A release that could
+not be sent leaves the same kind of lock behind. So such claims are remembered here and released
+in the background, with back-off, once Redis answers; a claim older than the lock's ttl has
+expired by itself and is forgotten.
+
+A release that finds no lock is repeated once, a round trip later: a claim queued on another
+connection of a just-resumed server may not have run yet when the first release did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from time import monotonic
+from typing import Final
+
+from .cancellation import cancel_and_wait
+from .errors import RedicacheError
+
+__all__ = ["OrphanedClaims"]
+
+logger = logging.getLogger("redicache_async")
+
+#: ``release(key, lock_key, token)``: True if it deleted the lock, False if the lock was not
+#: (or no longer) held with that token; raises RedicacheError when Redis did not answer.
+Release = Callable[[str, str, str], Awaitable[bool]]
+
+_FIRST_RETRY: Final = 0.05
+_MAX_RETRY: Final = 2.0
+
+
+@dataclass(slots=True)
+class _Claim:
+    key: str
+    token: str
+    since: float
+    not_found: int = 0
+
+
+class OrphanedClaims:
+    """Remembers claims to release; owns the one task that releases them."""
+
+    __slots__ = ("_claims", "_closed", "_lifetime", "_max_claims", "_release", "_task")
+
+    def __init__(self, release: Release, *, lifetime: float, max_claims: int = 10_000) -> None:
+        self._release = release
+        self._lifetime = lifetime
+        self._max_claims = max_claims
+        self._claims: dict[str, _Claim] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def add(self, key: str, lock_key: str, token: str) -> None:
+        if self._closed:
+            return
+        if len(self._claims) >= self._max_claims:
+            del self._claims[next(iter(self._claims))]  # the oldest expires first anyway
+        self._claims[lock_key] = _Claim(key, token, monotonic())
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._release_all(), name="redicache-orphans")
+
+    async def aclose(self) -> None:
+        """Stop releasing (what is left expires by itself)."""
+        self._closed = True
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+        self._claims.clear()
+
+    async def _release_all(self) -> None:
+        delay = _FIRST_RETRY
+        while self._claims:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RETRY)
+            for lock_key, claim in list(self._claims.items()):
+                if monotonic() - claim.since >= self._lifetime:
+                    self._forget(lock_key, claim)
+                    continue
+                try:
+                    released = await self._release(claim.key, lock_key, claim.token)
+                except RedicacheError as exc:
+                    logger.debug("releasing the orphaned lock on %r failed: %r", claim.key, exc)
+                    continue
+                if released or claim.not_found:
+                    self._forget(lock_key, claim)
+                else:
+                    claim.not_found += 1
+
+    def _forget(self, lock_key: str, claim: _Claim) -> None:
+        if self._claims.get(lock_key) is claim:  # not a newer claim on the same lock
+            del self._claims[lock_key]

@@ -1,0 +1,61 @@
+"""The circuit breaker's rules, on their own (no Redis involved: it only counts outcomes)."""
+
+from __future__ import annotations
+
+import time
+
+from redicache_async.breaker import CircuitBreaker
+
+
+def test_opens_after_threshold_failures_in_a_row() -> None:
+    breaker = CircuitBreaker(threshold=3, first_window=60.0)
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failed()
+    breaker.succeeded()  # a success in between resets the count
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failed()
+    assert not breaker.is_open
+    assert breaker.allow()
+    breaker.failed()
+    assert breaker.is_open
+    assert not breaker.allow()
+    assert (breaker.opened, breaker.skipped) == (1, 1)
+
+
+def test_one_probe_per_window_and_windows_grow_to_the_cap() -> None:
+    breaker = CircuitBreaker(threshold=1, first_window=0.001, max_window=0.004)
+    breaker.failed()
+    windows = []
+    for _ in range(4):
+        while not breaker.allow():
+            pass
+        assert not breaker.allow()  # a probe is out: everyone else still skips
+        opened_at = time.monotonic()
+        breaker.failed()
+        windows.append(breaker._open_until - opened_at)
+    assert windows[0] < windows[1] < windows[2]
+    assert max(windows) <= 0.004 + 0.001
+    assert breaker.opened == 1  # still the same outage
+
+
+def test_a_successful_probe_closes_it_and_an_abandoned_one_frees_the_slot() -> None:
+    breaker = CircuitBreaker(threshold=1, first_window=0.001)
+    breaker.failed()
+    while not breaker.allow():
+        pass
+    breaker.abandoned()  # the probe was cancelled: the next call may probe
+    assert breaker.allow()
+    breaker.succeeded()
+    assert not breaker.is_open
+    assert breaker.allow()
+
+
+def test_close_resets_the_window() -> None:
+    breaker = CircuitBreaker(threshold=1, first_window=0.5, max_window=8.0)
+    breaker.failed()
+    breaker.close()
+    assert not breaker.is_open
+    breaker.failed()
+    assert breaker._open_until - time.monotonic() <= 0.5
