@@ -23,7 +23,7 @@ from .errors import (
     SerializationError,
     UnknownRegistrationError,
 )
-from .serializers import JsonSerializer, Serializer
+from .serializers import JsonSerializer, PickleSerializer, Serializer
 from .stats import CacheStats
 from .targets import Target, TargetType
 
@@ -39,6 +39,7 @@ __all__ = [
     "InvalidArgumentTypeError",
     "InvalidResultError",
     "JsonSerializer",
+    "PickleSerializer",
     "RedicacheError",
     "RedisUnavailableError",
     "RegenerationInProgress",

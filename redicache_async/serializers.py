@@ -4,11 +4,12 @@ unlike pickle, safe to load from a Redis that others can write to."""
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import SerializationError
 
-__all__ = ["JsonSerializer", "Serializer"]
+__all__ = ["JsonSerializer", "PickleSerializer", "Serializer"]
 
 
 @runtime_checkable
@@ -39,3 +40,27 @@ class JsonSerializer:
 
     def loads(self, data: bytes) -> Any:
         return self._decoder.decode(data.decode())
+
+
+class PickleSerializer:
+    """Python's pickle, for values JSON cannot hold (datetimes, sets, your own classes).
+
+    **Unsafe unless only trusted code can write to your Redis**: loading a pickle runs code
+    the pickle names, so anyone who can write to the namespace's keys can run code in every
+    process that reads them. Opt in explicitly (``CacheClient(r, serializer=PickleSerializer())``)
+    and protect the server (``requirepass`` or an ACL user, TLS, a private network).
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        self._protocol = protocol
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=self._protocol)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise SerializationError(f"value cannot be pickled: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)

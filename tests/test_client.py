@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import math
 import time
@@ -19,6 +20,7 @@ from redicache_async import (
     FetchTimeout,
     InvalidArgumentError,
     InvalidArgumentTypeError,
+    PickleSerializer,
     RedicacheError,
     RegenerationInProgress,
     SerializationError,
@@ -644,6 +646,32 @@ async def test_undecodable_value_in_redis_is_a_miss_and_is_refetched(
     assert await cache.get_or_init("w", Counter()) == {"value": "v1"}
 
 
+async def test_json_is_the_default_and_pickle_an_explicit_choice(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    plain = await make_cache()
+    await plain.set("j", {"when": "2026-11-23", "tags": ["a"]})
+    stored = await redis.hget(f"{namespace}:v:{{j}}", "d")
+    assert stored is not None
+    assert json.loads(stored) == {
+        "when": "2026-11-23",
+        "tags": ["a"],
+    }
+    with pytest.raises(SerializationError):
+        await plain.set("d", datetime.date(2026, 11, 23))
+
+    a = await make_cache(serializer=PickleSerializer())
+    b = await make_cache(serializer=PickleSerializer())
+    value = {"when": datetime.date(2026, 11, 23), "tags": {"a", "b"}}
+    await a.set("p", value)
+    assert await b.get("p") == value
+    with pytest.raises(SerializationError):
+        await a.set("bad", lambda: None)
+    await redis.hset(f"{namespace}:v:{{junk}}", mapping={"d": b"not a pickle", "v": 1})
+    assert await b.get("junk") is None  # undecodable: a miss, not a crash
+    assert b.stats().decode_errors == 1
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 
@@ -678,6 +706,11 @@ async def _load() -> int:
         # fetch results: refused after the fetch, with the lock released and nothing written
         (lambda c: c.get_or_init("k", _returns_a_set), SerializationError),
         (lambda c: c.get_or_init("k", lambda: _load()), InvalidArgumentTypeError),
+        (lambda c: c.get_or_init("k", lambda: object()), SerializationError),
+        (lambda c: c.attempt_regeneration("k", _returns_a_set), SerializationError),
+        (lambda c: c.get_or_init("é" * 513, Counter()), InvalidArgumentError),  # 1,026 bytes
+        (lambda c: c.get_target("k", field=1), InvalidArgumentTypeError),
+        (lambda c: c.delete(None), InvalidArgumentTypeError),
     ],
 )
 async def test_bad_arguments_raise_clear_errors_and_write_nothing(
@@ -693,6 +726,7 @@ async def test_bad_arguments_raise_clear_errors_and_write_nothing(
     assert isinstance(info.value, RedicacheError)
     assert str(info.value)
     assert await ns_keys(redis, namespace) == []
+    assert not await redis.exists(f"{namespace}:stream")  # nothing announced either
 
 
 @pytest.mark.parametrize(
