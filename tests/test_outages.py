@@ -5,13 +5,15 @@ Each test runs its own server, so that killing or freezing it disturbs no other 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from redicache_async import CacheClient, RedisUnavailableError
+from redicache_async import CacheBuilder, CacheClient, RedisUnavailableError, Target
 from redicache_async.testing import RedisServer, free_port
 
 from .helpers import wait_until
@@ -237,3 +239,75 @@ async def test_a_lock_claimed_by_a_timed_out_command_is_released_when_redis_retu
             assert await asyncio.wait_for(other.get_or_init("cold", fetch), 5.0) == (
                 "fetched at once"
             )
+
+
+class Items:
+    """A builder fetch whose result the test changes; counts its calls."""
+
+    def __init__(self) -> None:
+        self.value = "first"
+        self.calls = 0
+
+    async def __call__(self) -> list[dict[str, str]]:
+        self.calls += 1
+        return [{"id": "a", "value": self.value}]
+
+
+async def test_a_builder_steps_down_while_redis_is_frozen_and_leads_again_after(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    fetch = Items()
+    async with CacheBuilder(client, namespace=namespace, lease_ttl=0.6, redis_timeout=0.2) as b:
+        name = await b.register(
+            fetch,
+            targets=[Target(f"{namespace}-report", "hash", id_field="id")],
+            refresh_interval=0.2,
+        )
+        await b.wait_built(name, timeout=5)
+        assert b.status(name).is_leader
+        server.pause()
+        try:
+            # Its renewals go unanswered: it stops building before its lease could expire.
+            await wait_until(lambda: not b.status(name).is_leader, what="the leader to step down")
+            calls = fetch.calls
+            await asyncio.sleep(0.5)  # several intervals: no build may start meanwhile
+            assert fetch.calls == calls
+        finally:
+            server.resume()
+        fetch.value = "after the freeze"
+        await wait_until(lambda: b.status(name).is_leader, what="the builder to lead again")
+        await wait_until(
+            lambda: read_item(client, f"{namespace}-report", "a", "after the freeze"),
+            what="a build after the freeze",
+        )
+
+
+async def test_a_builder_rebuilds_a_restarted_empty_server_at_once(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    fetch = Items()
+    async with CacheBuilder(client, namespace=namespace, lease_ttl=0.6, redis_timeout=0.2) as b:
+        name = await b.register(
+            fetch,
+            targets=[Target(f"{namespace}-report", "hash", id_field="id")],
+            refresh_interval=3600,  # only a lost state can explain a second build
+        )
+        await b.wait_built(name, timeout=5)
+        server.kill()
+        await wait_until(lambda: not b.status(name).is_leader, what="the leader to step down")
+        server.start()  # empty: no lease, no record of the last build, no target
+        fetch.value = "rebuilt"
+        await wait_until(
+            lambda: read_item(client, f"{namespace}-report", "a", "rebuilt"),
+            what="the target to be rebuilt",
+        )
+        assert fetch.calls == 2
+        assert b.status(name).is_leader
+
+
+async def read_item(client: aioredis.Redis, key: str, field: str, value: str) -> bool:
+    try:
+        raw = await client.hget(key, field)
+    except (ConnectionError, RedisError):
+        return False
+    return raw is not None and json.loads(raw)["value"] == value
