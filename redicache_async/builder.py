@@ -148,12 +148,13 @@ class CacheBuilder(Lifecycle):
             fetch_timeout=check_optional_seconds("fetch_timeout", fetch_timeout),
         )
         self._registrations: dict[str, _Registration] = {}
+        self._ignored_messages = 0
         self._listener = InvalidationListener(
             redis,
             keys.builder_channel,
             on_event=self._on_event,
             on_subscribed=self._on_subscribed,
-            on_ignored=lambda: None,
+            on_ignored=self._on_ignored,
             timeout=self._shared.redis_timeout,
         )
 
@@ -163,6 +164,11 @@ class CacheBuilder(Lifecycle):
     @property
     def namespace(self) -> str:
         return self._shared.keys.namespace
+
+    @property
+    def ignored_messages(self) -> int:
+        """Messages on the builders' channel that were malformed or foreign, and so ignored."""
+        return self._ignored_messages
 
     @property
     def instance_id(self) -> str:
@@ -339,6 +345,9 @@ class CacheBuilder(Lifecycle):
             registration.request_build()
         elif event.op == OP_BUILT:
             registration.note_built(event.version)
+
+    def _on_ignored(self) -> None:
+        self._ignored_messages += 1
 
     def _on_subscribed(self, caught_up: bool) -> None:
         # A release may have been announced while the listener was away.

@@ -307,6 +307,26 @@ async def test_refresh_on_a_follower_asks_the_leader(
     assert not follower.status(name).is_leader
 
 
+async def test_foreign_messages_on_the_builders_channel_are_ignored_and_counted(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    leader = await make_builder()
+    source = Source()
+    name = await leader.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=100, name="n"
+    )
+    await _built(leader, name)
+    junk = [b"not json", b"{}", b'{"op":"refresh","key":1,"origin":"x","version":0}', b"\xff"]
+    for message in junk:
+        await redis.publish(f"{namespace}:builders", message)
+    await wait_until(lambda: leader.ignored_messages == 4, what="4 ignored")
+    assert source.calls == 1
+    await redis.publish(  # a well-formed request still works: the listener lives on
+        f"{namespace}:builders", f'{{"op":"refresh","key":"{name}","origin":"x","version":0}}'
+    )
+    await _built(leader, name, 2)
+
+
 async def test_a_new_leader_continues_the_schedule_instead_of_rebuilding(
     make_builder: MakeBuilder, namespace: str
 ) -> None:
