@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from redicache_async import CacheBuilder, CacheClient, RedisUnavailableError, Target
 from redicache_async.testing import RedisServer, free_port
 
-from .helpers import wait_until
+from ..helpers import wait_until
 
 pytestmark = pytest.mark.slow
 
