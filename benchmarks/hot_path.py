@@ -4,6 +4,9 @@
   lookup (``async def get(k): return d.get(k)``); target: at most 4x.
 - Redis-backed read: ``await cache.get(key)`` with the local layer off against a raw redis-py
   ``await r.get(key)`` of a value of the same size; target: at most 1.2x.
+- write: ``await cache.set(key, value)`` against a raw redis-py ``SET``; and the client's
+  write script with and without its ``XADD`` to the namespace's event stream, which shows what
+  the stream (the replay of missed invalidations after a reconnect) costs each write.
 - peers, when importable: aiocache's and cashews' in-memory ``get`` on a warm key.
 
 Every measurement runs in batches of calls, and the batches of all measurements are interleaved
@@ -33,6 +36,9 @@ import redis.asyncio as aioredis
 from redis.utils import HIREDIS_AVAILABLE
 
 from redicache_async import CacheClient, JsonSerializer
+from redicache_async.invalidation import OP_SET, event_prefix
+from redicache_async.keys import KeySpace
+from redicache_async.scripts import Scripts
 
 __all__ = ["main", "run"]
 
@@ -109,6 +115,33 @@ def _decoding_get(r: aioredis.Redis) -> Callable[[str], Awaitable[Any]]:
         return loads(cast(bytes, await r.get(k)))
 
     return get
+
+
+def _set_timer(cache: CacheClient, key: str) -> Timer:
+    async def run(n: int) -> int:
+        start = perf_counter_ns()
+        for _ in range(n):
+            await cache.set(key, VALUE)
+        return perf_counter_ns() - start
+
+    return run
+
+
+def _write_script_timer(r: aioredis.Redis, namespace: str, key: str, *, stream: bool) -> Timer:
+    """The client's write script as ``set`` runs it, with or without the stream key (and so
+    with or without its ``XADD``)."""
+    keys, scripts = KeySpace(namespace), Scripts(r)
+    payload = JsonSerializer().dumps(VALUE)
+    prefix = event_prefix(OP_SET, key, "bench")
+    write_keys = [keys.value(key), keys.lock(key)] + ([keys.stream] if stream else [])
+
+    async def run(n: int) -> int:
+        start = perf_counter_ns()
+        for _ in range(n):
+            await scripts.write(keys=write_keys, args=["", payload, 0, keys.channel, prefix])
+        return perf_counter_ns() - start
+
+    return run
 
 
 def _dict_timer(key: str) -> Timer:
@@ -237,10 +270,42 @@ async def run(url: str, settings: Settings, *, out: Callable[[str], None] = prin
                 _one_arg_timer(remote.get, key),
                 settings.redis_batch,
             )
+            raw_set = Bench(
+                "redis-py await r.set(key, value)",
+                _one_arg_timer(lambda k: r.set(k, payload), f"{namespace}:raw-written"),
+                settings.redis_batch,
+            )
+            cache_set = Bench(
+                "CacheClient.set (announced, streamed)",
+                _set_timer(remote, "written"),
+                settings.redis_batch,
+            )
+            unstreamed = Bench(
+                "write script, no stream",
+                _write_script_timer(r, namespace, "unstreamed", stream=False),
+                settings.redis_batch,
+            )
+            streamed = Bench(
+                "write script with the stream's XADD (as set runs it)",
+                _write_script_timer(r, namespace, "streamed", stream=True),
+                settings.redis_batch,
+            )
             peers, notes, closers = await _peer_benches(key, settings.local_batch)
             try:
                 before, remote_before = cache.stats(), remote.stats()
-                benches = [dict_get, local, local_get, raw, decoded, remote_get, *peers]
+                benches = [
+                    dict_get,
+                    local,
+                    local_get,
+                    raw,
+                    decoded,
+                    remote_get,
+                    raw_set,
+                    unstreamed,
+                    streamed,
+                    cache_set,
+                    *peers,
+                ]
                 await measure(benches, settings.rounds)
                 after, remote_after = cache.stats(), remote.stats()
             finally:
@@ -269,6 +334,8 @@ async def run(url: str, settings: Settings, *, out: Callable[[str], None] = prin
         Comparison("local hit", local_get, dict_get),
         Comparison(f"Redis-backed read, {len(payload)}-byte value", decoded, raw),
         Comparison(f"Redis-backed read, {len(payload)}-byte value", remote_get, raw, 1.2),
+        Comparison(f"write, {len(payload)}-byte value", cache_set, raw_set),
+        Comparison("write: cost of the event stream", streamed, unstreamed),
     ]
     _print_table(
         out,
