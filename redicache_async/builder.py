@@ -32,6 +32,7 @@ from .errors import (
     InvalidArgumentTypeError,
     InvalidResultError,
     UnknownRegistrationError,
+    describe_error,
 )
 from .fetching import call_fetch
 from .invalidation import (
@@ -299,7 +300,7 @@ class CacheBuilder(Lifecycle):
         try:
             await bounded(self._shared.redis.publish(channel, event), self._shared.redis_timeout)
         except (RedisError, OSError, TimeoutError) as exc:
-            raise BuildError(name, f"could not ask the leader: {exc!r}") from exc
+            raise BuildError(name, f"could not ask the leader: {describe_error(exc)}") from exc
 
     def status(self, name: str) -> BuildStatus:
         """How ``name`` stands on this instance."""
@@ -585,7 +586,7 @@ class _Registration:
                 if error is None:
                     waiter.set_result(None)
                 else:
-                    failure = BuildError(self.name, _describe_error(error))
+                    failure = BuildError(self.name, describe_error(error))
                     failure.__cause__ = error
                     waiter.set_exception(failure)
 
@@ -625,7 +626,7 @@ class _Registration:
             raise
         except Exception as exc:
             self._failures += 1
-            self._last_error = _describe_error(exc)
+            self._last_error = describe_error(exc)
             log = logger.exception if self._failures_in_a_row == 0 else logger.warning
             log("build of %r failed; its targets keep their previous data: %s", self.name, exc)
             await self._leadership.record(lease, origin=shared.origin, error=self._last_error)
@@ -664,15 +665,12 @@ class _Registration:
         try:
             await bounded(pipe.execute(), self._shared.redis_timeout)
         except (RedisError, OSError, TimeoutError) as exc:
-            logger.debug("removing the temporary keys of %r failed: %r", self.name, exc)
+            logger.debug(
+                "removing the temporary keys of %r failed: %s", self.name, describe_error(exc)
+            )
 
     def _fail_waiters(self, reason: str) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(BuildError(self.name, reason))
-
-
-def _describe_error(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

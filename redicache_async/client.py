@@ -21,13 +21,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .breaker import CircuitBreaker, CircuitOpenError
 from .cancellation import bounded
 from .errors import (
+    REFUSALS,
     ClientClosedError,
     FetchTimeout,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     RedicacheError,
+    RedisPermissionError,
     RedisUnavailableError,
     RegenerationInProgress,
+    describe_error,
 )
 from .fetching import call_fetch
 from .invalidation import (
@@ -173,7 +176,7 @@ class CacheClient(Lifecycle):
         try:
             await self._redis_call(self._scripts.load())
         except RedicacheError as exc:  # EVALSHA loads them on demand anyway
-            logger.debug("preloading the scripts failed: %r", exc)
+            logger.debug("preloading the scripts failed: %s", describe_error(exc))
 
     async def aclose(self) -> None:
         """Stop the listener and every in-flight load. Idempotent; shielded from cancellation."""
@@ -582,9 +585,11 @@ class CacheClient(Lifecycle):
             await asyncio.shield(self._release_lock(key, lease.key, lease.token))
         except RedisUnavailableError as exc:
             self._orphans.add(key, lease.key, lease.token)
-            logger.warning("could not release the lock on %r yet: %r", key, exc)
+            logger.warning("could not release the lock on %r yet: %s", key, describe_error(exc))
         except RedicacheError as exc:
-            logger.warning("could not release the lock on %r (it will expire): %r", key, exc)
+            logger.warning(
+                "could not release the lock on %r (it will expire): %s", key, describe_error(exc)
+            )
 
     async def _release_lock(self, key: str, lock_key: str, token: str) -> bool:
         command = self._scripts.release(
@@ -615,14 +620,18 @@ class CacheClient(Lifecycle):
             raise CircuitOpenError()
         try:
             result = await bounded(command, self._redis_timeout)
+        except REFUSALS as exc:
+            self._stats.redis_errors += 1
+            breaker.abandoned()
+            raise RedisPermissionError(f"Redis refused this client: {describe_error(exc)}") from exc
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             self._stats.redis_errors += 1
             breaker.failed()
-            raise RedisUnavailableError(f"Redis is unreachable: {exc!r}") from exc
+            raise RedisUnavailableError(f"Redis is unreachable: {describe_error(exc)}") from exc
         except RedisError as exc:
             self._stats.redis_errors += 1
             breaker.abandoned()
-            raise RedicacheError(f"Redis refused the command: {exc}") from exc
+            raise RedicacheError(f"Redis refused the command: {describe_error(exc)}") from exc
         except BaseException:
             breaker.abandoned()
             raise

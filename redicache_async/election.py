@@ -17,6 +17,7 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 
 from .cancellation import bounded
+from .errors import describe_error
 from .invalidation import OP_BUILT, OP_RESIGN, event_prefix, plain_event
 from .keys import KeySpace
 from .leases import Lease
@@ -102,7 +103,9 @@ class Leadership:
             except (RedisError, OSError, TimeoutError) as exc:
                 failures += 1
                 if failures == 1:
-                    logger.warning("electing a leader for %r failed: %r", self._name, exc)
+                    logger.warning(
+                        "electing a leader for %r failed: %s", self._name, describe_error(exc)
+                    )
                 pause = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** min(failures, 8))
             else:
                 failures = 0
@@ -129,7 +132,7 @@ class Leadership:
                 lease.release(channel=self._keys.builder_channel, event=event), self._timeout
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            logger.warning("could not release the lease of %r: %r", self._name, exc)
+            logger.warning("could not release the lease of %r: %s", self._name, describe_error(exc))
 
     async def record(
         self,
@@ -161,4 +164,4 @@ class Leadership:
                 self._timeout,
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            logger.warning("could not record the build of %r: %r", self._name, exc)
+            logger.warning("could not record the build of %r: %s", self._name, describe_error(exc))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
+
 __all__ = [
     "BuildError",
     "ClientClosedError",
@@ -10,10 +12,12 @@ __all__ = [
     "InvalidArgumentTypeError",
     "InvalidResultError",
     "RedicacheError",
+    "RedisPermissionError",
     "RedisUnavailableError",
     "RegenerationInProgress",
     "SerializationError",
     "UnknownRegistrationError",
+    "describe_error",
 ]
 
 
@@ -57,6 +61,22 @@ class ClientClosedError(RedicacheError, RuntimeError):
 class RedisUnavailableError(RedicacheError, ConnectionError):
     """Redis could not be reached within ``redis_timeout`` for an operation that needs it
     (a write or a delete); reads answer without Redis instead of raising this."""
+
+
+class RedisPermissionError(RedicacheError, PermissionError):
+    """Redis refused this client: a wrong or missing password, or an ACL that does not allow a
+    command, key or channel the library needs (see the README's minimal ACL rule). Not an
+    outage: nothing falls back to fetching in-process, so the misconfiguration shows."""
+
+
+#: redis-py's errors for a server that refuses this client (credentials, ACL).
+REFUSALS = (AuthenticationError, AuthorizationError, NoPermissionError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message``: redis-py's own ``repr`` of its errors drops the server's message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class InvalidResultError(RedicacheError, ValueError):

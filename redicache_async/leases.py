@@ -17,6 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .cancellation import bounded, cancel_and_wait
+from .errors import describe_error
 from .scripts import Scripts
 
 __all__ = ["Lease", "new_token"]
@@ -107,7 +108,7 @@ class Lease:
                     break
                 expires_at = attempt_at + self.ttl
             except (RedisError, OSError, TimeoutError) as exc:
-                logger.warning("renewing %s failed: %r", self.key, exc)
+                logger.warning("renewing %s failed: %s", self.key, describe_error(exc))
                 if strict:
                     break
         logger.warning("lost the claim on %s", self.key)

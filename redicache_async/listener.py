@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .cancellation import bounded, cancel_and_wait
+from .errors import REFUSALS, RedisPermissionError, describe_error
 from .invalidation import Event, decode_event
 from .replay import StreamCursor
 
@@ -56,26 +57,39 @@ class InvalidationListener:
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._refused = asyncio.Event()
+        #: The server's refusal (credentials, ACL) when that is why the listener is not
+        #: subscribed; it keeps retrying, in case the configuration is fixed.
+        self.refusal: Exception | None = None
         #: Set while subscribed; cleared the moment the connection is known to be lost.
         self.connected = False
         self.reconnects = 0
 
     async def start(self, wait: float) -> bool:
         """Start listening; True once subscribed, False if that took longer than ``wait``
-        (the task keeps trying in the background)."""
+        (the task keeps trying in the background). Raises :class:`RedisPermissionError` when
+        the server refuses the subscription (a wrong password, an ACL without the channel or
+        the stream): a configuration error must show at start-up, not look like an outage."""
         if self._task is None:
             self._task = asyncio.create_task(
                 self._run(), name=f"redicache-listener:{self._channel}"
             )
         subscribed = asyncio.ensure_future(self._subscribed.wait())
+        refused = asyncio.ensure_future(self._refused.wait())
         try:
             await asyncio.wait(
-                {subscribed, self._task}, timeout=wait, return_when="FIRST_COMPLETED"
+                {subscribed, refused, self._task}, timeout=wait, return_when="FIRST_COMPLETED"
             )
         finally:
             subscribed.cancel()
+            refused.cancel()
         if self._task.done():
             self._task.result()  # the listener died: raise its exception here, not never
+        if not self._subscribed.is_set() and self.refusal is not None:
+            raise RedisPermissionError(
+                f"Redis refused to let this client listen on {self._channel!r}: "
+                f"{describe_error(self.refusal)} (check the password and the ACL)"
+            ) from self.refusal
         return self._subscribed.is_set()
 
     async def aclose(self) -> None:
@@ -95,8 +109,16 @@ class InvalidationListener:
                 await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
+            except REFUSALS as exc:
+                self.refusal = exc
+                self._refused.set()
+                logger.error(
+                    "Redis refuses the invalidation listener (%s); check the password and the "
+                    "ACL. Retrying.",
+                    describe_error(exc),
+                )
             except (RedisError, OSError, TimeoutError) as exc:
-                logger.warning("invalidation listener lost its connection: %r", exc)
+                logger.warning("invalidation listener lost its connection: %s", describe_error(exc))
             except Exception:
                 logger.exception("invalidation listener failed; reconnecting")
             finally:
@@ -138,6 +160,8 @@ class InvalidationListener:
                 await self._catch_up()
                 pong_due = math.inf
                 self.connected = True
+                self.refusal = None
+                self._refused.clear()
                 self._subscribed.set()
                 continue
             elif kind != "pong":

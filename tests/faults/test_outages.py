@@ -15,8 +15,7 @@ from redis.exceptions import RedisError
 
 from redicache_async import CacheBuilder, CacheClient, RedisUnavailableError, Target
 from redicache_async.testing import RedisServer, free_port
-
-from ..helpers import wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 
