@@ -69,6 +69,9 @@ Fetch = Callable[[], Any]
 _FIRST_POLL: Final = 0.1
 _MAX_POLL: Final = 1.0
 _UNDECODABLE: Final = object()
+#: Seconds a value fetched while Redis was unreachable is served as fresh before Redis is
+#: asked again.
+_UNSHARED_FRESHNESS: Final = 1.0
 
 
 class _Guard:
@@ -527,8 +530,10 @@ class CacheClient(Lifecycle):
     ) -> Any:
         """Answer without Redis: a stale local value if allowed, else a fetch in this process.
 
-        With a ``guard`` the result is kept locally (version 0, so any event replaces it, and
-        the listener's reconnection flushes it): processes converge once Redis is back.
+        With a ``guard`` the result is kept locally as version 0: any event replaces it, the
+        listener's reconnection drops it, and it is fresh for ``_UNSHARED_FRESHNESS`` only, so
+        that Redis is asked again soon (a fallback to it, while Redis stays unreachable, costs
+        no fetch). So processes converge on Redis's value once it is back.
         """
         if use_stale:
             stale = self._local.stale(key)
@@ -673,8 +678,17 @@ class CacheClient(Lifecycle):
         if guard.void or version < guard.min_version:
             return
         expires_at = started + ttl_ms / 1000 if ttl_ms > 0 else math.inf
+        # A value fetched without Redis (version 0) may differ from what Redis holds or will
+        # hold: Redis is asked again soon, and meanwhile the value stays as a fallback.
+        fresh_until = started + _UNSHARED_FRESHNESS if version == 0 else math.inf
         self._local.put(
-            key, value, version=version, size=size, expires_at=expires_at, stale_ttl=self._stale_ttl
+            key,
+            value,
+            version=version,
+            size=size,
+            expires_at=expires_at,
+            stale_ttl=self._stale_ttl,
+            fresh_until=fresh_until,
         )
 
     @contextmanager

@@ -75,8 +75,12 @@ class LocalLayer:
         size: int,
         expires_at: float,
         stale_ttl: float,
+        fresh_until: float = _NEVER,
     ) -> bool:
-        """Store ``value``; returns False when it cannot be held (layer off, value too big)."""
+        """Store ``value``; returns False when it cannot be held (layer off, value too big).
+
+        It is fresh until ``expires_at`` (or ``fresh_until``, if sooner) and may be served as a
+        fail-safe until ``expires_at + stale_ttl``."""
         if size > self.max_bytes or self.max_entries <= 0:
             self.discard(key)
             return False
@@ -84,7 +88,8 @@ class LocalLayer:
         if old is not None:
             self.bytes -= old.size
         stale_until = expires_at + stale_ttl if not math.isinf(expires_at) else expires_at
-        self._entries[key] = LocalEntry(value, version, size, expires_at, stale_until)
+        fresh = min(expires_at, fresh_until)
+        self._entries[key] = LocalEntry(value, version, size, fresh, stale_until)
         self.bytes += size
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)

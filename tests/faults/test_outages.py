@@ -310,3 +310,42 @@ async def read_item(client: aioredis.Redis, key: str, field: str, value: str) ->
     except (ConnectionError, RedisError):
         return False
     return raw is not None and json.loads(raw)["value"] == value
+
+
+async def test_a_value_fetched_during_a_short_freeze_gives_way_to_redis_s(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    # The freeze is shorter than the listener notices, so nothing resubscribes: the value
+    # fetched meanwhile must still give way to the one in Redis (found by the soak test).
+    async with CacheClient(client, namespace=namespace, redis_timeout=0.3) as cache:
+        await client.hset(f"{namespace}:v:{{k}}", mapping={"d": '"in redis"', "v": 1})
+        server.pause()
+        try:
+            assert await cache.get_or_init("k", Fetch("fetched while frozen")) == (
+                "fetched while frozen"
+            )
+        finally:
+            server.resume()
+        assert await cache.get_or_init("k", Fetch("unused")) == "fetched while frozen"
+        await wait_until(
+            lambda: has(cache, "k", "in redis"), what="the client to converge on Redis's value"
+        )
+        stats = cache.stats()
+        assert (stats.fetches, stats.local_flushes, stats.replays) == (1, 0, 0)
+
+
+async def test_a_value_fetched_without_redis_is_the_fallback_while_it_stays_away(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    async with CacheClient(client, namespace=namespace, redis_timeout=0.3) as cache:
+        server.kill()
+        fetch = Fetch("fetched once")
+        assert await cache.get_or_init("k", fetch) == "fetched once"
+        await wait_until(lambda: cache._local.fresh("k") is None, what="its freshness to end")
+        assert await cache.get_or_init("k", fetch) == "fetched once"
+        assert fetch.calls == 1  # an expensive fetch is not repeated for every outage second
+        assert cache.stats().stale_served == 1
+
+
+async def has(cache: CacheClient, key: str, expected: Any) -> bool:
+    return bool(await cache.get_or_init(key, Fetch("unused")) == expected)
