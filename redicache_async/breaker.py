@@ -64,8 +64,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether a call may go to Redis now. When this returns True while the breaker is
-        open, the call is the probe: report its end with ``succeeded``, ``failed`` or
-        ``abandoned``."""
+        open, the call is the probe (``is_open`` tells): report its end with ``succeeded``,
+        ``failed(probe=True)`` or ``abandoned()``."""
         if self._open_until == _CLOSED:
             return True
         if self._probing or monotonic() < self._open_until:
@@ -78,9 +78,12 @@ class CircuitBreaker:
         if self._failures:
             self.close()
 
-    def failed(self) -> None:
+    def failed(self, *, probe: bool = False) -> None:
+        """A call found Redis unreachable (``probe``: the call that ``allow`` let through while
+        open; a failure of a call sent before the breaker opened frees no probe slot)."""
         self._failures += 1
-        self._probing = False
+        if probe:
+            self._probing = False
         if self._failures < self._threshold:
             return
         if self._open_until == _CLOSED:

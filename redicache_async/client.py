@@ -623,22 +623,26 @@ class CacheClient(Lifecycle):
         if not breaker.allow():
             command.close()
             raise CircuitOpenError()
+        probe = breaker.is_open
         try:
             result = await bounded(command, self._redis_timeout)
         except REFUSALS as exc:
             self._stats.redis_errors += 1
-            breaker.abandoned()
+            if probe:
+                breaker.abandoned()
             raise RedisPermissionError(f"Redis refused this client: {describe_error(exc)}") from exc
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             self._stats.redis_errors += 1
-            breaker.failed()
+            breaker.failed(probe=probe)
             raise RedisUnavailableError(f"Redis is unreachable: {describe_error(exc)}") from exc
         except RedisError as exc:
             self._stats.redis_errors += 1
-            breaker.abandoned()
+            if probe:
+                breaker.abandoned()
             raise RedicacheError(f"Redis refused the command: {describe_error(exc)}") from exc
         except BaseException:
-            breaker.abandoned()
+            if probe:
+                breaker.abandoned()
             raise
         breaker.succeeded()
         return result

@@ -32,10 +32,19 @@ def test_one_probe_per_window_and_windows_grow_to_the_cap() -> None:
         while not breaker.allow():
             pass
         assert not breaker.allow()  # a probe is out: everyone else still skips
-        breaker.failed()
+        breaker.failed(probe=True)
         windows.append(breaker._window)
     assert windows == [0.002, 0.004, 0.004, 0.004]
     assert breaker.opened == 1  # still the same outage
+
+
+def test_a_late_failure_of_an_older_call_does_not_free_the_probe_slot() -> None:
+    breaker = CircuitBreaker(threshold=1, first_window=0.001)
+    breaker.failed()
+    while not breaker.allow():
+        pass
+    breaker.failed()  # a call sent before the breaker opened
+    assert not breaker.allow()  # the probe is still out: still one at a time
 
 
 def test_a_successful_probe_closes_it_and_an_abandoned_one_frees_the_slot() -> None:
