@@ -446,6 +446,7 @@ class _Registration:
         # wider than the bounded clean-up (lease release, temporary keys) they could cut short.
         self._stopping = True
         await cancel_and_wait(task, retry_every=2 * self._shared.redis_timeout + 0.1)
+        await self._leadership.aclose()
         if not task.cancelled() and task.exception() is not None:
             logger.error("the refresh loop of %r failed", self.name, exc_info=task.exception())
         self._fail_waiters("the registration was stopped before the build ran")

@@ -133,7 +133,7 @@ class CacheClient(Lifecycle):
         cluster = isinstance(redis, RedisCluster)
         self._stream_keys = [] if cluster else [self._keys.stream]
         self._breaker = CircuitBreaker()
-        self._orphans = OrphanedClaims(self._release_lock, lifetime=self._lock_ttl)
+        self._orphans = OrphanedClaims(self._release_lock)
         self._origin = uuid.uuid4().hex[:16]
         self._local = LocalLayer(local_max_entries, local_max_bytes)
         self._stats = CacheStats()

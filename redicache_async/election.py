@@ -17,11 +17,12 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 
 from .cancellation import bounded
-from .errors import describe_error
+from .errors import RedisUnavailableError, describe_error
 from .invalidation import OP_BUILT, OP_RESIGN, event_prefix, plain_event
 from .keys import KeySpace
 from .leases import Lease
 from .locks import wait_event
+from .orphans import OrphanedClaims
 from .scripts import Scripts
 
 __all__ = ["Elected", "Leadership"]
@@ -73,6 +74,13 @@ class Leadership:
         self._leader_id = leader_id
         self._lease_key = keys.lease(name)
         self._state_key = keys.state(name)
+        # A campaign whose reply was lost may have taken the lease all the same: release it
+        # (announced) once Redis answers, rather than leave the registration leaderless for
+        # a whole lease.
+        self._orphans = OrphanedClaims(self._release_orphan)
+
+    async def aclose(self) -> None:
+        await self._orphans.aclose()
 
     async def elect(
         self, wake: asyncio.Event, on_built: Callable[[int], None]
@@ -101,6 +109,7 @@ class Leadership:
                     self._timeout,
                 )
             except (RedisError, OSError, TimeoutError) as exc:
+                self._orphans.add(self._name, lease.key, lease.token)
                 failures += 1
                 if failures == 1:
                     logger.warning(
@@ -123,6 +132,16 @@ class Leadership:
                 # -1: a lease without expiry (set by hand); check again a lease later.
                 pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._ttl
             await wait_event(wake, min(pause, self._ttl))
+
+    async def _release_orphan(self, name: str, lease_key: str, token: str) -> bool:
+        lease = Lease(
+            self._redis, self._scripts, lease_key, ttl=self._ttl, timeout=self._timeout, token=token
+        )
+        event = plain_event(OP_RESIGN, name, "orphan")
+        try:
+            return await lease.release(channel=self._keys.builder_channel, event=event)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RedisUnavailableError(describe_error(exc)) from exc
 
     async def resign(self, lease: Lease, origin: str) -> None:
         """Release the lease if still ours and announce it, so a follower takes over now."""

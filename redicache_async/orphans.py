@@ -4,8 +4,9 @@ A claim (``SET NX PX``) whose reply never came may still have reached the server
 server runs it when it resumes, long after the caller gave up and fetched in-process. Nobody
 would release that lock, and other processes would wait for it to expire. A release that could
 not be sent leaves the same kind of lock behind. So such claims are remembered here and released
-in the background, with back-off, once Redis answers; a claim older than the lock's ttl has
-expired by itself and is forgotten.
+in the background, with back-off, once Redis answers. A claim is forgotten only on an answer:
+its lock released, or found not held by it. Age proves nothing: a frozen server runs a claim
+when it resumes, and its ttl counts from then.
 
 A release that finds no lock is repeated once, a round trip later: a claim queued on another
 connection of a just-resumed server may not have run yet when the first release did.
@@ -17,7 +18,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from time import monotonic
 from typing import Final
 
 from .cancellation import cancel_and_wait
@@ -32,26 +32,27 @@ logger = logging.getLogger("redicache_async")
 Release = Callable[[str, str, str], Awaitable[bool]]
 
 _FIRST_RETRY: Final = 0.05
-_MAX_RETRY: Final = 2.0
+_MAX_RETRY: Final = 0.5
 
 
 @dataclass(slots=True)
 class _Claim:
     key: str
+    lock_key: str
     token: str
-    since: float
     not_found: int = 0
 
 
 class OrphanedClaims:
     """Remembers claims to release; owns the one task that releases them."""
 
-    __slots__ = ("_claims", "_closed", "_lifetime", "_max_claims", "_release", "_task")
+    __slots__ = ("_claims", "_closed", "_max_claims", "_release", "_task")
 
-    def __init__(self, release: Release, *, lifetime: float, max_claims: int = 10_000) -> None:
+    def __init__(self, release: Release, *, max_claims: int = 10_000) -> None:
         self._release = release
-        self._lifetime = lifetime
         self._max_claims = max_claims
+        #: By token: several claims of one lock may be out (a retry's, after a lost reply),
+        #: and only the server knows which of them took it.
         self._claims: dict[str, _Claim] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -63,8 +64,8 @@ class OrphanedClaims:
         if self._closed:
             return
         if len(self._claims) >= self._max_claims:
-            del self._claims[next(iter(self._claims))]  # the oldest expires first anyway
-        self._claims[lock_key] = _Claim(key, token, monotonic())
+            del self._claims[next(iter(self._claims))]  # the oldest is the likeliest expired
+        self._claims[token] = _Claim(key, lock_key, token)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._release_all(), name="redicache-orphans")
 
@@ -80,20 +81,13 @@ class OrphanedClaims:
         while self._claims:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RETRY)
-            for lock_key, claim in list(self._claims.items()):
-                if monotonic() - claim.since >= self._lifetime:
-                    self._forget(lock_key, claim)
-                    continue
+            for claim in list(self._claims.values()):
                 try:
-                    released = await self._release(claim.key, lock_key, claim.token)
+                    released = await self._release(claim.key, claim.lock_key, claim.token)
                 except RedicacheError as exc:
                     logger.debug("releasing the orphaned lock on %r failed: %r", claim.key, exc)
                     continue
                 if released or claim.not_found:
-                    self._forget(lock_key, claim)
+                    self._claims.pop(claim.token, None)
                 else:
                     claim.not_found += 1
-
-    def _forget(self, lock_key: str, claim: _Claim) -> None:
-        if self._claims.get(lock_key) is claim:  # not a newer claim on the same lock
-            del self._claims[lock_key]

@@ -349,3 +349,52 @@ async def test_a_value_fetched_without_redis_is_the_fallback_while_it_stays_away
 
 async def has(cache: CacheClient, key: str, expected: Any) -> bool:
     return bool(await cache.get_or_init(key, Fetch("unused")) == expected)
+
+
+async def test_a_lease_taken_by_a_timed_out_campaign_is_released_when_redis_returns(
+    server: RedisServer, client: aioredis.Redis, namespace: str
+) -> None:
+    lease_ttl = 6.0
+    targets = [Target(f"{namespace}-report", "list")]
+    async with (
+        CacheBuilder(client, namespace=namespace, lease_ttl=lease_ttl, redis_timeout=0.2) as a,
+        CacheBuilder(
+            aioredis.Redis.from_url(server.url),
+            namespace=namespace,
+            lease_ttl=lease_ttl,
+            redis_timeout=0.2,
+        ) as b,
+    ):
+        name = await a.register(Items(), targets=targets, refresh_interval=3600, name="r")
+        await a.wait_built(name, timeout=5)
+        await b.register(Items(), targets=targets, refresh_interval=3600, name="r")
+        # b's campaign was refused, and told it of a's recorded build
+        await wait_until(lambda: b.status(name).last_built_at is not None, what="a refusal")
+        # b campaigns again, on its open connection, when a's lease would expire: during the
+        # freeze, so it times out; it runs when the server resumes, taking the lease for a
+        # token that b no longer waits for.
+        server.pause()
+        try:
+            await wait_until(
+                lambda: (
+                    len(b._registrations[name]._leadership._orphans) >= 1
+                    and not a.status(name).is_leader
+                ),
+                timeout=3 * lease_ttl,
+                what="b's campaign to time out and a to step down",
+            )
+            # a's lease must have expired by the server's clock when it resumes (a's last
+            # renewal may have landed just before the freeze): nothing on a frozen server can
+            # be watched, so let its clock run one lease.
+            await asyncio.sleep(lease_ttl)
+        finally:
+            server.resume()
+        # Without the release, nobody could lead until that lease expired, a lease later. With
+        # it: the release's retry (0.5 s at most), then the followers' next campaign (2 s at
+        # most after failures, sooner if the release's announcement reaches them).
+        await wait_until(
+            lambda: a.status(name).is_leader or b.status(name).is_leader,
+            timeout=lease_ttl * 2 / 3,
+            what="a leader",
+        )
+        await b._shared.redis.aclose()
