@@ -5,6 +5,7 @@ formats, bad results, live changes, and every validation error. Several processe
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -908,3 +909,33 @@ async def test_close_never_hangs_on_a_cancellation_lost_in_the_users_fetch(
         async with asyncio.timeout(5):
             await builder.aclose()
         assert not await r.exists(KeySpace(namespace).lease(name))
+
+
+async def test_a_reader_that_missed_a_rebuild_replays_it_from_the_stream(
+    make_builder: MakeBuilder, reader: CacheClient, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+    source = Source(_items(2))
+    key = f"{namespace}-l"
+    name = await builder.register(source, targets=[Target(key, "list")], refresh_interval=100)
+    await _built(builder, name)
+    assert await reader.get_target(key) == _items(2)
+    # Every swap's event is in the stream, with the id its published copy carries.
+    entries: list[Any] = await redis.xrange(f"{namespace}:stream")
+    assert [json.loads(fields[b"e"])["op"] for _, fields in entries] == ["target"]
+
+    # A rebuild whose event the reader never got (as if its listener was away): only the
+    # stream has it. Then the reader's listener reconnects.
+    meta = f"{namespace}:target:{{{key}}}{key}"
+    version = int(await redis.hget(meta, "v") or 0) + 1
+    new = [json.dumps(item, separators=(",", ":")) for item in _items(3, "new")]
+    await redis.delete(key)
+    await redis.rpush(key, *new)
+    await redis.hset(meta, mapping={"v": version, "n": 3})
+    event = {"op": "target", "key": key, "origin": "elsewhere", "version": version}
+    await redis.xadd(f"{namespace}:stream", {"e": json.dumps(event)})
+    assert await reader.get_target(key) == _items(2)  # nothing told it yet
+    await redis.client_kill_filter(_type="pubsub")
+    await wait_until(lambda: reader.stats().replays >= 1, what="the reader to replay")
+    assert await reader.get_target(key) == _items(3, "new")
+    assert reader.stats().local_flushes == 0
