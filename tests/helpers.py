@@ -27,6 +27,22 @@ async def wait_until(
         await asyncio.sleep(0.002)
 
 
+class Fetch:
+    """An async fetch that returns ``value`` after ``delay`` seconds (the work it stands for)
+    and counts its calls."""
+
+    def __init__(self, value: Any, delay: float = 0.0) -> None:
+        self.value = value
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self.value
+
+
 async def ns_keys(r: aioredis.Redis, namespace: str) -> list[bytes]:
     """Every key under ``namespace`` but its event stream (which every write appends to)."""
     stream = f"{namespace}:stream".encode()

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from redicache_async import CacheClient, RedisUnavailableError
 from tests.faults.proxy import FaultProxy
-from tests.helpers import wait_until
+from tests.helpers import Fetch, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +39,6 @@ async def faulted(proxy: FaultProxy) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(proxy.url)
     yield client
     await client.aclose()
-
-
-class Fetch:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self.calls = 0
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        return self.value
 
 
 async def in_redis(r: aioredis.Redis, namespace: str, key: str) -> Any:

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from redicache_async import CacheBuilder, CacheClient, RedisUnavailableError, Target
 from redicache_async.testing import RedisServer, free_port
-from tests.helpers import wait_until
+from tests.helpers import Fetch, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,23 +33,12 @@ async def client(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-class Fetch:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self.calls = 0
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        await asyncio.sleep(0.01)
-        return self.value
-
-
 async def test_new_key_with_redis_dead_is_fetched_in_process_then_converges(
     server: RedisServer, client: aioredis.Redis, namespace: str
 ) -> None:
     async with CacheClient(client, namespace=namespace, redis_timeout=0.5) as cache:
         server.kill()
-        fetch = Fetch("while down")
+        fetch = Fetch("while down", delay=0.01)
         results = await asyncio.gather(*(cache.get_or_init("new", fetch) for _ in range(20)))
         assert results == ["while down"] * 20
         assert fetch.calls == 1  # single-flight still holds in the process
@@ -64,7 +53,7 @@ async def test_new_key_with_redis_dead_is_fetched_in_process_then_converges(
         await wait_until(lambda: cache.stats().replays >= 1, what="the listener to return")
         # what was fetched during the outage is not trusted; the key is fetched again, under
         # the lock
-        back = Fetch("after")
+        back = Fetch("after", delay=0.01)
         assert await cache.get_or_init("new", back) == "after"
         assert back.calls == 1
         async with CacheClient(client, namespace=namespace) as other:
@@ -75,7 +64,7 @@ async def test_client_starts_and_answers_while_redis_is_unreachable(namespace: s
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}")
     try:
         async with CacheClient(client, namespace=namespace, redis_timeout=0.3) as cache:
-            fetch = Fetch({"ok": True})
+            fetch = Fetch({"ok": True}, delay=0.01)
             assert await cache.get_or_init("k", fetch) == {"ok": True}
             assert await cache.attempt_regeneration("k", fetch) == {"ok": True}
             assert fetch.calls == 2  # a regeneration always fetches
@@ -93,7 +82,7 @@ async def test_a_paused_server_does_not_hang_callers(
         assert await cache.get("warm") == "local copy"
         server.pause()
         try:
-            fetch = Fetch("answered")
+            fetch = Fetch("answered", delay=0.01)
             result = await asyncio.wait_for(cache.get_or_init("cold", fetch), 2.0)
             assert result == "answered"
             assert await cache.get("warm") == "local copy"  # local hits need no server
@@ -129,7 +118,7 @@ async def test_zero_entries_turns_the_local_layer_off(
     client: aioredis.Redis, namespace: str
 ) -> None:
     async with CacheClient(client, namespace=namespace, local_max_entries=0) as cache:
-        fetch = Fetch("v")
+        fetch = Fetch("v", delay=0.01)
         for _ in range(3):
             assert await cache.get_or_init("k", fetch) == "v"
         stats = cache.stats()
@@ -146,7 +135,7 @@ async def test_a_dead_server_trips_the_breaker_so_calls_stop_trying_it(
 ) -> None:
     async with CacheClient(client, namespace=namespace, redis_timeout=0.5) as cache:
         server.kill()
-        fetch = Fetch("v")
+        fetch = Fetch("v", delay=0.01)
         for i in range(50):
             assert await cache.get_or_init(f"k{i}", fetch) == "v"
         stats = cache.stats()
@@ -166,7 +155,7 @@ async def test_a_paused_server_costs_a_few_timeouts_not_one_per_call(
     async with CacheClient(client, namespace=namespace, redis_timeout=0.2) as cache:
         server.pause()
         try:
-            fetch = Fetch("v")
+            fetch = Fetch("v", delay=0.01)
             for i in range(30):
                 assert await asyncio.wait_for(cache.get_or_init(f"k{i}", fetch), 1.0) == "v"
             stats = cache.stats()
@@ -189,17 +178,19 @@ async def test_an_expired_value_is_served_stale_when_its_fetch_fails(
         raise RuntimeError("the source is down")
 
     async with CacheClient(client, namespace=namespace, stale_ttl=30.0) as cache:
-        assert await cache.get_or_init("k", Fetch("v1"), ttl=0.05) == "v1"
+        assert await cache.get_or_init("k", Fetch("v1", delay=0.01), ttl=0.05) == "v1"
         await wait_until(lambda: expired(client, namespace, "k"), what="the value to expire")
         assert await cache.get_or_init("k", broken) == "v1"
         stats = cache.stats()
         assert (stats.stale_served, stats.fetch_errors) == (1, 1)
         assert not await client.exists(f"{namespace}:lock:{{k}}")  # released
-        assert await cache.get_or_init("k", Fetch("v2")) == "v2"  # a working fetch wins again
+        assert (
+            await cache.get_or_init("k", Fetch("v2", delay=0.01)) == "v2"
+        )  # a working fetch wins again
         with pytest.raises(RuntimeError, match="the source is down"):
             await cache.attempt_regeneration("k", broken)  # asked for fresh data: no fail-safe
     async with CacheClient(client, namespace=namespace) as strict:  # stale_ttl=0
-        assert await strict.get_or_init("s", Fetch("v1"), ttl=0.05) == "v1"
+        assert await strict.get_or_init("s", Fetch("v1", delay=0.01), ttl=0.05) == "v1"
         await wait_until(lambda: expired(client, namespace, "s"), what="the value to expire")
         with pytest.raises(RuntimeError, match="the source is down"):
             await strict.get_or_init("s", broken)
@@ -209,7 +200,7 @@ async def test_an_expired_value_is_served_stale_while_redis_is_dead(
     server: RedisServer, client: aioredis.Redis, namespace: str
 ) -> None:
     async with CacheClient(client, namespace=namespace, stale_ttl=30.0, redis_timeout=0.3) as cache:
-        fetch = Fetch("v1")
+        fetch = Fetch("v1", delay=0.01)
         assert await cache.get_or_init("k", fetch, ttl=0.05) == "v1"
         await wait_until(lambda: cache._local.fresh("k") is None, what="the value to expire")
         server.kill()
@@ -226,7 +217,7 @@ async def test_a_lock_claimed_by_a_timed_out_command_is_released_when_redis_retu
     async with CacheClient(client, namespace=namespace, redis_timeout=0.3, lock_ttl=60.0) as cache:
         server.pause()
         try:
-            assert await cache.get_or_init("cold", Fetch("v")) == "v"
+            assert await cache.get_or_init("cold", Fetch("v", delay=0.01)) == "v"
         finally:
             server.resume()
         # The claim reached the server before the client gave up on it, so it ran on resume;
@@ -234,7 +225,7 @@ async def test_a_lock_claimed_by_a_timed_out_command_is_released_when_redis_retu
         await wait_until(lambda: len(cache._orphans) == 0, what="the orphaned claim to be released")
         assert not await client.exists(lock)
         async with CacheClient(client, namespace=namespace) as other:
-            fetch = Fetch("fetched at once")
+            fetch = Fetch("fetched at once", delay=0.01)
             assert await asyncio.wait_for(other.get_or_init("cold", fetch), 5.0) == (
                 "fetched at once"
             )
@@ -321,12 +312,12 @@ async def test_a_value_fetched_during_a_short_freeze_gives_way_to_redis_s(
         await client.hset(f"{namespace}:v:{{k}}", mapping={"d": '"in redis"', "v": 1})
         server.pause()
         try:
-            assert await cache.get_or_init("k", Fetch("fetched while frozen")) == (
+            assert await cache.get_or_init("k", Fetch("fetched while frozen", delay=0.01)) == (
                 "fetched while frozen"
             )
         finally:
             server.resume()
-        assert await cache.get_or_init("k", Fetch("unused")) == "fetched while frozen"
+        assert await cache.get_or_init("k", Fetch("unused", delay=0.01)) == "fetched while frozen"
         await wait_until(
             lambda: has(cache, "k", "in redis"), what="the client to converge on Redis's value"
         )
@@ -339,7 +330,7 @@ async def test_a_value_fetched_without_redis_is_the_fallback_while_it_stays_away
 ) -> None:
     async with CacheClient(client, namespace=namespace, redis_timeout=0.3) as cache:
         server.kill()
-        fetch = Fetch("fetched once")
+        fetch = Fetch("fetched once", delay=0.01)
         assert await cache.get_or_init("k", fetch) == "fetched once"
         await wait_until(lambda: cache._local.fresh("k") is None, what="its freshness to end")
         assert await cache.get_or_init("k", fetch) == "fetched once"
@@ -348,18 +339,25 @@ async def test_a_value_fetched_without_redis_is_the_fallback_while_it_stays_away
 
 
 async def has(cache: CacheClient, key: str, expected: Any) -> bool:
-    return bool(await cache.get_or_init(key, Fetch("unused")) == expected)
+    return bool(await cache.get_or_init(key, Fetch("unused", delay=0.01)) == expected)
+
+
+@pytest.fixture
+async def second_client(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(server.url)
+    yield client
+    await client.aclose()
 
 
 async def test_a_lease_taken_by_a_timed_out_campaign_is_released_when_redis_returns(
-    server: RedisServer, client: aioredis.Redis, namespace: str
+    server: RedisServer, client: aioredis.Redis, second_client: aioredis.Redis, namespace: str
 ) -> None:
     lease_ttl = 6.0
     targets = [Target(f"{namespace}-report", "list")]
     async with (
         CacheBuilder(client, namespace=namespace, lease_ttl=lease_ttl, redis_timeout=0.2) as a,
         CacheBuilder(
-            aioredis.Redis.from_url(server.url),
+            second_client,
             namespace=namespace,
             lease_ttl=lease_ttl,
             redis_timeout=0.2,
@@ -397,4 +395,3 @@ async def test_a_lease_taken_by_a_timed_out_campaign_is_released_when_redis_retu
             timeout=lease_ttl * 2 / 3,
             what="a leader",
         )
-        await b._shared.redis.aclose()
