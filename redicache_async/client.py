@@ -8,18 +8,20 @@ import dataclasses
 import logging
 import math
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from time import monotonic
-from typing import Any, Final, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .batching import ReadBatcher
 from .breaker import CircuitBreaker, CircuitOpenError
 from .cancellation import bounded
+from .decorator import CachedFunction, cached
 from .errors import (
     REFUSALS,
     ClientClosedError,
@@ -64,11 +66,15 @@ __all__ = ["CacheClient"]
 logger = logging.getLogger("redicache_async")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Fetch = Callable[[], Any]
 
 _FIRST_POLL: Final = 0.1
 _MAX_POLL: Final = 1.0
 _UNDECODABLE: Final = object()
+#: A value read's answers other than a value: no value in Redis, Redis unreachable.
+_MISSING: Final = object()
+_UNREACHABLE: Final = object()
 #: Seconds a value fetched while Redis was unreachable is served as fresh before Redis is
 #: asked again.
 _UNSHARED_FRESHNESS: Final = 1.0
@@ -139,6 +145,10 @@ class CacheClient(Lifecycle):
         self._stats = CacheStats()
         self._loads: SingleFlight[Any] = SingleFlight()
         self._reads: SingleFlight[Any] = SingleFlight()
+        # On a cluster the keys of one script share a slot, which distinct keys rarely do.
+        self._values: ReadBatcher[str, Any] = ReadBatcher(
+            self._read_values, max_batch=1 if cluster else 256
+        )
         self._wakeups = Wakeups()
         self._guards: dict[LocalKey, list[_Guard]] = {}
         #: Fields of builder targets held locally, by target: dropped with their target.
@@ -211,7 +221,19 @@ class CacheClient(Lifecycle):
         check_callable("fetch", fetch)
         ttl_ms = ttl_to_ms(ttl)
         self._check_open()
-        return await self._join(self._loads, key, lambda: self._resolve(key, fetch, ttl_ms))
+        # A value in Redis is read like any other (batched with concurrent reads); only a key
+        # without one needs the lock, and the load that may fetch.
+        value = await self._values.read(key)
+        if value is _MISSING or value is _UNDECODABLE:
+            ignore = value is _UNDECODABLE
+            return await self._join(
+                self._loads, key, lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore)
+            )
+        if value is _UNREACHABLE:
+            return await self._join(
+                self._loads, key, lambda: self._answer_without_redis(key, fetch, ttl_ms)
+            )
+        return value
 
     async def attempt_regeneration(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
         """Fetch ``key`` again and replace its value, unless its write lock is held elsewhere.
@@ -245,7 +267,15 @@ class CacheClient(Lifecycle):
             return entry.value
         validate_key(key)
         self._check_open()
-        return await self._join(self._reads, key, lambda: self._read(key))
+        value = await self._values.read(key)
+        if value is _MISSING:
+            self._stats.misses += 1
+            return None
+        if value is _UNDECODABLE:
+            return None
+        if value is _UNREACHABLE:
+            return self._stale_or(key, None)
+        return value
 
     async def get_target(self, key: str, field: str | None = None) -> Any:
         """The data a :class:`CacheBuilder` of this namespace keeps at target ``key``, decoded,
@@ -316,6 +346,25 @@ class CacheClient(Lifecycle):
         self._stats.deletes += 1
         self._stats.invalidations_sent += 1
 
+    def cached(
+        self, ttl: float | None = None, *, key: Callable[..., str] | None = None
+    ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
+        """Decorate a coroutine function so that its results are cached under ``key`` (by
+        default its module, qualified name and arguments) for ``ttl`` seconds, each missing
+        one computed once across all processes, as :meth:`get_or_init` does::
+
+            @cache.cached(ttl=60)
+            async def report(day: str) -> dict: ...
+
+            await report("2026-11-23")
+            await report.invalidate("2026-11-23")
+
+        The default key takes ``str``, ``int``, ``float``, ``bool`` and ``None`` arguments
+        only; for others (a method's ``self``, say) pass ``key=``, a function of the same
+        arguments that returns the key. See :mod:`redicache_async.decorator`.
+        """
+        return cached(self, ttl, key=key)
+
     def stats(self) -> CacheStats:
         """A snapshot of this client's counters."""
         return dataclasses.replace(
@@ -344,11 +393,15 @@ class CacheClient(Lifecycle):
                 raise ClientClosedError("the client was closed while this call waited") from None
             raise
 
-    async def _resolve(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
-        """Read ``key`` from Redis, or take its lock and fetch, or wait for the holder."""
+    async def _resolve(
+        self, key: str, fetch: Fetch, ttl_ms: int, *, ignore_value: bool = False
+    ) -> Any:
+        """Read ``key`` from Redis, or take its lock and fetch, or wait for the holder.
+
+        With ``ignore_value`` a value in Redis that cannot be decoded is fetched anew."""
         loop = asyncio.get_running_loop()
         value_key, lock_key = self._keys.value(key), self._keys.lock(key)
-        ignore_value = "0"
+        ignored = "1" if ignore_value else "0"
         deadline: float | None = None
         poll = _FIRST_POLL
         wake = self._wakeups.register(key)
@@ -361,7 +414,7 @@ class CacheClient(Lifecycle):
                         reply = await self._redis_call(
                             self._scripts.read_or_lock(
                                 keys=[value_key, lock_key],
-                                args=[token, self._lock_ms, ignore_value],
+                                args=[token, self._lock_ms, ignored],
                             )
                         )
                     except RedisUnavailableError as exc:
@@ -371,7 +424,7 @@ class CacheClient(Lifecycle):
                     if status == 1:
                         value = self._decode(key, reply[1])
                         if value is _UNDECODABLE:
-                            ignore_value = "1"
+                            ignored = "1"
                             continue
                         self._stats.redis_hits += 1
                         self._remember(
@@ -408,23 +461,34 @@ class CacheClient(Lifecycle):
         finally:
             self._wakeups.unregister(key, wake)
 
-    async def _read(self, key: str) -> Any:
-        with self._watching(key) as guard:
+    async def _read_values(self, keys: list[str]) -> list[Any]:
+        """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
+        or ``_MISSING``, ``_UNDECODABLE``, ``_UNREACHABLE``."""
+        guards = [self._watch(key) for key in keys]
+        try:
             started = monotonic()
+            value_key = self._keys.value
             try:
-                reply = await self._redis_call(self._scripts.read(keys=[self._keys.value(key)]))
+                replies = await self._redis_call(
+                    self._scripts.read_values([value_key(key) for key in keys])
+                )
             except RedisUnavailableError:
-                return self._stale_or(key, None)
-            if reply is None:
-                self._stats.misses += 1
-                return None
-            value = self._decode(key, reply[0])
-            if value is _UNDECODABLE:
-                return None
-            self._stats.redis_hits += 1
-            ttl_ms = _ttl_from_pttl(reply[2])
-            self._remember(key, value, guard, int(reply[1]), len(reply[0]), ttl_ms, started)
-            return value
+                return [_UNREACHABLE] * len(keys)
+            values: list[Any] = []
+            for key, guard, reply in zip(keys, guards, replies, strict=True):
+                if reply is None:
+                    values.append(_MISSING)
+                    continue
+                value = self._decode(key, reply[0])
+                if value is not _UNDECODABLE:
+                    self._stats.redis_hits += 1
+                    ttl_ms = _ttl_from_pttl(reply[2])
+                    self._remember(key, value, guard, int(reply[1]), len(reply[0]), ttl_ms, started)
+                values.append(value)
+            return values
+        finally:
+            for key, guard in zip(keys, guards, strict=True):
+                self._unwatch(key, guard)
 
     async def _read_target(self, key: str, field: str | None) -> Any:
         local_key: LocalKey = ("target", key) if field is None else ("target", key, field)
@@ -549,6 +613,10 @@ class CacheClient(Lifecycle):
         if guard is not None:
             self._remember(key, canonical, guard, 0, len(payload), ttl_ms, started)
         return canonical
+
+    async def _answer_without_redis(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
+        with self._watching(key) as guard:
+            return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
 
     async def _run_fetch(self, key: str, fetch: Fetch) -> Any:
         self._stats.fetches += 1
@@ -697,15 +765,27 @@ class CacheClient(Lifecycle):
 
     @contextmanager
     def _watching(self, key: LocalKey) -> Iterator[_Guard]:
-        guard = _Guard()
-        self._guards.setdefault(key, []).append(guard)
+        guard = self._watch(key)
         try:
             yield guard
         finally:
-            guards = self._guards[key]
+            self._unwatch(key, guard)
+
+    def _watch(self, key: LocalKey) -> _Guard:
+        guard = _Guard()
+        guards = self._guards.get(key)
+        if guards is None:
+            self._guards[key] = [guard]
+        else:
+            guards.append(guard)
+        return guard
+
+    def _unwatch(self, key: LocalKey, guard: _Guard) -> None:
+        guards = self._guards[key]
+        if len(guards) == 1:
+            del self._guards[key]
+        else:
             guards.remove(guard)
-            if not guards:
-                del self._guards[key]
 
     # -- listener callbacks ------------------------------------------------------------------
 

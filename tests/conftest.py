@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis import Redis as SyncRedis
 
+from redicache_async import CacheClient
 from redicache_async.testing import (
     RedisServer,
     ServerNotFoundError,
@@ -26,6 +27,7 @@ from redicache_async.testing import (
 )
 
 MakeRedis = Callable[..., aioredis.Redis]
+MakeCache = Callable[..., Awaitable[CacheClient]]
 
 _GRACE_YIELDS = 5
 
@@ -164,3 +166,21 @@ def server_client_count(make_redis: MakeRedis) -> Callable[[], Awaitable[int]]:
         return len(await client.client_list()) - 1
 
     return count
+
+
+@pytest.fixture
+async def make_cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MakeCache]:
+    """Started clients on this test's namespace (over ``redis`` unless given another client),
+    closed when the test ends."""
+    clients: list[CacheClient] = []
+
+    async def make(client: aioredis.Redis | None = None, **options: Any) -> CacheClient:
+        options.setdefault("namespace", namespace)
+        cache = CacheClient(client if client is not None else redis, **options)
+        clients.append(cache)
+        await cache.start()
+        return cache
+
+    yield make
+    for cache in clients:
+        await cache.aclose()

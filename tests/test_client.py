@@ -7,7 +7,7 @@ import datetime
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -27,25 +27,8 @@ from redicache_async import (
 )
 from redicache_async.keys import KeySpace
 
+from .conftest import MakeCache
 from .helpers import GatedRedis, commands_processed, ns_keys, script_calls, wait_until
-
-MakeCache = Callable[..., Awaitable[CacheClient]]
-
-
-@pytest.fixture
-async def make_cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MakeCache]:
-    clients: list[CacheClient] = []
-
-    async def make(client: aioredis.Redis | None = None, **options: Any) -> CacheClient:
-        options.setdefault("namespace", namespace)
-        cache = CacheClient(client if client is not None else redis, **options)
-        clients.append(cache)
-        await cache.start()
-        return cache
-
-    yield make
-    for cache in clients:
-        await cache.aclose()
 
 
 class Counter:
@@ -109,8 +92,9 @@ async def test_concurrent_callers_share_one_read_and_one_fetch(
     results = await asyncio.gather(*(cache.get_or_init("k", fetch) for _ in range(100)))
     assert all(r == {"value": "v1"} for r in results)
     assert fetch.calls == 1
-    # one read-or-lock script, one write script; the watchdog has no time to renew in 50 ms
-    assert await script_calls(redis) - before == 2
+    # one read (no value yet), one read-or-lock (takes the lock), one write; the watchdog has
+    # no time to renew in 50 ms
+    assert await script_calls(redis) - before == 3
     # and 100 concurrent reads of a warm key in a fresh client: a single Redis read
     other = await make_cache()
     await other.get("warm-up")
@@ -643,6 +627,7 @@ async def test_undecodable_value_in_redis_is_a_miss_and_is_refetched(
     assert await cache.get_or_init("k", Counter()) == {"value": "v1"}
     assert cache.stats().decode_errors == 2
     await redis.set(f"{namespace}:v:{{w}}", "a string written by hand")
+    assert await cache.get("w") is None
     assert await cache.get_or_init("w", Counter()) == {"value": "v1"}
 
 
@@ -817,3 +802,38 @@ async def test_aclose_is_shielded_from_the_callers_cancellation(
         await closing
     await cache.aclose()  # finishes the same shutdown
     assert cache._listener._task is None
+
+
+# -- JSON decoding with and without orjson ---------------------------------------------------
+
+_EDGE_PAYLOADS = [
+    b'{"id":18446744073709551615,"n":-9223372036854775808}',  # 64-bit limits: orjson's range
+    b'{"big":123456789012345678901234567890}',  # beyond: orjson would give a float
+    b"[18446744073709551616,-9223372036854775809]",
+    b'{"x":NaN,"y":Infinity}',  # others may write these; orjson rejects them
+    b'"\\ud800"',  # a lone surrogate
+    b'{"f":0.1,"g":1e300,"h":-0.0,"s":"\\u00e9\\n","u":"\xc3\xa9","t":[true,false,null]}',
+    b'{"a":1,"a":2}',
+    b'{"id":"12345678901234567890123"}',  # digits in a string only
+]
+
+
+@pytest.mark.parametrize("payload", _EDGE_PAYLOADS)
+def test_json_reads_the_same_with_orjson_or_without(
+    payload: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redicache_async import JsonSerializer, serializers
+
+    expected = json.loads(payload)
+    with_orjson = JsonSerializer().loads(payload)
+    monkeypatch.setattr(serializers, "_orjson_loads", None)
+    without = JsonSerializer().loads(payload)
+    for got in (with_orjson, without):
+        assert repr(got) == repr(expected)  # repr: tells 1 from 1.0, and nan matches itself
+
+
+def test_json_decoding_uses_orjson_when_installed() -> None:
+    # the test extra installs orjson, so that the suite covers the path most users run
+    from redicache_async import serializers
+
+    assert serializers._orjson_loads is not None

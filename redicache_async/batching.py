@@ -1,0 +1,133 @@
+"""Auto-batching of reads: the reads that concurrent callers issue while another is in flight
+go to Redis together, as one command.
+
+A read when nothing else is in flight is sent at once, in the caller's own task: a lone call
+pays no extra loop iteration and creates no task. A read that arrives while a batch is in
+flight starts a new batch and yields to the loop once, so that every read issued in that loop
+iteration joins it; its caller then sends the batch. Callers of a key that is already being
+read join that read (single-flight).
+
+Nothing here runs in the background: each batch is sent by one of its callers. Should that
+caller be cancelled, the batch's other callers are not failed with its cancellation: they
+retry, in a batch of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Hashable, Sequence
+from typing import Any, Final, Generic, TypeVar
+
+__all__ = ["ReadBatcher"]
+
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+
+#: Told to the other callers of a batch whose sender was cancelled: read again.
+_RETRY: Final = object()
+
+
+class _Flight:
+    """One key's read, and the futures of its callers other than the batch's sender."""
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: list[asyncio.Future[Any]] = []
+
+
+class ReadBatcher(Generic[K, R]):
+    """Runs ``send(keys)`` (one result per key, in order) for reads of ``keys`` that were
+    issued together; see the module's docstring. ``max_batch`` caps the keys of one send."""
+
+    __slots__ = ("_flights", "_forming", "_in_flight", "_max_batch", "_send")
+
+    def __init__(
+        self,
+        send: Callable[[list[K]], Coroutine[Any, Any, Sequence[R]]],
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._send = send
+        self._max_batch = max_batch
+        self._flights: dict[K, _Flight] = {}
+        #: The keys of the batch that is gathering callers this loop iteration.
+        self._forming: list[K] | None = None
+        #: Sends awaiting their reply.
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Reads (keys) being read or waiting to be sent."""
+        return len(self._flights)
+
+    async def read(self, key: K) -> R:
+        """``key``'s result, from a send of its own or of a batch it joined."""
+        while True:
+            if key in self._flights:
+                result = await self._wait(self._flights[key])
+            elif self._forming is not None and len(self._forming) < self._max_batch:
+                flight = self._flights[key] = _Flight()
+                self._forming.append(key)
+                result = await self._wait(flight)
+            else:
+                result = await self._lead(key)
+            if result is not _RETRY:
+                return result  # type: ignore[no-any-return]
+
+    async def _wait(self, flight: _Flight) -> Any:
+        waiter = asyncio.get_running_loop().create_future()
+        flight.waiters.append(waiter)
+        return await waiter
+
+    async def _lead(self, key: K) -> Any:
+        keys = [key]
+        self._flights[key] = _Flight()
+        try:
+            if self._max_batch > 1 and (self._in_flight or self._forming is not None):
+                # Others are reading: let this iteration's readers join, then send them all.
+                self._forming = keys
+                try:
+                    await asyncio.sleep(0)
+                finally:
+                    if self._forming is keys:
+                        self._forming = None
+            self._in_flight += 1
+            try:
+                results = await self._send(keys)
+            finally:
+                self._in_flight -= 1
+        except asyncio.CancelledError:
+            self._settle(keys, lambda _: _RETRY)
+            raise
+        except BaseException as exc:
+            self._settle(keys, None, exc)
+            raise
+        if len(results) != len(keys):
+            error = RuntimeError(f"a batch of {len(keys)} reads got {len(results)} results")
+            self._settle(keys, None, error)
+            raise error
+        self._settle(keys, results.__getitem__)
+        return results[0]
+
+    def _settle(
+        self,
+        keys: list[K],
+        result: Callable[[int], Any] | None,
+        error: BaseException | None = None,
+    ) -> None:
+        """End the flights of ``keys``: their waiters get ``result(i)`` or ``error``."""
+        flights = self._flights
+        for i, key in enumerate(keys):
+            flight = flights.pop(key, None)
+            if flight is None:
+                continue
+            for waiter in flight.waiters:
+                if waiter.done():  # its caller was cancelled
+                    continue
+                if result is not None:
+                    waiter.set_result(result(i))
+                else:
+                    waiter.set_exception(error)  # type: ignore[arg-type]
