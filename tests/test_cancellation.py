@@ -69,3 +69,56 @@ async def test_control_redis_py_alone_loses_cancellations_on_python_3_11(
         return await command
 
     assert await _cancel_during_big_pipelines(redis, f"{namespace}:big", plain) > 0
+
+
+# -- bounded: the deadlines (one timer per loop, see cancellation._Watchdog) -----------------
+
+
+async def test_bounded_times_out_and_the_caller_carries_on() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await bounded(asyncio.sleep(10), 0.05)
+    assert 0.05 <= loop.time() - started < 1.0
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0
+    assert await bounded(asyncio.sleep(0, "done"), 0.05) == "done"
+
+
+async def test_bounded_calls_of_different_timeouts_each_keep_their_own() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def timed(timeout: float) -> float:
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await bounded(asyncio.sleep(10), timeout)
+        return loop.time() - started
+
+    # the long one first: the timer must be moved forward for the short ones
+    elapsed = await asyncio.gather(timed(0.3), timed(0.05), timed(0.15), timed(0.05))
+    for took, timeout in zip(elapsed, (0.3, 0.05, 0.15, 0.05), strict=True):
+        assert timeout <= took < timeout + 0.1
+
+
+async def test_bounded_lets_an_outer_cancellation_through() -> None:
+    started = asyncio.Event()
+
+    async def call() -> None:
+        started.set()
+        await bounded(asyncio.sleep(10), 5.0)
+
+    task = asyncio.create_task(call())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_bounded_does_not_fire_after_the_call_ended() -> None:
+    for _ in range(20):
+        assert await bounded(asyncio.sleep(0.001, 1), 0.01) == 1
+    await asyncio.sleep(0.05)  # past every deadline: nothing may be cancelled now
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0
