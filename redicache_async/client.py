@@ -365,6 +365,14 @@ class CacheClient(Lifecycle):
         """
         return cached(self, ttl, key=key)
 
+    def _local_value(self, key: str) -> Any:
+        """The fresh local value of ``key`` (a local hit), else None (None is never kept)."""
+        entry = self._local.fresh(key)
+        if entry is None:
+            return None
+        self._stats.local_hits += 1
+        return entry.value
+
     def stats(self) -> CacheStats:
         """A snapshot of this client's counters."""
         return dataclasses.replace(

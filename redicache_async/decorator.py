@@ -75,12 +75,19 @@ def cached(
                 f"cached() wraps coroutine functions (async def), not {function!r}"
             )
         make_key = key if key is not None else _default_key(function)
-        get_or_init = client.get_or_init
+        get_or_init, local_value = client.get_or_init, client._local_value
 
         @functools.wraps(function)
         async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            cache_key = make_key(*args, **kwargs)
+            try:
+                value = local_value(cache_key)
+            except TypeError:  # an unhashable key: get_or_init says what is wrong with it
+                value = None
+            if value is not None:  # a local hit, without the fetch's partial or a coroutine
+                return value  # type: ignore[no-any-return]
             return await get_or_init(  # type: ignore[no-any-return]
-                make_key(*args, **kwargs), functools.partial(function, *args, **kwargs), ttl
+                cache_key, functools.partial(function, *args, **kwargs), ttl
             )
 
         def key_of(*args: P.args, **kwargs: P.kwargs) -> str:
