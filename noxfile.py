@@ -51,6 +51,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks next to aiocache and cashews; ``-- --smoke`` for a short run."""
-    session.install(".[server]", "aiocache", "cashews")
+    """Benchmarks next to aiocache, cashews and raw redis-py; writes benchmarks/RESULTS.md and
+    results.png (``-- --smoke``: a short run that writes them into a temporary directory)."""
+    session.install(".[server,orjson]", "aiocache", "cashews", "matplotlib")
     session.run("python", "-m", "benchmarks", *session.posargs)

@@ -1,59 +1,112 @@
-"""``python -m benchmarks [--smoke]``: the hot paths (:mod:`benchmarks.hot_path`), then a
-builder rebuild (:mod:`benchmarks.builder_rebuild`), each against a server of its own."""
+"""``python -m benchmarks [--smoke] [--only PART] [--out DIR]``: every part against one server of
+its own (or ``--url``), then ``RESULTS.md`` and ``results.png`` (:mod:`benchmarks.report`).
+
+A full run writes them into ``benchmarks/`` (they are committed); a smoke run (CI: every part,
+briefly) writes them into a temporary directory unless ``--out`` says where, so that it
+exercises the report without replacing the measured one.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import shlex
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from . import builder_rebuild, hot_path
+import redis.asyncio as aioredis
 
-PARTS = ("hot-path", "rebuild")
+from . import builder_rebuild, cold_key, concurrency, hot_path, invalidation, memory, report
+from .results import Result
+
+PARTS = ("hot-path", "concurrency", "cold-key", "invalidation", "rebuild", "memory")
+HERE = Path(__file__).parent
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Benchmarks of redicache_async: the hot paths, then a builder rebuild.",
+        description="Benchmarks of redicache_async, side by side with their baselines and peers.",
     )
-    parser.add_argument("--smoke", action="store_true", help="a few small rounds (seconds; CI)")
-    parser.add_argument("--only", choices=PARTS, help="run one part only")
-    parser.add_argument(
-        "--url", help="an existing server to use (default: start one on a free port)"
-    )
-    hot = parser.add_argument_group("hot path")
-    hot.add_argument("--rounds", type=int, help="measured rounds (default 25; smoke 3)")
-    hot.add_argument("--batch", type=int, help="calls per batch (default 1000; smoke 100)")
-    rebuild = parser.add_argument_group("rebuild")
-    rebuild.add_argument("--rebuild-rounds", type=int, help="measured rounds (default 5; smoke 2)")
-    rebuild.add_argument("--items", type=int, help="items per build (default 100000; smoke 5000)")
+    parser.add_argument("--smoke", action="store_true", help="every part, briefly (CI)")
+    parser.add_argument("--only", choices=PARTS, action="append", help="run these parts only")
+    parser.add_argument("--out", type=Path, help="where to write RESULTS.md and results.png")
+    parser.add_argument("--url", help="an existing server (default: start one on a free port)")
     return parser.parse_args(argv)
 
 
-def _options(**values: object) -> list[str]:
-    """Command-line options for a part's own ``main``, from the values that were given."""
-    options: list[str] = []
-    for name, value in values.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            options.append(flag)
-        elif value is not None and value is not False:
-            options += [flag, str(value)]
-    return options
+async def _server_name(url: str) -> str:
+    r = aioredis.Redis.from_url(url)
+    try:
+        info = await r.info("server")
+    finally:
+        await r.aclose()
+    if "valkey_version" in info:
+        return f"valkey {info['valkey_version']}"
+    return f"redis {info.get('redis_version', '?')}"
+
+
+def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Result]]:
+    results: list[Result] = []
+    status = 0
+    hot = hot_path.Settings(
+        rounds=3 if smoke else 25,
+        local_batch=100 if smoke else 1000,
+        redis_batch=100 if smoke else 1000,
+    )
+    rebuild = builder_rebuild.Settings(rounds=2 if smoke else 5, items=5_000 if smoke else 100_000)
+    steps: dict[str, Callable[[], int]] = {
+        "hot-path": lambda: asyncio.run(hot_path.run(url, hot, collect=results)),
+        "concurrency": lambda: _extend(results, concurrency.run(url, smoke=smoke)),
+        "cold-key": lambda: _extend(results, cold_key.run(url, smoke=smoke)),
+        "invalidation": lambda: _extend(results, invalidation.run(url, smoke=smoke)),
+        "rebuild": lambda: asyncio.run(builder_rebuild.run(url, rebuild, collect=results)),
+        "memory": lambda: _extend(results, memory.run(smoke=smoke)),
+    }
+    for number, part in enumerate(parts):
+        if number:
+            print()
+        status = steps[part]() or status
+        sys.stdout.flush()
+    return status, results
+
+
+def _extend(results: list[Result], more: list[Result]) -> int:
+    results += more
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    common = _options(smoke=args.smoke, url=args.url)
-    status = 0
-    if args.only in (None, "hot-path"):
-        status = hot_path.main([*common, *_options(rounds=args.rounds, batch=args.batch)])
-    if args.only in (None, "rebuild"):
-        if args.only is None:
-            print()
-        rebuild_options = _options(rounds=args.rebuild_rounds, items=args.items)
-        status = builder_rebuild.main([*common, *rebuild_options]) or status
+    parts = [part for part in PARTS if args.only is None or part in args.only]
+    command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if args.url:
+        server = asyncio.run(_server_name(args.url))
+        status, results = run_parts(args.url, parts, args.smoke)
+    else:
+        from redicache_async.testing import RedisServer
+
+        with RedisServer() as started:
+            server = asyncio.run(_server_name(started.url))
+            status, results = run_parts(started.url, parts, args.smoke)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="redicache-bench-")) if args.smoke else HERE)
+    out.mkdir(parents=True, exist_ok=True)
+    env = report.environment({"server": server})
+    markdown, chart = report.write_report(results, out, env=env, command=command.strip())
+    print()
+    print(
+        f"{sum(r.met is True for r in results)} of {sum(r.met is not None for r in results)} "
+        "targets met"
+    )
+    for result in results:
+        if result.met is False:
+            print(
+                f"  NOT met: {result.part}: {result.name}: {result.figure_text} "
+                f"(target {result.target_text})"
+            )
+    print(f"wrote {markdown} and {chart}")
     return status
 
 

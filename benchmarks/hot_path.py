@@ -40,6 +40,8 @@ from redicache_async.invalidation import OP_SET, event_prefix
 from redicache_async.keys import KeySpace
 from redicache_async.scripts import Scripts
 
+from .results import Result
+
 __all__ = ["main", "run"]
 
 Timer = Callable[[int], Awaitable[int]]
@@ -222,8 +224,49 @@ async def _peer_benches(key: str, batch: int) -> tuple[list[Bench], list[str], l
     return benches, notes, closers
 
 
-async def run(url: str, settings: Settings, *, out: Callable[[str], None] = print) -> int:
-    """Measure against the server at ``url`` and print the table; returns an exit status."""
+def _decorated_timer(function: Callable[[str], Awaitable[object]]) -> Timer:
+    return _one_arg_timer(function, "2026-11-23")
+
+
+async def _report(day: str) -> dict[str, Any]:
+    return VALUE
+
+
+def _decorator_benches(cache: CacheClient, batch: int) -> tuple[Bench, list[Bench], list[str]]:
+    """A hit of ``@cache.cached()`` and of the peers' decorators, each on a warm key."""
+    ours = Bench("@cache.cached() hit", _decorated_timer(cache.cached(ttl=600)(_report)), batch)
+    peers: list[Bench] = []
+    notes: list[str] = []
+    try:
+        aiocache = importlib.import_module("aiocache")
+    except ImportError:
+        notes.append("aiocache is not installed: its decorator row is skipped")
+    else:
+        decorated = aiocache.cached(ttl=600)(_report)
+        peers.append(Bench("aiocache @cached(ttl=600) hit", _decorated_timer(decorated), batch))
+    try:
+        cashews = importlib.import_module("cashews")
+    except ImportError:
+        notes.append("cashews is not installed: its decorator row is skipped")
+    else:
+        mem = cashews.Cache()
+        mem.setup("mem://")
+        decorated = mem(ttl=600)(_report)
+        peers.append(
+            Bench('cashews @cache(ttl=600) hit ("mem://")', _decorated_timer(decorated), batch)
+        )
+    return ours, peers, notes
+
+
+async def run(
+    url: str,
+    settings: Settings,
+    *,
+    out: Callable[[str], None] = print,
+    collect: list[Result] | None = None,
+) -> int:
+    """Measure against the server at ``url`` and print the table; returns an exit status.
+    The targets' figures are appended to ``collect`` when given."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     key = "report"
     raw_key = f"{namespace}:raw-report"
@@ -291,6 +334,12 @@ async def run(url: str, settings: Settings, *, out: Callable[[str], None] = prin
                 settings.redis_batch,
             )
             peers, notes, closers = await _peer_benches(key, settings.local_batch)
+            decorated, decorator_peers, decorator_notes = _decorator_benches(
+                cache, settings.local_batch
+            )
+            notes += decorator_notes
+            for bench in (decorated, *decorator_peers):  # warm: the first call fills each cache
+                await bench.run(1)
             try:
                 before, remote_before = cache.stats(), remote.stats()
                 benches = [
@@ -305,6 +354,8 @@ async def run(url: str, settings: Settings, *, out: Callable[[str], None] = prin
                     streamed,
                     cache_set,
                     *peers,
+                    decorated,
+                    *decorator_peers,
                 ]
                 await measure(benches, settings.rounds)
                 after, remote_after = cache.stats(), remote.stats()
@@ -313,7 +364,7 @@ async def run(url: str, settings: Settings, *, out: Callable[[str], None] = prin
                     await peer.close()
 
         # Sanity again: the local rows never went to Redis, the Redis row always did.
-        local_calls = (settings.rounds + 1) * settings.local_batch * 2
+        local_calls = (settings.rounds + 1) * settings.local_batch * 3
         remote_calls = (settings.rounds + 1) * settings.redis_batch
         problems = []
         if (
@@ -351,11 +402,79 @@ async def run(url: str, settings: Settings, *, out: Callable[[str], None] = prin
             f"redis-py {redis.__version__} ({'hiredis' if HIREDIS_AVAILABLE else 'Python'} parser)"
         ),
     )
+    if decorator_peers:
+        out("decorator hit, warm key (ratio: theirs / ours, i.e. how many times faster ours is)")
+        out(f"  {decorated.name:<48} {format_ns(decorated.median):>12}")
+        for peer in decorator_peers:
+            out(
+                f"  {peer.name:<48} {format_ns(peer.median):>12} "
+                f"{ratio(peer, decorated):>7.2f}x  >= 10x"
+            )
     for note in notes:
         out(f"note: {note}")
     for problem in problems:
         out(f"error: {problem}")
+    if collect is not None:
+        collect += _results(local, dict_get, peers, remote_get, raw, decorated, decorator_peers)
     return 1 if problems else 0
+
+
+def _results(
+    local: Bench,
+    dict_get: Bench,
+    peers: Sequence[Bench],
+    remote_get: Bench,
+    raw: Bench,
+    decorated: Bench,
+    decorator_peers: Sequence[Bench],
+) -> list[Result]:
+    def medians(*benches: Bench) -> str:
+        return ", ".join(f"{b.name} {format_ns(b.median)}" for b in benches)
+
+    results = [
+        Result(
+            "hot path",
+            "local hit: get_or_init / awaited dict lookup",
+            ratio(local, dict_get),
+            "x",
+            4.0,
+            detail=medians(local, dict_get),
+        ),
+        Result(
+            "hot path",
+            "Redis-backed read: CacheClient.get (local layer off) / raw redis-py GET",
+            ratio(remote_get, raw),
+            "x",
+            1.2,
+            detail=medians(remote_get, raw),
+        ),
+    ]
+    if peers:
+        fastest = min(peers, key=lambda b: b.median)
+        results.append(
+            Result(
+                "hot path",
+                "local hit: how many times faster than the fastest peer's memory get",
+                ratio(fastest, local),
+                "x",
+                5.0,
+                "at_least",
+                detail=medians(local, fastest),
+            )
+        )
+    for peer in decorator_peers:
+        results.append(
+            Result(
+                "hot path",
+                f"decorator hit: how many times faster than {peer.name.split(' hit')[0]}",
+                ratio(peer, decorated),
+                "x",
+                10.0,
+                "at_least",
+                detail=medians(decorated, peer),
+            )
+        )
+    return results
 
 
 def _print_table(

@@ -1,0 +1,317 @@
+"""The benchmark report: ``RESULTS.md`` (the environment and one table of every result against
+its target) and ``results.png`` (a chart of how far inside or outside its target each figure is).
+
+``python -m benchmarks.report --demo DIR`` writes a report of made-up results into ``DIR``, to
+look at the layout without measuring anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import math
+import os
+import platform
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+from redis.utils import HIREDIS_AVAILABLE
+
+from .results import Result
+
+__all__ = ["environment", "main", "write_report"]
+
+TITLE = "redicache_async benchmark results"
+
+METHOD = (
+    "Every part runs our code and its baselines or peers interleaved, round by round, in one "
+    "process, against the project's own server (started for the run, for the parts that need "
+    "one); each figure is a median over the rounds, and each ratio is the median of the "
+    "per-round ratios. The machines are shared and noisy, so only ratios measured side by side "
+    "mean anything: absolute timings vary from run to run and from machine to machine. No "
+    "timing is asserted anywhere; the table says whether each target was met in this run."
+)
+
+_MET = {True: "✅ met", False: "❌ NOT met", None: "—"}
+_GREEN = "#2e7d32"
+_RED = "#c62828"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                name, _, value = line.partition(":")
+                if name.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment(server_info: Mapping[str, str]) -> dict[str, str]:
+    """The machine and the versions the figures were measured with, for the report; the
+    entries of ``server_info`` (e.g. ``{"server": "valkey 8.1.8"}``) come last."""
+    parser = f"hiredis {_version('hiredis')}" if HIREDIS_AVAILABLE else "Python"
+    ours = _version("redicache-async")
+    env = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "os": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu count": str(os.cpu_count() or "unknown"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "redis-py": f"{redis.__version__} ({parser} parser)",
+        "aiocache": _version("aiocache"),
+        "cashews": _version("cashews"),
+        "redicache_async": "dev" if ours == "not installed" else ours,
+    }
+    env.update(server_info)
+    return env
+
+
+def _cell(text: str) -> str:
+    """``text`` made safe for a markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _markdown(
+    results: Sequence[Result], env: Mapping[str, str], command: str, title: str, chart: str
+) -> str:
+    lines = [f"# {title}", "", METHOD, "", "Produced by:", "", "```", command, "```", ""]
+    lines += ["## Environment", "", "| item | value |", "|---|---|"]
+    lines += [_row([key, value]) for key, value in env.items()]
+    lines += ["", "## Results", ""]
+    lines += [_row(["part", "what", "figure", "target", "met", "detail"]), "|---" * 6 + "|"]
+    lines += [
+        _row([r.part, r.name, r.figure_text, r.target_text or "—", _MET[r.met], r.detail])
+        for r in results
+    ]
+    lines += ["", f"Chart: ![ratios]({chart})", ""]
+    return "\n".join(lines)
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """Round tick values between ``low`` and ``high``: finer steps for a narrower range, so
+    that there are a few ticks and their labels never overlap."""
+    decades = math.log10(high / low)
+    if decades <= 1.2:
+        steps: tuple[float, ...] = (1, 1.5, 2, 3, 5, 7)
+    elif decades <= 2.5:
+        steps = (1, 2, 5)
+    else:
+        steps = (1,)
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    ticks = [round(step * 10.0**power, 6) for power in range(first, last + 1) for step in steps]
+    return [tick for tick in ticks if low <= tick <= high]
+
+
+def _chart(results: Sequence[Result], path: Path, *, title: str) -> None:
+    """A bar per result with a target: its headroom on a log scale, where 1 is the target."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise RuntimeError("the report's chart needs matplotlib: pip install matplotlib") from exc
+    # A file, never a window: the report is written on servers and in CI.
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    rows = [(r, h) for r in results if (h := r.headroom) is not None]
+    fig_height = 1.6 + 0.5 * max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(10, fig_height))
+    try:
+        ax.set_title(title, fontsize=11)
+        if not rows:
+            ax.text(0.5, 0.5, "no result has a target", ha="center", va="center")
+            ax.set_axis_off()
+        else:
+            headrooms = [h for _, h in rows]
+            colors = [_GREEN if r.met else _RED for r, _ in rows]
+            y = list(range(len(rows)))
+            # Bars grow from the target line: right of it is met, left of it missed.
+            ax.barh(y, [h - 1 for h in headrooms], left=1, color=colors, height=0.6)
+            ax.axvline(1, color="black", linewidth=1)
+            ax.set_xscale("log")
+            # Room on both sides for the labels at the bars' ends: they are about a fifth of
+            # the axis wide, whatever the bars' spread in decades.
+            low, high = min(min(headrooms), 1.0), max(max(headrooms), 1.0)
+            decades = max(math.log10(high / low), math.log10(2))
+            pad = 10 ** (decades * 0.4)
+            ax.set_xlim(low / pad, high * pad)
+            for row, (result, headroom) in enumerate(rows):
+                met = headroom >= 1
+                ax.annotate(
+                    f"{result.figure_text} ({result.target_text})",
+                    (headroom, row),
+                    xytext=(4 if met else -4, 0),
+                    textcoords="offset points",
+                    ha="left" if met else "right",
+                    va="center",
+                    fontsize=8.5,
+                )
+            ax.text(
+                1,
+                -0.75,
+                "target",
+                ha="center",
+                va="bottom",
+                fontsize=8.5,
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none"},
+            )
+            ax.set_yticks(y)
+            ax.set_yticklabels(
+                [textwrap.fill(f"{r.part}: {r.name}", 48) for r, _ in rows], fontsize=8.5
+            )
+            ax.set_ylim(len(rows) - 0.4, -1.0)
+            ax.xaxis.set_major_locator(FixedLocator(_log_ticks(low / pad, high * pad)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(
+                "headroom: target / figure (at most), figure / target (at least); "
+                "> 1: met, < 1: missed",
+                fontsize=9,
+            )
+            ax.grid(axis="x", which="major", color="#dddddd", linewidth=0.6)
+            ax.set_axisbelow(True)
+            for side in ("top", "right"):
+                ax.spines[side].set_visible(False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def write_report(
+    results: Sequence[Result],
+    directory: Path,
+    *,
+    env: Mapping[str, str],
+    command: str,
+    title: str = TITLE,
+) -> tuple[Path, Path]:
+    """Write ``RESULTS.md`` and ``results.png`` into ``directory`` and return their paths.
+
+    ``env`` is :func:`environment`'s answer; ``command`` is what produced the results. Raises
+    RuntimeError, before writing either file, when matplotlib is missing."""
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown, png = directory / "RESULTS.md", directory / "results.png"
+    when = env.get("date", "").replace("T", " ").replace("+00:00", " UTC")
+    context = " · ".join(part for part in (when, env.get("server", "")) if part)
+    heading = f"{title}\n{context}" if context else title
+    # The chart first: if it cannot be drawn, no RESULTS.md points at a missing picture.
+    _chart(results, png, title=heading)
+    markdown.write_text(_markdown(results, env, command, title, png.name), encoding="utf-8")
+    return markdown, png
+
+
+def demo_results() -> list[Result]:
+    """Made-up rows, one of each kind the table and the chart must show."""
+    return [
+        Result(
+            "hot path",
+            "local hit: get_or_init / awaited dict lookup",
+            2.7,
+            "x",
+            4.0,
+            detail="ours 430 ns, dict 160 ns (medians)",
+        ),
+        Result(
+            "hot path",
+            "Redis-backed read: get, local layer off / redis-py get",
+            1.31,
+            "x",
+            1.2,
+            detail="ours 61.0 µs, redis-py 46.6 µs (medians)",
+        ),
+        Result(
+            "hot path",
+            "local hit vs the fastest peer (cashews | aiocache)",
+            7.9,
+            "x",
+            5.0,
+            compare="at_least",
+            detail="peer 3.4 µs, ours 430 ns",
+        ),
+        Result(
+            "cold key",
+            "fetches for 200 concurrent misses of one key",
+            1,
+            "fetches",
+            1,
+            compare="exactly",
+        ),
+        Result(
+            "rebuild",
+            "builder rebuild of 100k items, readers served throughout",
+            3.4,
+            "x",
+            10.0,
+            detail="rebuild 1.9 s, plain pipeline 560 ms",
+        ),
+        Result(
+            "memory",
+            "local layer bytes per entry / plain dict (100k small entries, no TTL)",
+            1.29,
+            "x",
+            1.5,
+            detail="ours 656 B/entry, dict 507 B/entry",
+        ),
+        Result(
+            "memory",
+            "local layer bytes per entry (100k small entries)",
+            656.0,
+            "B/entry",
+            None,
+            detail="no TTL",
+        ),
+    ]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Write a report of made-up results, to look at the layout.",
+    )
+    parser.add_argument(
+        "--demo", type=Path, required=True, metavar="DIR", help="the directory to write into"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = environment({"server": "valkey 8.1.8 (made up)"})
+    try:
+        paths = write_report(
+            demo_results(),
+            args.demo,
+            env=env,
+            command=f"python -m benchmarks.report --demo {args.demo}",
+            title="redicache_async benchmark results: layout demo, not measurements",
+        )
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
