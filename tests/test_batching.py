@@ -208,9 +208,13 @@ async def test_concurrent_misses_of_distinct_keys_are_one_command(
         gated.gate.clear()
         first = asyncio.create_task(reader.get(keys[0]))
         await gated.held.wait()
-        rest = await asyncio.wait_for(
-            _released(gated, asyncio.gather(*(reader.get(key) for key in keys[1:]))), 5
+        reads = asyncio.gather(*(reader.get(key) for key in keys[1:]))
+        # let the held read go once the others have run on the server (their replies are held)
+        await wait_until(
+            lambda: _at_least(script_calls(redis), before + 2), what="the batch to be read"
         )
+        gated.gate.set()
+        rest = await asyncio.wait_for(reads, 5)
         assert await first is None
         assert rest == [{"n": i} if i % 3 else None for i in range(1, 64)]
         assert await script_calls(redis) - before == 2  # the lone read, then the other 63
@@ -219,14 +223,6 @@ async def test_concurrent_misses_of_distinct_keys_are_one_command(
     finally:
         await reader.aclose()
         await gated.aclose(close_connection_pool=True)
-
-
-async def _released(gated: GatedRedis, work: Awaitable[list[object]]) -> list[object]:
-    """Let the held read go once the batch behind it has been sent."""
-    task = asyncio.ensure_future(work)
-    await asyncio.sleep(0.05)
-    gated.gate.set()
-    return await task
 
 
 async def test_get_or_init_reads_of_warm_keys_are_batched_and_cold_ones_fetched(
@@ -297,3 +293,7 @@ async def test_an_invalidation_during_a_batched_read_keeps_the_old_value_out(
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def _at_least(value: Awaitable[int], expected: int) -> bool:
+    return await value >= expected
