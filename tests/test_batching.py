@@ -297,3 +297,19 @@ async def _equals(value: Awaitable[int], expected: int) -> bool:
 
 async def _at_least(value: Awaitable[int], expected: int) -> bool:
     return await value >= expected
+
+
+async def test_reads_reload_their_script_after_a_script_flush(
+    make_cache: MakeCache, redis: aioredis.Redis
+) -> None:
+    writer = await make_cache()
+    await writer.set("k", "v")
+    reader = await make_cache(local_max_entries=0)
+    assert await reader.get("k") == "v"
+    await redis.script_flush()  # as a restarted or failed-over server would have it
+    assert await reader.get("k") == "v"
+    assert await reader.get_or_init("k", _never) == "v"
+
+
+async def _never() -> str:
+    raise AssertionError("the key has a value: nothing may be fetched")
