@@ -29,6 +29,7 @@ from redicache_async.keys import KeySpace
 from redicache_async.scripts import Scripts
 from redicache_async.targets import Deposed, prepare, swap, write
 
+from .faults.proxy import FaultProxy
 from .helpers import ns_keys, wait_until
 
 MakeBuilder = Callable[..., Awaitable[CacheBuilder]]
@@ -687,9 +688,28 @@ async def test_close_releases_every_lease_and_leaves_nothing_running(
 
 
 async def test_close_during_a_build_removes_its_temporary_keys(
-    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+    make_builder: MakeBuilder, redis: aioredis.Redis, redis_url: str, namespace: str
 ) -> None:
-    builder = await make_builder()
+    # Through a proxy that adds 20 ms to every round trip, the build's 50 write batches take a
+    # second or more, so that it is surely still writing when the test closes the builder.
+    port = aioredis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
+    with FaultProxy("127.0.0.1", port) as proxy:
+        slow = aioredis.Redis.from_url(proxy.url)
+        try:
+            await _close_during_a_build(make_builder, slow, proxy, redis, namespace)
+        finally:
+            await slow.aclose()
+
+
+async def _close_during_a_build(
+    make_builder: MakeBuilder,
+    slow: aioredis.Redis,
+    proxy: FaultProxy,
+    redis: aioredis.Redis,
+    namespace: str,
+) -> None:
+    builder = await make_builder(slow)
+    proxy.set_latency(0.01)
     items = _items(50_000)
 
     class SlowToWrite:
