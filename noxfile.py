@@ -53,5 +53,5 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks next to aiocache, cashews and raw redis-py; writes benchmarks/RESULTS.md and
     results.png (``-- --smoke``: a short run that writes them into a temporary directory)."""
-    session.install(".[server,orjson]", "aiocache", "cashews", "matplotlib")
+    session.install(".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
