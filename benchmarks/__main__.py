@@ -19,6 +19,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from . import builder_rebuild, cold_key, concurrency, hot_path, invalidation, memory, report
+from .cli import on_server
 from .results import Result
 
 PARTS = ("hot-path", "concurrency", "cold-key", "invalidation", "rebuild", "memory")
@@ -82,15 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     parts = [part for part in PARTS if args.only is None or part in args.only]
     command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
-    if args.url:
-        server = asyncio.run(_server_name(args.url))
-        status, results = run_parts(args.url, parts, args.smoke)
-    else:
-        from redicache_async.testing import RedisServer
 
-        with RedisServer() as started:
-            server = asyncio.run(_server_name(started.url))
-            status, results = run_parts(started.url, parts, args.smoke)
+    def measure(url: str) -> tuple[str, int, list[Result]]:
+        return (asyncio.run(_server_name(url)), *run_parts(url, parts, args.smoke))
+
+    server, status, results = on_server(args.url, measure)
     out = args.out or (Path(tempfile.mkdtemp(prefix="redicache-bench-")) if args.smoke else HERE)
     out.mkdir(parents=True, exist_ok=True)
     env = report.environment({"server": server})

@@ -38,6 +38,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from redicache_async import CacheBuilder, Target
 
+from .cli import on_server, part_parser
 from .hot_path import Bench, Timer, format_ns, measure, ratio
 from .results import Result
 
@@ -277,16 +278,13 @@ def _print_table(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.builder_rebuild",
-        description="A CacheBuilder rebuild of a large hash target, next to raw redis-py.",
+    parser = part_parser(
+        "builder_rebuild",
+        "A CacheBuilder rebuild of a large hash target, next to raw redis-py.",
+        smoke="small and short (seconds; CI)",
     )
-    parser.add_argument("--smoke", action="store_true", help="small and short (seconds; CI)")
     parser.add_argument("--rounds", type=int, help="measured rounds (default 5; smoke 2)")
     parser.add_argument("--items", type=int, help="items per build (default 100000; smoke 5000)")
-    parser.add_argument(
-        "--url", help="an existing server to use (default: start one on a free port)"
-    )
     return parser.parse_args(argv)
 
 
@@ -298,12 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --rounds and --items must be at least 1", file=sys.stderr)
         return 2
     settings = Settings(rounds=rounds, items=items)
-    if args.url:
-        return asyncio.run(run(args.url, settings))
-    from redicache_async.testing import RedisServer
-
-    with RedisServer() as server:
-        return asyncio.run(run(server.url, settings))
+    return on_server(args.url, lambda url: asyncio.run(run(url, settings)))
 
 
 if __name__ == "__main__":

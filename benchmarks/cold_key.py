@@ -49,6 +49,7 @@ from redis.utils import HIREDIS_AVAILABLE
 from redicache_async import CacheClient
 from redicache_async.invalidation import OP_SET, Event
 
+from .cli import on_server, part_parser
 from .results import Result
 
 __all__ = ["main", "run"]
@@ -486,13 +487,10 @@ def _print_report(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.cold_key",
-        description="A cold key asked for by 4 processes x 200 callers at once.",
-    )
-    parser.add_argument("--smoke", action="store_true", help="2 rounds instead of 10 (CI)")
-    parser.add_argument(
-        "--url", help="an existing server to use (default: start one on a free port)"
+    parser = part_parser(
+        "cold_key",
+        "A cold key asked for by 4 processes x 200 callers at once.",
+        smoke="2 rounds instead of 10 (CI)",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
@@ -511,12 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_worker(args.url, args.namespace, args.callers))
         return 0
     rounds = 2 if args.smoke else 10
-    if args.url:
-        return 1 if asyncio.run(_measure(args.url, rounds, print)).problems else 0
-    from redicache_async.testing import RedisServer
-
-    with RedisServer() as server:
-        return 1 if asyncio.run(_measure(server.url, rounds, print)).problems else 0
+    report = on_server(args.url, lambda url: asyncio.run(_measure(url, rounds, print)))
+    return 1 if report.problems else 0
 
 
 if __name__ == "__main__":

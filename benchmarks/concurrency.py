@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from redicache_async import CacheClient, JsonSerializer
 
+from .cli import on_server, part_parser
 from .results import Result
 
 __all__ = ["main", "run"]
@@ -138,24 +139,17 @@ def run(url: str, *, smoke: bool = False, out: Callable[[str], None] = print) ->
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.concurrency",
-        description="64 concurrent local misses against raw redis-py GETs over a pool.",
+    parser = part_parser(
+        "concurrency",
+        "64 concurrent local misses against raw redis-py GETs over a pool.",
+        smoke="2 short slices (CI)",
     )
-    parser.add_argument("--smoke", action="store_true", help="2 short slices (CI)")
-    parser.add_argument("--url", help="an existing server (default: start one on a free port)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.url:
-        run(args.url, smoke=args.smoke)
-        return 0
-    from redicache_async.testing import RedisServer
-
-    with RedisServer() as server:
-        run(server.url, smoke=args.smoke)
+    on_server(args.url, lambda url: run(url, smoke=args.smoke))
     return 0
 
 

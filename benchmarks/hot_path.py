@@ -40,6 +40,7 @@ from redicache_async.invalidation import OP_SET, event_prefix
 from redicache_async.keys import KeySpace
 from redicache_async.scripts import Scripts
 
+from .cli import on_server, part_parser
 from .results import Result
 
 __all__ = ["main", "run"]
@@ -527,15 +528,13 @@ def _print_table(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description="Hot-path benchmarks of redicache_async."
+    parser = part_parser(
+        "hot_path",
+        "Hot-path benchmarks of redicache_async.",
+        smoke="a few small rounds (seconds; CI)",
     )
-    parser.add_argument("--smoke", action="store_true", help="a few small rounds (seconds; CI)")
     parser.add_argument("--rounds", type=int, help="measured rounds (default 25; smoke 3)")
     parser.add_argument("--batch", type=int, help="calls per batch (default 1000; smoke 100)")
-    parser.add_argument(
-        "--url", help="an existing server to use (default: start one on a free port)"
-    )
     return parser.parse_args(argv)
 
 
@@ -547,9 +546,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --rounds and --batch must be at least 1", file=sys.stderr)
         return 2
     settings = Settings(rounds=rounds, local_batch=batch, redis_batch=batch)
-    if args.url:
-        return asyncio.run(run(args.url, settings))
-    from redicache_async.testing import RedisServer
-
-    with RedisServer() as server:
-        return asyncio.run(run(server.url, settings))
+    return on_server(args.url, lambda url: asyncio.run(run(url, settings)))

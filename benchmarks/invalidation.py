@@ -35,6 +35,7 @@ from redis.asyncio.client import PubSub
 
 from redicache_async import CacheClient
 
+from .cli import on_server, part_parser
 from .cold_key import Report, TimedClient, Worker, describe_server, emit, percentile, stdin_reader
 from .results import Result
 
@@ -228,13 +229,10 @@ def _print_report(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.invalidation",
-        description="A write in one process reaching another's local layer, next to pub/sub.",
-    )
-    parser.add_argument("--smoke", action="store_true", help="100 samples instead of 2000 (CI)")
-    parser.add_argument(
-        "--url", help="an existing server to use (default: start one on a free port)"
+    parser = part_parser(
+        "invalidation",
+        "A write in one process reaching another's local layer, next to pub/sub.",
+        smoke="100 samples instead of 2000 (CI)",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
@@ -253,12 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_worker(args.url, args.namespace, args.channel))
         return 0
     samples = 100 if args.smoke else 2000
-    if args.url:
-        return 1 if asyncio.run(_measure(args.url, samples, print)).problems else 0
-    from redicache_async.testing import RedisServer
-
-    with RedisServer() as server:
-        return 1 if asyncio.run(_measure(server.url, samples, print)).problems else 0
+    report = on_server(args.url, lambda url: asyncio.run(_measure(url, samples, print)))
+    return 1 if report.problems else 0
 
 
 if __name__ == "__main__":
