@@ -21,11 +21,10 @@ from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.exceptions import RedisError
-
 from .cancellation import bounded, cancel_and_wait
 from .election import Elected, Leadership
 from .errors import (
+    REDIS_FAILURES,
     BuildError,
     FetchTimeout,
     InvalidArgumentError,
@@ -299,7 +298,7 @@ class CacheBuilder(Lifecycle):
         event = plain_event(OP_REFRESH, name, self._shared.origin)
         try:
             await bounded(self._shared.redis.publish(channel, event), self._shared.redis_timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             raise BuildError(name, f"could not ask the leader: {describe_error(exc)}") from exc
 
     def status(self, name: str) -> BuildStatus:
@@ -662,10 +661,11 @@ class _Registration:
         """Remove a failed build's temporary keys (they expire anyway if this fails)."""
         pipe = self._shared.redis.pipeline(transaction=False)
         for temporary, _ in writes:
-            pipe.unlink(temporary)
+            # one key per command: a cluster pipeline's unlink() of several keys is a coroutine
+            pipe.execute_command("UNLINK", temporary)
         try:
             await bounded(pipe.execute(), self._shared.redis_timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             logger.debug(
                 "removing the temporary keys of %r failed: %s", self.name, describe_error(exc)
             )

@@ -13,16 +13,14 @@ from contextlib import contextmanager
 from time import monotonic
 from typing import Any, Final, ParamSpec, TypeVar
 
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .batching import ReadBatcher
 from .breaker import CircuitBreaker, CircuitOpenError
 from .cancellation import bounded
 from .decorator import CachedFunction, cached
 from .errors import (
+    OUTAGES,
     REFUSALS,
     ClientClosedError,
     FetchTimeout,
@@ -54,6 +52,7 @@ from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
 from .stats import CacheStats
 from .targets import decode_target, empty_target
+from .topology import is_cluster
 from .validation import (
     check_callable,
     check_optional_seconds,
@@ -136,7 +135,7 @@ class CacheClient(Lifecycle):
         self._scripts = Scripts(redis)
         # On a cluster the stream has a slot of its own, which a value's script cannot touch:
         # a reconnected listener then flushes its local layer instead of replaying.
-        cluster = isinstance(redis, RedisCluster)
+        cluster = is_cluster(redis)
         self._stream_keys = [] if cluster else [self._keys.stream]
         self._breaker = CircuitBreaker()
         self._orphans = OrphanedClaims(self._release_lock)
@@ -707,7 +706,7 @@ class CacheClient(Lifecycle):
             if probe:
                 breaker.abandoned()
             raise RedisPermissionError(f"Redis refused this client: {describe_error(exc)}") from exc
-        except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
+        except OUTAGES as exc:
             self._stats.redis_errors += 1
             breaker.failed(probe=probe)
             raise RedisUnavailableError(f"Redis is unreachable: {describe_error(exc)}") from exc

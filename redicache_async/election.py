@@ -14,10 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.exceptions import RedisError
-
 from .cancellation import bounded
-from .errors import RedisUnavailableError, describe_error
+from .errors import REDIS_FAILURES, RedisUnavailableError, describe_error
 from .invalidation import OP_BUILT, OP_RESIGN, event_prefix, plain_event
 from .keys import KeySpace
 from .leases import Lease
@@ -108,7 +106,7 @@ class Leadership:
                     ),
                     self._timeout,
                 )
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_FAILURES as exc:
                 self._orphans.add(self._name, lease.key, lease.token)
                 failures += 1
                 if failures == 1:
@@ -140,7 +138,7 @@ class Leadership:
         event = plain_event(OP_RESIGN, name, "orphan")
         try:
             return await lease.release(channel=self._keys.builder_channel, event=event)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             raise RedisUnavailableError(describe_error(exc)) from exc
 
     async def resign(self, lease: Lease, origin: str) -> None:
@@ -150,7 +148,7 @@ class Leadership:
             await bounded(
                 lease.release(channel=self._keys.builder_channel, event=event), self._timeout
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             logger.warning("could not release the lease of %r: %s", self._name, describe_error(exc))
 
     async def record(
@@ -182,5 +180,5 @@ class Leadership:
                 ),
                 self._timeout,
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             logger.warning("could not record the build of %r: %s", self._name, describe_error(exc))

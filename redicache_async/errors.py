@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
     "BuildError",
@@ -71,6 +82,24 @@ class RedisPermissionError(RedicacheError, PermissionError):
 
 #: redis-py's errors for a server that refuses this client (credentials, ACL).
 REFUSALS = (AuthenticationError, AuthorizationError, NoPermissionError)
+
+#: Errors of a Redis that cannot answer now: unreachable, slow, or between two topologies (a
+#: cluster whose master failed and whose slot has no master yet, a node that was just demoted
+#: to a replica, a cluster client that cannot rebuild its map of the slots).
+OUTAGES = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    OSError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    RedisClusterException,
+)
+
+#: Every error a Redis command can raise: redis-py's cluster client raises some errors that
+#: are not :class:`redis.exceptions.RedisError`.
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def describe_error(exc: BaseException) -> str:

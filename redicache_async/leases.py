@@ -14,10 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from .cancellation import bounded, cancel_and_wait
-from .errors import describe_error
+from .errors import REDIS_FAILURES, describe_error
 from .scripts import Scripts
 
 __all__ = ["Lease", "new_token"]
@@ -107,7 +105,7 @@ class Lease:
                 if not await self.renew():
                     break
                 expires_at = attempt_at + self.ttl
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_FAILURES as exc:
                 logger.warning("renewing %s failed: %s", self.key, describe_error(exc))
                 if strict:
                     break

@@ -13,12 +13,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from .cancellation import bounded, cancel_and_wait
-from .errors import REFUSALS, RedisPermissionError, describe_error
+from .errors import REDIS_FAILURES, REFUSALS, RedisPermissionError, describe_error
 from .invalidation import Event, decode_event
 from .replay import StreamCursor
+from .topology import first_attempt, open_subscriber
 
 __all__ = ["InvalidationListener"]
 
@@ -103,10 +102,10 @@ class InvalidationListener:
 
     async def _run(self) -> None:
         backoff = 0.05
+        attempt = first_attempt()
         while True:
-            pubsub = self._redis.pubsub()
             try:
-                await self._listen(pubsub)
+                await self._listen(attempt)
             except asyncio.CancelledError:
                 raise
             except REFUSALS as exc:
@@ -117,13 +116,13 @@ class InvalidationListener:
                     "ACL. Retrying.",
                     describe_error(exc),
                 )
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_FAILURES as exc:
                 logger.warning("invalidation listener lost its connection: %s", describe_error(exc))
             except Exception:
                 logger.exception("invalidation listener failed; reconnecting")
             finally:
                 self.connected = False
-                await _close_quietly(pubsub)
+            attempt += 1
             if self._subscribed.is_set():
                 backoff = 0.05
                 self._subscribed.clear()
@@ -131,7 +130,14 @@ class InvalidationListener:
             backoff = min(backoff * 2, self._max_backoff)
             self.reconnects += 1
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self, attempt: int) -> None:
+        pubsub = await bounded(open_subscriber(self._redis, attempt), self._timeout)
+        try:
+            await self._consume(pubsub)
+        finally:
+            await _close_quietly(pubsub)
+
+    async def _consume(self, pubsub: Any) -> None:
         await bounded(pubsub.subscribe(self._channel), self._timeout)
         loop = asyncio.get_running_loop()
         pong_due = loop.time() + self._timeout  # the subscribe confirmation is due as a pong is
@@ -184,5 +190,5 @@ class InvalidationListener:
 async def _close_quietly(pubsub: Any) -> None:
     try:
         await pubsub.aclose()
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         logger.debug("closing the pub/sub connection failed: %r", exc)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
-from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from .cancellation import bounded
@@ -32,6 +31,7 @@ from .errors import (
 from .invalidation import OP_TARGET, event_prefix
 from .keys import KeySpace, validate_key
 from .scripts import Scripts
+from .topology import is_cluster
 
 __all__ = [
     "Deposed",
@@ -278,7 +278,7 @@ async def swap(
     Raises :class:`Deposed` when this writer no longer leads, RedicacheError when a temporary
     copy is incomplete; nothing of a refused slot changes.
     """
-    cluster = isinstance(redis, RedisCluster)
+    cluster = is_cluster(redis)
     groups: dict[int, list[tuple[str, Prepared]]] = {}
     for write_ in writes:
         slot = key_slot(write_[1].target.key.encode()) if cluster else 0
