@@ -46,13 +46,22 @@ local version = string.format('%.0f', v)
 """
 
 # KEYS: value hashes. Returns, for each, {payload, version, pttl}, or false when it has no value
-# (a key of another type, written by hand, has none: pcall turns its WRONGTYPE into a table
-# without r[1]). One call reads the values that concurrent callers asked for (``batching.py``).
+# (a key of another type, written by hand, has none: pcall turns its WRONGTYPE into an error
+# table). Any other error is the server's (a cluster slot between two masters...) and is
+# returned as such: it must not read as "no value". One call reads the values that concurrent
+# callers asked for (``batching.py``).
 READ_MANY = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local r = redis.pcall('HMGET', key, 'd', 'v')
-  if r[1] then out[i] = {r[1], r[2], redis.call('PTTL', key)} else out[i] = false end
+  if r.err then
+    if not string.find(r.err, 'WRONGTYPE', 1, true) then return r end
+    out[i] = false
+  elseif r[1] then
+    out[i] = {r[1], r[2], redis.call('PTTL', key)}
+  else
+    out[i] = false
+  end
 end
 return out
 """

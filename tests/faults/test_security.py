@@ -26,6 +26,7 @@ from redicache_async import (
     BuildError,
     CacheBuilder,
     CacheClient,
+    RedicacheError,
     RedisPermissionError,
     RedisUnavailableError,
     Target,
@@ -388,6 +389,28 @@ async def test_acl_user_is_refused_outside_its_namespace_and_targets(
     assert ("channel", f"{namespace}-other:events") in reasons
     assert any(reason == "key" for reason, _ in reasons)
     assert await admin.exists(f"elsewhere-{namespace}") == 0
+
+
+async def test_a_read_the_acl_refuses_inside_a_script_is_an_error_not_a_miss(
+    acl_server: RedisServer, admin: aioredis.Redis, namespace: str
+) -> None:
+    """The value read skips keys of another type (their WRONGTYPE reads as "no value"); any
+    other error inside it, here the ACL's refusal of HMGET, must reach the caller."""
+    user = f"app-{uuid.uuid4().hex[:8]}"
+    allowed = " ".join(f"+{command}" for command in ACL_COMMANDS if command != "hmget")
+    await run(
+        admin,
+        f"ACL SETUSER {user} on >{APP_PASSWORD} resetkeys ~{namespace}:* "
+        f"resetchannels &{namespace}:* -@all {allowed}",
+    )
+    async with CacheClient(admin, namespace=namespace) as writer:
+        await writer.set("k", {"v": 1})
+    url = f"redis://{user}:{APP_PASSWORD}@127.0.0.1:{acl_server.port}/0"
+    async with clients(url) as (r,), CacheClient(r, namespace=namespace) as cache:
+        # Inside a script the server words it "ACL failure in script", which redis-py does
+        # not map to NoPermissionError: the library reports the server's refusal as it is.
+        with pytest.raises(RedicacheError, match="no permissions to run the 'hmget' command"):
+            await cache.get("k")
 
 
 async def test_acl_rule_is_accepted_and_read_back(admin: aioredis.Redis, namespace: str) -> None:
