@@ -3,6 +3,14 @@ namespace per test, and a check that no test leaves asyncio tasks behind.
 
 ``REDIS_URL`` points the suite at a server that is already running instead; tests that need to
 crash or freeze the server (``controllable_server``) are then skipped.
+
+Topologies: in a module marked ``pytestmark = pytest.mark.topologies``, every test that uses
+``make_redis`` (so ``redis`` and ``make_cache`` too) runs once per topology: ``single`` (the
+session's server), ``cluster`` (3 masters, 3 replicas) and ``sentinel`` (a master, a replica
+and 3 sentinels), each started once for the session when first needed. ``--topologies`` (or
+``REDICACHE_TOPOLOGIES``) narrows the list. A test of such a module that needs one node
+(it inspects the server, or wraps the client) is marked ``single_node`` and runs on ``single``
+only; tests of other modules do too.
 """
 
 from __future__ import annotations
@@ -17,10 +25,14 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis.asyncio as aioredis
 from redis import Redis as SyncRedis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
 
 from redicache_async import CacheClient
 from redicache_async.testing import (
+    ClusterServers,
     RedisServer,
+    SentinelServers,
     ServerNotFoundError,
     find_server_binary,
     server_version,
@@ -30,6 +42,8 @@ MakeRedis = Callable[..., aioredis.Redis]
 MakeCache = Callable[..., Awaitable[CacheClient]]
 
 _GRACE_YIELDS = 5
+
+TOPOLOGIES = ("single", "cluster", "sentinel")
 
 
 class ExternalServer:
@@ -57,6 +71,36 @@ def _redacted(url: str) -> str:
         f":{parts.port}" if parts.port else ""
     )
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--topologies",
+        default=os.environ.get("REDICACHE_TOPOLOGIES", ",".join(TOPOLOGIES)),
+        help="comma-separated topologies for tests marked 'topologies' (default: all of "
+        f"{', '.join(TOPOLOGIES)})",
+    )
+
+
+def _chosen_topologies(config: pytest.Config) -> list[str]:
+    chosen = [name.strip() for name in str(config.getoption("topologies")).split(",")]
+    unknown = sorted(set(chosen) - set(TOPOLOGIES))
+    if unknown or not chosen:
+        raise pytest.UsageError(f"--topologies: unknown {unknown}; choose from {TOPOLOGIES}")
+    return chosen
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "topology" not in metafunc.fixturenames:
+        return
+    definition = metafunc.definition
+    if definition.get_closest_marker("topologies") and not definition.get_closest_marker(
+        "single_node"
+    ):
+        topologies = _chosen_topologies(metafunc.config)
+    else:
+        topologies = ["single"]
+    metafunc.parametrize("topology", topologies)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -129,20 +173,56 @@ def controllable_server(
         redis_server.start()
 
 
-@pytest.fixture
-async def make_redis(_no_leaked_tasks: None, redis_url: str) -> AsyncIterator[MakeRedis]:
-    """``make_redis(protocol=3, **kwargs)``: a client of the session's server, closed after
-    the test."""
-    clients: list[aioredis.Redis] = []
+@pytest.fixture(scope="session")
+def cluster_servers() -> Iterator[ClusterServers]:
+    with ClusterServers(masters=3, replicas=1) as cluster:
+        yield cluster
 
-    def make(protocol: int = 3, **kwargs: Any) -> aioredis.Redis:
-        client = aioredis.Redis.from_url(redis_url, protocol=protocol, **kwargs)
-        clients.append(client)
-        return client
+
+@pytest.fixture(scope="session")
+def sentinel_servers() -> Iterator[SentinelServers]:
+    with SentinelServers(replicas=1, sentinels=3) as sentinels:
+        yield sentinels
+
+
+@pytest.fixture
+async def make_redis(
+    _no_leaked_tasks: None, request: pytest.FixtureRequest, topology: str
+) -> AsyncIterator[MakeRedis]:
+    """``make_redis(protocol=3, **kwargs)``: a client of this test's topology (a ``Redis``, a
+    ``RedisCluster``, or a Sentinel-managed master), closed after the test."""
+    closers: list[Callable[[], Awaitable[None]]] = []
+
+    if topology == "cluster":
+        cluster: ClusterServers = request.getfixturevalue("cluster_servers")
+
+        def make(protocol: int = 3, **kwargs: Any) -> Any:
+            client = RedisCluster.from_url(cluster.url, protocol=protocol, **kwargs)
+            closers.append(client.aclose)
+            return client
+
+    elif topology == "sentinel":
+        servers: SentinelServers = request.getfixturevalue("sentinel_servers")
+
+        def make(protocol: int = 3, **kwargs: Any) -> Any:
+            # redis-py's Sentinel.__init__ has no annotations
+            sentinel = Sentinel(servers.sentinel_addresses, protocol=protocol)  # type: ignore[no-untyped-call]
+            client = sentinel.master_for(servers.master_name, protocol=protocol, **kwargs)
+            closers.append(client.aclose)
+            closers.extend(node.aclose for node in sentinel.sentinels)
+            return client
+
+    else:
+        url: str = request.getfixturevalue("redis_url")
+
+        def make(protocol: int = 3, **kwargs: Any) -> Any:
+            client = aioredis.Redis.from_url(url, protocol=protocol, **kwargs)
+            closers.append(client.aclose)
+            return client
 
     yield make
-    for client in clients:
-        await client.aclose()
+    for close in closers:
+        await close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 
 async def wait_until(
@@ -49,16 +50,28 @@ async def ns_keys(r: aioredis.Redis, namespace: str) -> list[bytes]:
     return sorted([key async for key in r.scan_iter(match=f"{namespace}:*") if key != stream])
 
 
+async def _infos(r: aioredis.Redis, section: str) -> list[dict[str, Any]]:
+    """``INFO section`` of the server, or of every master of a cluster."""
+    if isinstance(r, RedisCluster):
+        replies = await r.info(section, target_nodes=RedisCluster.PRIMARIES)
+        return list(replies.values())
+    return [await r.info(section)]
+
+
+async def masters(r: aioredis.Redis) -> list[dict[str, Any]]:
+    """``INFO server`` of each server that holds data: one, or every master of a cluster."""
+    return await _infos(r, "server")
+
+
 async def commands_processed(r: aioredis.Redis) -> int:
-    """Commands the server ran, those run inside scripts included."""
-    info = await r.info("stats")
-    return int(info["total_commands_processed"])
+    """Commands the server (every master of a cluster) ran, those inside scripts included."""
+    return sum(int(info["total_commands_processed"]) for info in await _infos(r, "stats"))
 
 
 async def script_calls(r: aioredis.Redis) -> int:
-    """EVALSHA calls the server received: one per script a client ran."""
-    info = await r.info("commandstats")
-    return int(info.get("cmdstat_evalsha", {}).get("calls", 0))
+    """EVALSHA calls the server (every master of a cluster) received: one per script run."""
+    infos = await _infos(r, "commandstats")
+    return sum(int(info.get("cmdstat_evalsha", {}).get("calls", 0)) for info in infos)
 
 
 class GatedRedis(aioredis.Redis):

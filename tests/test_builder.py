@@ -32,6 +32,8 @@ from redicache_async.targets import Deposed, prepare, swap, write
 from .faults.proxy import FaultProxy
 from .helpers import ns_keys, wait_until
 
+pytestmark = pytest.mark.topologies
+
 MakeBuilder = Callable[..., Awaitable[CacheBuilder]]
 
 
@@ -496,9 +498,11 @@ async def test_readers_never_see_a_missing_or_partial_target_during_rebuilds(
 ) -> None:
     builder = await make_builder()
     source = Source(_items(3000))
+    # One hash tag: on a cluster too, both targets are swapped in one step and read in one.
+    listed, hashed = f"{{{namespace}}}-l", f"{{{namespace}}}-h"
     name = await builder.register(
         source,
-        targets=[Target(f"{namespace}-l", "list"), Target(f"{namespace}-h", "hash", id_field="id")],
+        targets=[Target(listed, "list"), Target(hashed, "hash", id_field="id")],
         refresh_interval=0.01,
     )
     await _built(builder, name)
@@ -507,8 +511,8 @@ async def test_readers_never_see_a_missing_or_partial_target_during_rebuilds(
     reads = 0
     while builder.status(name).builds < 8:
         async with watcher.pipeline(transaction=True) as pipe:
-            pipe.llen(f"{namespace}-l")
-            pipe.hlen(f"{namespace}-h")
+            pipe.llen(listed)
+            pipe.hlen(hashed)
             sizes.add(tuple(await pipe.execute()))
         reads += 1
     assert reads > 8
@@ -687,6 +691,7 @@ async def test_close_releases_every_lease_and_leaves_nothing_running(
     # the autouse fixture fails the test if a refresh loop or the listener still runs
 
 
+@pytest.mark.single_node
 async def test_close_during_a_build_removes_its_temporary_keys(
     make_builder: MakeBuilder, redis: aioredis.Redis, redis_url: str, namespace: str
 ) -> None:
@@ -931,6 +936,7 @@ async def test_close_never_hangs_on_a_cancellation_lost_in_the_users_fetch(
         assert not await r.exists(KeySpace(namespace).lease(name))
 
 
+@pytest.mark.single_node
 async def test_a_reader_that_missed_a_rebuild_replays_it_from_the_stream(
     make_builder: MakeBuilder, reader: CacheClient, redis: aioredis.Redis, namespace: str
 ) -> None:

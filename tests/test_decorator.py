@@ -15,6 +15,8 @@ from redicache_async.keys import MAX_KEY_BYTES
 from .conftest import MakeCache
 from .helpers import wait_until
 
+pytestmark = pytest.mark.topologies
+
 
 class Calls:
     def __init__(self) -> None:

@@ -20,6 +20,8 @@ from redicache_async.testing import RedisServer
 
 from .helpers import wait_until
 
+pytestmark = pytest.mark.topologies
+
 
 def test_events_round_trip_with_any_key() -> None:
     for key in ["plain", 'quo"te', "uni é ✓", "back\\slash", "{tag}"]:
@@ -114,6 +116,7 @@ async def test_idle_pings_keep_the_subscription_and_events_flow(
     assert listener.connected
 
 
+@pytest.mark.single_node
 async def test_a_frozen_server_is_detected_and_the_listener_resubscribes(
     make_listener: MakeListener, namespace: str
 ) -> None:
