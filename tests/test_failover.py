@@ -1,0 +1,302 @@
+"""Failover: a cluster master killed (its replica promoted), a commanded Sentinel failover, and
+a Sentinel master killed.
+
+While the topology changes, calls keep answering (from the local layer, or by fetching in
+the process); afterwards writes go through again, listeners hear events again, a cold key is
+fetched once across processes (locks work again) and one builder leads. Each failure gets a
+set-up of its own for the module (it is changed), put back whole after each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from redicache_async import CacheBuilder, CacheClient, RedicacheError, Target
+from redicache_async.keys import KeySpace
+from redicache_async.testing import ClusterServers, Failover, RedisServer, SentinelServers
+
+from .helpers import Fetch, wait_until
+
+pytestmark = pytest.mark.slow
+
+#: Generous: a failover takes seconds, and the machines are shared.
+RECOVERY_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterServers]:
+    with ClusterServers(masters=3, replicas=1) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def sentinels() -> Iterator[SentinelServers]:
+    with SentinelServers(replicas=1, sentinels=3) as servers:
+        yield servers
+
+
+@dataclass
+class Failure:
+    """A way to lose a master: ``connect()`` makes a client of the set-up, ``victim(key)`` says
+    which server the failure will hit (for the test's records), ``fail(key)`` causes it and
+    waits until the set-up has settled (it blocks: run it in a thread), ``heal()`` puts the
+    set-up back whole."""
+
+    connect: Callable[[], Any]
+    fail: Callable[[str], Failover]
+    heal: Callable[[], None]
+
+
+@pytest.fixture
+async def failure(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Failure]:
+    kind: str = request.param
+    clients: list[Any] = []
+
+    if kind == "cluster master killed":
+        servers: ClusterServers = request.getfixturevalue("cluster")
+        killed = []
+
+        def connect() -> Any:
+            client = RedisCluster.from_url(servers.url, protocol=3)
+            clients.append(client)
+            return client
+
+        def fail(key: str) -> Failover:
+            victim = servers.master_for_key(key)
+            killed.append(victim)
+            return servers.fail_master(victim)
+
+        def heal() -> None:
+            for node in killed:
+                servers.restart_node(node)
+
+    else:
+        sentinel_servers: SentinelServers = request.getfixturevalue("sentinels")
+        killed_masters = []
+
+        def connect() -> Any:
+            # redis-py's Sentinel.__init__ has no annotations
+            sentinel = Sentinel(sentinel_servers.sentinel_addresses)  # type: ignore[no-untyped-call]
+            client = sentinel.master_for(sentinel_servers.master_name, protocol=3)
+            clients.append(client)
+            clients.extend(sentinel.sentinels)
+            return client
+
+        if kind == "sentinel failover":
+
+            def fail(key: str) -> Failover:
+                return sentinel_servers.failover()
+
+        else:
+
+            def fail(key: str) -> Failover:
+                killed_masters.append(sentinel_servers.master())
+                return sentinel_servers.kill_master()
+
+        def heal() -> None:
+            for node in killed_masters:
+                node.start()  # it comes back as a replica of the new master
+            sentinel_servers.wait_master()
+
+    yield Failure(connect, fail, heal)
+    for client in clients:
+        await client.aclose()
+    await asyncio.to_thread(heal)
+
+
+async def _until_written(cache: CacheClient, key: str, value: Any) -> float:
+    """Write ``value`` until a write goes through; the monotonic time it did."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT
+    while True:
+        try:
+            await cache.set(key, value)
+            return time.monotonic()
+        except RedicacheError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+ALL_FAILURES = ["cluster master killed", "sentinel failover", "sentinel master killed"]
+
+
+@pytest.mark.parametrize("failure", ALL_FAILURES, indirect=True)
+async def test_the_cache_answers_through_a_failover_and_converges(
+    failure: Failure, namespace: str, record_property: Callable[[str, object], None]
+) -> None:
+    keys = KeySpace(namespace)
+    # stale_ttl: a listener that reconnects may not know what it missed (no stream on a
+    # cluster, events lost in a failover): its copies are then stale, kept for fail-safe use.
+    options: dict[str, Any] = {"namespace": namespace, "redis_timeout": 1.0, "stale_ttl": 60.0}
+    async with (
+        CacheClient(failure.connect(), **options) as a,
+        CacheClient(failure.connect(), **options) as b,
+    ):
+        assert await a.get_or_init("page", Fetch({"v": 1})) == {"v": 1}
+        assert await b.get_or_init("page", Fetch({"v": "not fetched"})) == {"v": 1}
+
+        answers: list[Any] = []
+        errors: list[BaseException] = []
+        stop = asyncio.Event()
+
+        async def keep_asking() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    # a cold key (Redis, or a fetch here) and a warm one (the local layer)
+                    answers.append((n, await b.get_or_init(f"cold-{n}", Fetch({"n": n}))))
+                    answers.append((0, await b.get("page")))
+                except Exception as exc:
+                    errors.append(exc)
+                await asyncio.sleep(0.01)
+
+        started = time.monotonic()
+        asker = asyncio.create_task(keep_asking())
+        try:
+            failover = await asyncio.to_thread(failure.fail, keys.value("page"))
+            written = await _until_written(a, "page", {"v": 2})
+        finally:
+            stop.set()
+            await asker
+        recovery = written - started
+        record_property("failover_seconds", round(failover.seconds, 3))
+        record_property("first_write_after_seconds", round(recovery, 3))
+        print(f"settled after {failover.seconds:.2f} s; first write after {recovery:.2f} s")
+
+        assert errors == []
+        assert len(answers) > 10
+        for n, answer in answers:
+            assert answer == ({"n": n} if n else {"v": 1}) or (n == 0 and answer == {"v": 2})
+
+        # Every process converges: b hears the write (or flushes on reconnecting) ...
+        async def b_sees_the_write() -> bool:
+            return bool(await b.get("page") == {"v": 2})
+
+        await wait_until(b_sees_the_write, timeout=RECOVERY_TIMEOUT, what="b to see the write")
+        a_events = a.stats().invalidations_received
+        await b.set("page", {"v": 3})
+
+        async def a_sees_the_write() -> bool:
+            return bool(await a.get("page") == {"v": 3})
+
+        await wait_until(a_sees_the_write, timeout=RECOVERY_TIMEOUT, what="a to see b's write")
+        assert a.stats().invalidations_received > a_events  # by its listener, not by chance
+
+        # ... and the write lock works again: one fetch for a cold key across both processes.
+        fetch = Fetch({"after": True}, delay=0.1)
+        results = await asyncio.gather(
+            *(cache.get_or_init("after", fetch) for cache in (a, b) for _ in range(10))
+        )
+        assert results == [{"after": True}] * 20
+        assert fetch.calls == 1
+
+
+@pytest.mark.parametrize(
+    "failure", ["cluster master killed", "sentinel master killed"], indirect=True
+)
+async def test_one_builder_leads_again_after_a_failover(failure: Failure, namespace: str) -> None:
+    name = "report"
+    keys = KeySpace(namespace)
+    target = f"{namespace}-report"
+    calls = 0
+
+    def fetch() -> list[dict[str, int]]:
+        nonlocal calls
+        calls += 1
+        return [{"id": 1, "calls": calls}]
+
+    async with (
+        CacheBuilder(failure.connect(), namespace=namespace, lease_ttl=2.0) as one,
+        CacheBuilder(failure.connect(), namespace=namespace, lease_ttl=2.0) as two,
+    ):
+        for builder in (one, two):
+            await builder.register(
+                fetch, targets=[Target(target, "list")], refresh_interval=0.2, name=name
+            )
+
+        def leaders() -> int:
+            return sum(builder.status(name).is_leader for builder in (one, two))
+
+        def builds() -> int:
+            return sum(builder.status(name).builds for builder in (one, two))
+
+        await wait_until(lambda: leaders() == 1 and builds() >= 2, what="a leader that builds")
+        await asyncio.to_thread(failure.fail, keys.lease(name))
+        after_failover = builds()
+        await wait_until(
+            lambda: builds() >= after_failover + 3,
+            timeout=RECOVERY_TIMEOUT,
+            what="builds to go on after the failover",
+        )
+        await wait_until(lambda: leaders() == 1, timeout=RECOVERY_TIMEOUT, what="one leader")
+        reader: aioredis.Redis = failure.connect()
+        assert len(await reader.lrange(target, 0, -1)) == 1
+
+
+def _subscribers(node: RedisServer, channel: str) -> int:
+    """Clients subscribed to ``channel`` on ``node`` itself (classic pub/sub counts per node)."""
+    client = SyncRedis(host=node.host, port=node.port, socket_timeout=2)
+    try:
+        return int(dict(client.pubsub_numsub(channel))[channel.encode()])
+    finally:
+        client.close()
+
+
+async def test_a_listener_whose_node_dies_subscribes_on_another_one(
+    cluster: ClusterServers, namespace: str
+) -> None:
+    channel = KeySpace(namespace).channel
+    options: dict[str, Any] = {"namespace": namespace, "redis_timeout": 1.0}
+    b_redis = RedisCluster.from_url(cluster.url, protocol=3)
+    a_redis = RedisCluster.from_url(cluster.url, protocol=3)
+    killed: RedisServer | None = None
+    try:
+        async with CacheClient(b_redis, **options) as b:
+            (host,) = [n for n in cluster.nodes if n.running and _subscribers(n, channel)]
+            async with CacheClient(a_redis, **options) as a:
+                await a.set("page", 1)
+                assert await b.get("page") == 1  # now held in b's local layer
+                flushes = b.stats().local_flushes
+                killed = host
+                if host in cluster.masters():
+                    await asyncio.to_thread(cluster.fail_master, host)
+                else:
+                    host.kill()
+                # No stream on a cluster: a listener that reconnects cannot know what it
+                # missed, so it treats every local copy as expired.
+                await wait_until(
+                    lambda: b.stats().local_flushes > flushes,
+                    timeout=RECOVERY_TIMEOUT,
+                    what="b's listener to subscribe again",
+                )
+                live = [n for n in cluster.nodes if n.running]
+                assert sum(_subscribers(n, channel) for n in live) == 2  # a's and b's
+                await _until_written(a, "page", 2)
+
+                async def b_sees_the_write() -> bool:
+                    return bool(await b.get("page") == 2)
+
+                await wait_until(b_sees_the_write, timeout=RECOVERY_TIMEOUT, what="b to see it")
+                events = b.stats().invalidations_received
+                await a.set("page", 3)
+                await wait_until(
+                    lambda: b.stats().invalidations_received > events, what="the next event"
+                )
+    finally:
+        await a_redis.aclose()
+        await b_redis.aclose()
+        if killed is not None:
+            await asyncio.to_thread(cluster.restart_node, killed)
