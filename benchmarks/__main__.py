@@ -18,11 +18,28 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from . import builder_rebuild, cold_key, concurrency, hot_path, invalidation, memory, report
+from . import (
+    builder_rebuild,
+    cluster_pubsub,
+    cold_key,
+    concurrency,
+    hot_path,
+    invalidation,
+    memory,
+    report,
+)
 from .cli import on_server
 from .results import Result
 
-PARTS = ("hot-path", "concurrency", "cold-key", "invalidation", "rebuild", "memory")
+PARTS = (
+    "hot-path",
+    "concurrency",
+    "cold-key",
+    "invalidation",
+    "rebuild",
+    "memory",
+    "cluster-pubsub",
+)
 HERE = Path(__file__).parent
 
 
@@ -65,6 +82,8 @@ def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Re
         "invalidation": lambda: _extend(results, invalidation.run(url, smoke=smoke)),
         "rebuild": lambda: asyncio.run(builder_rebuild.run(url, rebuild, collect=results)),
         "memory": lambda: _extend(results, memory.run(smoke=smoke)),
+        # on clusters of its own: the server at ``url`` is a single node
+        "cluster-pubsub": lambda: _extend(results, cluster_pubsub.run(smoke=smoke)),
     }
     for number, part in enumerate(parts):
         if number:
