@@ -45,12 +45,20 @@ end
 local version = string.format('%.0f', v)
 """
 
+# Read scripts start with this line. A script declared with a shebang (and without the
+# ``no-writes`` flag) is refused by a replica (READONLY), as a write would be. Without it, a
+# client still connected to a master that a failover demoted would read the replica it became,
+# which answers "no value" while it resyncs. ``allow-oom``: a read may run when memory is full.
+_READ_FROM_MASTER = "#!lua flags=allow-oom\n"
+
 # KEYS: value hashes. Returns, for each, {payload, version, pttl}, or false when it has no value
 # (a key of another type, written by hand, has none: pcall turns its WRONGTYPE into an error
 # table). Any other error is the server's (a cluster slot between two masters...) and is
 # returned as such: it must not read as "no value". One call reads the values that concurrent
 # callers asked for (``batching.py``).
-READ_MANY = """
+READ_MANY = (
+    _READ_FROM_MASTER
+    + """
 local out = {}
 for i, key in ipairs(KEYS) do
   local r = redis.pcall('HMGET', key, 'd', 'v')
@@ -65,6 +73,7 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+)
 
 # KEYS[1]: value hash, KEYS[2]: its lock. ARGV[1]: token, ARGV[2]: lock ttl in ms,
 # ARGV[3]: '1' to ignore a value that cannot be decoded.
@@ -227,7 +236,9 @@ return reply
 
 # KEYS[1]: a builder target, KEYS[2]: its meta hash. ARGV[1]: a hash field ('' for everything).
 # Returns {redis type, data or nil, version ('0': not written by a builder), built type, size}.
-READ_TARGET = """
+READ_TARGET = (
+    _READ_FROM_MASTER
+    + """
 local meta = redis.call('HMGET', KEYS[2], 'v', 'type', 'n')
 local kind = redis.call('TYPE', KEYS[1])['ok']
 local data = false
@@ -241,6 +252,7 @@ elseif kind == 'zset' then data = redis.call('ZRANGE', KEYS[1], 0, -1)
 end
 return {kind, data, meta[1] or '0', meta[2] or '', meta[3] or ''}
 """
+)
 
 _ALL = (
     READ_MANY,

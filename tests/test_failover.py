@@ -300,3 +300,32 @@ async def test_a_listener_whose_node_dies_subscribes_on_another_one(
         await b_redis.aclose()
         if killed is not None:
             await asyncio.to_thread(cluster.restart_node, killed)
+
+
+async def test_reads_are_refused_by_a_replica_not_answered_as_no_value(namespace: str) -> None:
+    """A client still connected to a master that a failover demoted talks to a replica, which
+    answers "no value" while it resyncs: the library's reads must fail there (and answer as
+    without Redis) rather than take its word."""
+    with (
+        RedisServer() as master,
+        RedisServer(
+            binary=master.binary, extra_args=["--replicaof", master.host, str(master.port)]
+        ) as replica,
+    ):
+        async with aioredis.Redis(port=master.port) as m, CacheClient(m, namespace=namespace) as a:
+            await a.set("k", {"v": 1})
+            value_key = KeySpace(namespace).value("k")
+            async with aioredis.Redis(port=replica.port) as r:
+
+                async def replicated() -> bool:
+                    return bool(await r.exists(value_key))
+
+                await wait_until(replicated, timeout=RECOVERY_TIMEOUT, what="the replica's copy")
+                async with CacheClient(r, namespace=namespace, redis_timeout=1.0) as b:
+                    assert await b.get("k") is None
+                    assert await b.get_target("some-target") is None
+                    fetch = Fetch({"v": "fetched"})
+                    assert await b.get_or_init("k", fetch) == {"v": "fetched"}
+                    stats = b.stats()
+                    assert (stats.redis_hits, fetch.calls) == (0, 1)
+                    assert stats.redis_errors >= 1
