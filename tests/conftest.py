@@ -249,6 +249,46 @@ def server_client_count(make_redis: MakeRedis) -> Callable[[], Awaitable[int]]:
 
 
 @pytest.fixture
+def data_node_connections(
+    request: pytest.FixtureRequest, topology: str
+) -> Callable[..., Awaitable[int]]:
+    """``await data_node_connections(subscribed=False)``: client connections on every data node
+    of this test's topology (the server; every cluster node; the Sentinel master and replicas),
+    not counting the ones used to ask; with ``subscribed``, only those subscribed to a
+    channel. Replication links count too, and stay the same."""
+    if topology == "cluster":
+        nodes = list(request.getfixturevalue("cluster_servers").nodes)
+    elif topology == "sentinel":
+        nodes = list(request.getfixturevalue("sentinel_servers").nodes)
+    else:
+        server = request.getfixturevalue("redis_server")
+        if not isinstance(server, RedisServer):
+            pytest.skip("needs a server the suite started; REDIS_URL is set")
+        nodes = [server]
+
+    def count_now(subscribed: bool) -> int:
+        total = 0
+        for node in nodes:
+            if not node.running:
+                continue
+            client = SyncRedis(host=node.host, port=node.port, socket_timeout=2)
+            try:
+                clients = client.client_list()
+            finally:
+                client.close()
+            if subscribed:
+                total += sum(int(c.get("sub", 0)) > 0 for c in clients)
+            else:
+                total += len(clients) - 1
+        return total
+
+    async def count(subscribed: bool = False) -> int:
+        return await asyncio.to_thread(count_now, subscribed)
+
+    return count
+
+
+@pytest.fixture
 async def make_cache(redis: aioredis.Redis, namespace: str) -> AsyncIterator[MakeCache]:
     """Started clients on this test's namespace (over ``redis`` unless given another client),
     closed when the test ends."""

@@ -800,6 +800,32 @@ async def test_aclose_leaves_no_task_and_no_connection(
     )
 
 
+async def test_aclose_leaves_no_connection_on_any_node(
+    make_redis: Callable[..., aioredis.Redis],
+    namespace: str,
+    data_node_connections: Callable[..., Awaitable[int]],
+) -> None:
+    baseline = await data_node_connections()
+    subscribers = await data_node_connections(subscribed=True)
+    r = make_redis()
+    async with CacheClient(r, namespace=namespace) as cache:
+        await cache.get_or_init("k", Counter())
+        await cache.set("j", 1)
+        assert await cache.get("j") == 1
+        assert await data_node_connections(subscribed=True) == subscribers + 1  # the listener
+    # The listener's connection is closed by aclose() (the server sees it go a moment later);
+    # the pool's belong to the caller's Redis, closed next.
+    await wait_until(
+        lambda: _equals(data_node_connections(subscribed=True), subscribers),
+        timeout=2.0,
+        what="the listener's connection to close",
+    )
+    await r.aclose()
+    await wait_until(
+        lambda: _equals(data_node_connections(), baseline), what="connections to close"
+    )
+
+
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
 
