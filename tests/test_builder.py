@@ -965,3 +965,24 @@ async def test_a_reader_that_missed_a_rebuild_replays_it_from_the_stream(
     await wait_until(lambda: reader.stats().replays >= 1, what="the reader to replay")
     assert await reader.get_target(key) == _items(3, "new")
     assert reader.stats().local_flushes == 0
+
+
+async def test_aclose_closes_the_listener_and_releases_the_lease_on_every_topology(
+    make_redis: Callable[..., aioredis.Redis],
+    namespace: str,
+    data_node_connections: Callable[..., Awaitable[int]],
+) -> None:
+    subscribers = await data_node_connections(subscribed=True)
+    r = make_redis()
+    async with CacheBuilder(r, namespace=namespace) as builder:
+        name = await builder.register(
+            Source(), targets=[Target(f"{namespace}-l", "list")], refresh_interval=100
+        )
+        await _built(builder, name)
+        assert await data_node_connections(subscribed=True) == subscribers + 1  # its listener
+    assert await r.exists(KeySpace(namespace).lease(name)) == 0
+
+    async def closed() -> bool:
+        return await data_node_connections(subscribed=True) == subscribers
+
+    await wait_until(closed, timeout=2.0, what="the listener's connection to close")
