@@ -476,9 +476,7 @@ def _print_report(
     )
     out("")
     for result in results:
-        met = {True: "met", False: "NOT met", None: "no target"}[result.met]
-        target = f"target {result.target_text}: {met}" if result.bound is not None else met
-        out(f"{result.name}: {result.figure_text} ({target})")
+        out(result.verdict)
         out(f"  {result.detail}")
     out("start spread: max - min of the workers' start moments. Times are figures, not assertions.")
 

@@ -218,9 +218,7 @@ def _print_report(
     out(f"median over the block pairs of the ratio of their p50s: {per_block:.2f}x")
     out("")
     for result in results:
-        met = {True: "met", False: "NOT met", None: "no target"}[result.met]
-        target = f"target {result.target_text}: {met}" if result.bound is not None else met
-        out(f"{result.name}: {result.figure_text} ({target})")
+        out(result.verdict)
     out(f"  {results[0].detail}")
     out("Times are figures, not assertions.")
 

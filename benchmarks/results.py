@@ -64,6 +64,13 @@ class Result:
     def figure_text(self) -> str:
         return format_figure(self.figure, self.unit)
 
+    @property
+    def verdict(self) -> str:
+        """``name: figure (target ≤ bound: met)``, the line a part prints for it."""
+        met = {True: "met", False: "NOT met", None: "no target"}[self.met]
+        target = f"target {self.target_text}: {met}" if self.bound is not None else met
+        return f"{self.name}: {self.figure_text} ({target})"
+
 
 def format_figure(value: float, unit: str) -> str:
     if unit == "x":
