@@ -1,0 +1,97 @@
+"""aiohttp: the cache opens with the application and closes with it.
+
+::
+
+    from aiohttp import web
+    from redicache_async.integrations.aiohttp import cache_context, get_cache
+
+    async def home(request: web.Request) -> web.Response:
+        page = await get_cache(request).get_or_init("cms::home", fetch_home, ttl=60)
+        return web.json_response(page)
+
+    app = web.Application()
+    app.cleanup_ctx.append(cache_context("redis://127.0.0.1:6379", namespace="myapp"))
+    app.router.add_get("/home", home)
+
+``cache_context`` starts a :class:`CacheClient` (its listener subscribed) when the app starts,
+and, with ``setup_builder``, a :class:`CacheBuilder` that it hands to that function to register
+its caches. On cleanup it closes them (the builder releases its leases, so another instance
+leads at once) and, when it was given a URL, the Redis client it made. ``get_cache`` and
+``get_builder`` find them from a request (sub-applications included) or from the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from redicache_async.builder import CacheBuilder
+from redicache_async.client import CacheClient
+
+from ._resources import BuilderSetup, open_cache
+
+__all__ = ["BUILDER_KEY", "CACHE_KEY", "cache_context", "get_builder", "get_cache"]
+
+CACHE_KEY = web.AppKey("redicache_cache", CacheClient)
+BUILDER_KEY = web.AppKey("redicache_builder", CacheBuilder)
+
+
+def cache_context(
+    redis: Any,
+    *,
+    namespace: str,
+    setup_builder: BuilderSetup | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    builder_options: Mapping[str, Any] | None = None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context for ``app.cleanup_ctx.append(...)``.
+
+    ``redis``: a ``redis.asyncio`` client (a ``Redis``, ``RedisCluster`` or Sentinel master,
+    left open for you) or a URL (its client is made and closed here). ``client_options`` and
+    ``builder_options`` are the keyword options of :class:`CacheClient` and
+    :class:`CacheBuilder`.
+    """
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with open_cache(
+            redis,
+            namespace=namespace,
+            setup_builder=setup_builder,
+            client_options=client_options,
+            builder_options=builder_options,
+        ) as resources:
+            app[CACHE_KEY] = resources.cache
+            if resources.builder is not None:
+                app[BUILDER_KEY] = resources.builder
+            yield
+
+    return context
+
+
+def get_cache(where: web.Request | web.Application) -> CacheClient:
+    """The :class:`CacheClient` of the request's application (or of ``where``, an app)."""
+    try:
+        cache: CacheClient = _lookup(where)[CACHE_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "no CacheClient on this application: append cache_context(...) to its cleanup_ctx"
+        ) from None
+    return cache
+
+
+def get_builder(where: web.Request | web.Application) -> CacheBuilder:
+    """The :class:`CacheBuilder`, there when :func:`cache_context` was given ``setup_builder``."""
+    try:
+        builder: CacheBuilder = _lookup(where)[BUILDER_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "no CacheBuilder on this application: pass setup_builder= to cache_context()"
+        ) from None
+    return builder
+
+
+def _lookup(where: web.Request | web.Application) -> Mapping[Any, Any]:
+    # A request's config_dict also sees the parent applications of a sub-application.
+    return where.config_dict if isinstance(where, web.Request) else where
