@@ -43,10 +43,12 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The demo (several processes sharing one cache over a server it starts itself), then
     the examples, so that what the README shows keeps running."""
-    session.install(".[server]")
+    session.install(".[server,fastapi,aiohttp]", "uvicorn", "httpx")
     session.run("python", "-m", "redicache_async", "demo", *session.posargs)
     session.run("python", "examples/basic.py")
     session.run("python", "examples/smart_redis.py")
+    session.run("python", "examples/fastapi_app.py")
+    session.run("python", "examples/aiohttp_app.py")
 
 
 @nox.session
