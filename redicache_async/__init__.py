@@ -24,7 +24,7 @@ from .errors import (
     SerializationError,
     UnknownRegistrationError,
 )
-from .serializers import JsonSerializer, PickleSerializer, Serializer
+from .serializers import JsonSerializer, MsgpackSerializer, PickleSerializer, Serializer
 from .stats import CacheStats
 from .targets import Target, TargetType
 
@@ -40,6 +40,7 @@ __all__ = [
     "InvalidArgumentTypeError",
     "InvalidResultError",
     "JsonSerializer",
+    "MsgpackSerializer",
     "PickleSerializer",
     "RedicacheError",
     "RedisPermissionError",
