@@ -25,12 +25,13 @@ from .errors import (
     UnknownRegistrationError,
 )
 from .serializers import JsonSerializer, MsgpackSerializer, PickleSerializer, Serializer
-from .stats import CacheStats
+from .stats import BuilderStats, CacheStats
 from .targets import Target, TargetType
 
 __all__ = [
     "BuildError",
     "BuildStatus",
+    "BuilderStats",
     "CacheBuilder",
     "CacheClient",
     "CacheStats",

@@ -48,6 +48,7 @@ from .listener import InvalidationListener
 from .locks import wait_event
 from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
+from .stats import BuilderStats
 from .targets import Deposed, Prepared, Target, describe, prepare, swap, write
 from .validation import check_callable, check_optional_seconds, check_seconds
 
@@ -305,6 +306,18 @@ class CacheBuilder(Lifecycle):
         """How ``name`` stands on this instance."""
         return self._get(name).status()
 
+    def stats(self) -> BuilderStats:
+        """This instance's counters, summed over its registrations."""
+        statuses = [(r, r.status()) for r in self._registrations.values()]
+        return BuilderStats(
+            registrations=len(statuses),
+            leading=sum(status.is_leader for _, status in statuses),
+            terms=sum(registration.terms for registration, _ in statuses),
+            builds=sum(status.builds for _, status in statuses),
+            failures=sum(status.failures for _, status in statuses),
+            ignored_messages=self._ignored_messages,
+        )
+
     async def wait_built(self, name: str, timeout: float | None = None) -> None:
         """Return once ``name`` has been built, by any instance (at once if it already was);
         raises TimeoutError after ``timeout`` seconds."""
@@ -422,6 +435,7 @@ class _Registration:
         self._epoch: str | None = None
         self._builds = 0
         self._failures = 0
+        self.terms = 0
         self._failures_in_a_row = 0
         self._last_built_at: float | None = None
         self._last_duration: float | None = None
@@ -517,6 +531,7 @@ class _Registration:
     async def _lead(self, lease: Lease, elected: Elected) -> None:
         loop = asyncio.get_running_loop()
         self.is_leader = True
+        self.terms += 1
         self._epoch = elected.epoch
         self._retry_at = None
         self._failures_in_a_row = 0

@@ -447,6 +447,8 @@ class CacheClient(Lifecycle):
                     if deadline is None:
                         self._stats.misses += 1
                     if status == 2:
+                        if deadline is not None:  # we waited: its holder left no value
+                            self._stats.lock_takeovers += 1
                         lease = self._lease(key, token)
                         return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard)
                     # Another process holds the lock: sleep until its event, the lock's expiry

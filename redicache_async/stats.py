@@ -1,10 +1,11 @@
-"""The counters a client keeps. ``stats()`` hands out a copy, so a snapshot never moves."""
+"""The counters a client and a builder keep. ``stats()`` hands out a copy, so a snapshot never
+moves."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CacheStats"]
+__all__ = ["BuilderStats", "CacheStats"]
 
 
 @dataclass(slots=True)
@@ -25,6 +26,9 @@ class CacheStats:
     """Loads that found the write lock held by another process and waited for its value."""
     lock_wait_timeouts: int = 0
     """Waits that ran past ``wait_timeout`` and fetched in-process instead."""
+    lock_takeovers: int = 0
+    """Locks this client took after waiting on another holder that left no value: it died
+    (its lock expired), or its fetch failed and it let go."""
     fenced_writes: int = 0
     """Writes rejected because this client no longer held the lock (its lease had expired)."""
     writes: int = 0
@@ -57,3 +61,22 @@ class CacheStats:
     """Entries in the local layer when the snapshot was taken."""
     local_bytes: int = 0
     """Serialized bytes of the values in the local layer when the snapshot was taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuilderStats:
+    """One builder's counters since it was created, summed over its registrations
+    (``CacheBuilder.stats()``; ``status(name)`` has them per registration)."""
+
+    registrations: int
+    """Registrations on this instance now."""
+    leading: int
+    """Registrations this instance leads now."""
+    terms: int
+    """Times this instance became the leader of a registration."""
+    builds: int
+    """Builds this instance swapped in."""
+    failures: int
+    """Builds of this instance that failed (the targets kept their data)."""
+    ignored_messages: int
+    """Messages on the builders' channel that were malformed or foreign, and so ignored."""

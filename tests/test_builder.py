@@ -17,6 +17,7 @@ from redis.crc import key_slot
 
 from redicache_async import (
     BuildError,
+    BuilderStats,
     CacheBuilder,
     CacheClient,
     ClientClosedError,
@@ -986,3 +987,25 @@ async def test_aclose_closes_the_listener_and_releases_the_lease_on_every_topolo
         return await data_node_connections(subscribed=True) == subscribers
 
     await wait_until(closed, timeout=2.0, what="the listener's connection to close")
+
+
+async def test_stats_sum_the_registrations_of_an_instance(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    builder = await make_builder()
+    assert builder.stats() == BuilderStats(0, 0, 0, 0, 0, 0)
+    good, bad = Source(), Source()
+    bad.error = RuntimeError("the report database is down")
+    first = await builder.register(
+        good, targets=[Target(f"{namespace}-a", "list")], refresh_interval=100
+    )
+    second = await builder.register(
+        bad, targets=[Target(f"{namespace}-b", "list")], refresh_interval=100
+    )
+    await _built(builder, first)
+    await wait_until(lambda: builder.status(second).failures >= 1, what="a failed build")
+    stats = builder.stats()
+    assert (stats.registrations, stats.leading, stats.terms) == (2, 2, 2)
+    assert (stats.builds, stats.failures) == (1, builder.status(second).failures)
+    await builder.unregister(second)
+    assert builder.stats().registrations == 1

@@ -462,6 +462,7 @@ async def test_waiter_is_woken_by_the_new_value_not_by_polling(make_cache: MakeC
     await holding
     # the first fallback poll is 100 ms away: an answer well before it came from the event
     assert await asyncio.wait_for(waiting, 0.08) == "done"
+    assert waiter.stats().lock_takeovers == 0  # it got the holder's value
 
 
 async def test_waiter_takes_over_when_the_holder_vanishes(
@@ -473,7 +474,12 @@ async def test_waiter_takes_over_when_the_holder_vanishes(
     fetch = Counter()
     assert await waiter.get_or_init("k", fetch) == {"value": "v1"}
     stats = waiter.stats()
-    assert (stats.lock_waits, stats.fetches, stats.lock_wait_timeouts) == (1, 1, 0)
+    assert (stats.lock_waits, stats.lock_takeovers, stats.fetches, stats.lock_wait_timeouts) == (
+        1,
+        1,
+        1,
+        0,
+    )
 
 
 async def test_wait_timeout_answers_with_an_in_process_fetch(
