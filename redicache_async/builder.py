@@ -46,6 +46,7 @@ from .leases import Lease, new_token
 from .lifecycle import Lifecycle
 from .listener import InvalidationListener
 from .locks import wait_event
+from .logs import Throttle
 from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
 from .stats import BuilderStats
@@ -436,6 +437,7 @@ class _Registration:
         self._builds = 0
         self._failures = 0
         self.terms = 0
+        self._log = Throttle()
         self._failures_in_a_row = 0
         self._last_built_at: float | None = None
         self._last_duration: float | None = None
@@ -642,14 +644,22 @@ class _Registration:
         except Exception as exc:
             self._failures += 1
             self._last_error = describe_error(exc)
-            log = logger.exception if self._failures_in_a_row == 0 else logger.warning
-            log("build of %r failed; its targets keep their previous data: %s", self.name, exc)
+            first = self._failures_in_a_row == 0  # with its traceback; the next ones without
+            self._log.log(
+                logging.ERROR if first else logging.WARNING,
+                "build",
+                "build of %r failed; its targets keep their previous data: %s",
+                self.name,
+                exc,
+                exc_info=exc if first else None,
+            )
             await self._leadership.record(lease, origin=shared.origin, error=self._last_error)
             return exc
         finally:
             if writes and not swapped:
                 await self._discard(writes)
         duration = time.monotonic() - started
+        self._log.reset("build")
         self._builds += 1
         self._last_built_at = time.time() - duration
         self._last_duration = duration

@@ -20,6 +20,7 @@ from .invalidation import OP_BUILT, OP_RESIGN, event_prefix, plain_event
 from .keys import KeySpace
 from .leases import Lease
 from .locks import wait_event
+from .logs import Throttle
 from .orphans import OrphanedClaims
 from .scripts import Scripts
 
@@ -76,6 +77,7 @@ class Leadership:
         # (announced) once Redis answers, rather than leave the registration leaderless for
         # a whole lease.
         self._orphans = OrphanedClaims(self._release_orphan)
+        self._log = Throttle()
 
     async def aclose(self) -> None:
         await self._orphans.aclose()
@@ -181,4 +183,10 @@ class Leadership:
                 self._timeout,
             )
         except REDIS_FAILURES as exc:
-            logger.warning("could not record the build of %r: %s", self._name, describe_error(exc))
+            self._log.log(
+                logging.WARNING,
+                "record",
+                "could not record the build of %r: %s",
+                self._name,
+                describe_error(exc),
+            )

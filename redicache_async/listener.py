@@ -16,6 +16,7 @@ from typing import Any
 from .cancellation import bounded, cancel_and_wait
 from .errors import REDIS_FAILURES, REFUSALS, RedisPermissionError, describe_error
 from .invalidation import Event, decode_event
+from .logs import Throttle
 from .replay import StreamCursor
 from .topology import first_attempt, open_subscriber
 
@@ -63,6 +64,7 @@ class InvalidationListener:
         #: Set while subscribed; cleared the moment the connection is known to be lost.
         self.connected = False
         self.reconnects = 0
+        self._log = Throttle()
 
     async def start(self, wait: float) -> bool:
         """Start listening; True once subscribed, False if that took longer than ``wait``
@@ -117,7 +119,12 @@ class InvalidationListener:
                     describe_error(exc),
                 )
             except REDIS_FAILURES as exc:
-                logger.warning("invalidation listener lost its connection: %s", describe_error(exc))
+                self._log.log(
+                    logging.WARNING,
+                    "lost",
+                    "invalidation listener lost its connection: %s",
+                    describe_error(exc),
+                )
             except Exception:
                 logger.exception("invalidation listener failed; reconnecting")
             finally:
@@ -169,6 +176,7 @@ class InvalidationListener:
                 self.refusal = None
                 self._refused.clear()
                 self._subscribed.set()
+                self._log.reset("lost")  # the next outage is news again
                 continue
             elif kind != "pong":
                 continue
