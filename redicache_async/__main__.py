@@ -1,4 +1,5 @@
-"""``python -m redicache_async COMMAND``: ``demo`` shows the cache at work on real processes."""
+"""``python -m redicache_async COMMAND``: ``demo`` shows the cache at work on real processes;
+``status`` shows what a namespace holds in Redis."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import demo
+from . import demo, status_report
 
 __all__ = ["main"]
 
@@ -34,6 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(handler=demo.main)
+    status_parser = commands.add_parser(
+        "status",
+        help="what a namespace holds: cached keys and TTLs, locks, builders and their leaders",
+        description=(
+            "Read one namespace from Redis (never writing) and print its cached keys with "
+            "their TTLs, the write locks held (fetches running), every builder registration "
+            "with its leader, last build and last error, and the builders' targets."
+        ),
+    )
+    status_report.add_arguments(status_parser)
+    status_parser.set_defaults(handler=status_report.main)
     return parser
 
 

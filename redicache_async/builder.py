@@ -653,7 +653,12 @@ class _Registration:
                 exc,
                 exc_info=exc if first else None,
             )
-            await self._leadership.record(lease, origin=shared.origin, error=self._last_error)
+            await self._leadership.record(
+                lease,
+                origin=shared.origin,
+                interval=spec.refresh_interval,
+                error=self._last_error,
+            )
             return exc
         finally:
             if writes and not swapped:
@@ -666,7 +671,11 @@ class _Registration:
         self._last_error = None
         self.built.set()
         await self._leadership.record(
-            lease, origin=shared.origin, duration=duration, spec=describe(spec.targets)
+            lease,
+            origin=shared.origin,
+            interval=spec.refresh_interval,
+            duration=duration,
+            spec=describe(spec.targets),
         )
         return None
 

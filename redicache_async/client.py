@@ -55,6 +55,7 @@ from .targets import decode_target, empty_target
 from .topology import is_cluster
 from .validation import (
     check_callable,
+    check_count,
     check_optional_seconds,
     check_seconds,
     ttl_to_ms,
@@ -111,14 +112,8 @@ class CacheClient(Lifecycle):
         redis_timeout: float = 1.0,
         serializer: Serializer | None = None,
     ) -> None:
-        for name, value in (
-            ("local_max_entries", local_max_entries),
-            ("local_max_bytes", local_max_bytes),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
-            if value < 0:
-                raise InvalidArgumentError(f"{name} must be zero or more, got {value}")
+        check_count("local_max_entries", local_max_entries)
+        check_count("local_max_bytes", local_max_bytes)
         self._keys = KeySpace(namespace)
         self._lock_ttl = check_seconds("lock_ttl", lock_ttl)
         self._fetch_timeout = check_optional_seconds("fetch_timeout", fetch_timeout)

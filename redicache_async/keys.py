@@ -52,6 +52,19 @@ def _tagged(key: str) -> str:
     return f"{{{key}}}"
 
 
+def _untagged(tagged: str) -> str | None:
+    """The user key behind :func:`_tagged`'s output, or None when ``tagged`` is not one."""
+    if len(tagged) > 23 and tagged.startswith("{#") and tagged[22] == "}":
+        key = tagged[23:]
+        if _tagged(key) == tagged:
+            return key
+    if len(tagged) > 2 and tagged[0] == "{" and tagged[-1] == "}":
+        key = tagged[1:-1]
+        if _tagged(key) == tagged:
+            return key
+    return None
+
+
 def _hash_tag(key: str) -> str | None:
     """The part of ``key`` that Redis Cluster hashes, when it is not the whole key."""
     start = key.find("{")
@@ -116,6 +129,46 @@ class KeySpace:
     def target_meta(self, target: str) -> str:
         """The hash beside a builder target, in its slot: fencing epoch, version, type, size."""
         return f"{self.namespace}:target:{{{slot_tag(target)}}}{target}"
+
+    # -- the way back, for operators (``python -m redicache_async status``) --------------------
+
+    def pattern(self, kind: str) -> str:
+        """A ``SCAN MATCH`` pattern for one kind of key: ``v``, ``lock``, ``builder``, ``target``.
+        Namespaces hold no glob characters, so they need no escaping."""
+        return f"{self.namespace}:{kind}:*"
+
+    def cached_key(self, name: str) -> str | None:
+        """The user key whose value hash is ``name``, or None if ``name`` is not one."""
+        return self._parse(name, "v")
+
+    def locked_key(self, name: str) -> str | None:
+        """The user key whose write lock is ``name``, or None."""
+        return self._parse(name, "lock")
+
+    def registration_name(self, name: str) -> str | None:
+        """The registration whose lease or state is ``name``, or None."""
+        rest = self._rest(name, "builder")
+        if rest is None or not rest.startswith("{"):
+            return None
+        tag, _, part = rest[1:].partition("}:")
+        return tag if tag and part in ("lease", "state") else None
+
+    def target_of_meta(self, name: str) -> str | None:
+        """The builder target whose meta hash is ``name``, or None."""
+        rest = self._rest(name, "target")
+        if rest is None or not rest.startswith("{"):
+            return None
+        end = rest.find("}")
+        target = rest[end + 1 :] if end > 0 else ""
+        return target if target and self.target_meta(target) == name else None
+
+    def _rest(self, name: str, kind: str) -> str | None:
+        prefix = f"{self.namespace}:{kind}:"
+        return name[len(prefix) :] if name.startswith(prefix) else None
+
+    def _parse(self, name: str, kind: str) -> str | None:
+        rest = self._rest(name, kind)
+        return None if rest is None else _untagged(rest)
 
     def temporary(self, target: str, token: str) -> str:
         """Where a target's next build is written before it is renamed over the target."""

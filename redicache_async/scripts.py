@@ -165,12 +165,13 @@ return {1, epoch, now, redis.call('HGET', KEYS[2], 'built_at') or '',
 
 # KEYS[1]: lease, KEYS[2]: state. ARGV[1]: token, ARGV[2]: 'ok' or 'error', ARGV[3]: the build's
 # duration in ms, ARGV[4]: the spec (ok) or the error text, ARGV[5]: channel, ARGV[6]: the prefix
-# of the event announcing a build (its version is when the build started, in ms). Recorded only
-# by the lease holder.
+# of the event announcing a build (its version is when the build started, in ms), ARGV[7]: the
+# refresh interval in seconds (for operators). Recorded only by the lease holder.
 RECORD_BUILD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[2], 'interval', ARGV[7])
 if ARGV[2] == 'ok' then
   local built_at = string.format('%.0f', now - tonumber(ARGV[3]))
   redis.call('HSET', KEYS[2], 'built_at', built_at, 'duration_ms', ARGV[3], 'spec', ARGV[4],

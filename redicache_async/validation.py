@@ -12,6 +12,7 @@ from .errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = [
     "check_callable",
+    "check_count",
     "check_optional_seconds",
     "check_seconds",
     "is_async_callable",
@@ -34,6 +35,16 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> floa
         bound = "zero or more" if allow_zero else "greater than zero"
         raise InvalidArgumentError(f"{name} must be finite and {bound}, got {value!r}")
     return float(value)
+
+
+def check_count(name: str, value: object, *, minimum: int = 0) -> int:
+    """An int of at least ``minimum`` (bools are refused: ``True`` is no count)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        bound = "zero or more" if minimum == 0 else f"at least {minimum}"
+        raise InvalidArgumentError(f"{name} must be {bound}, got {value}")
+    return value
 
 
 def ttl_to_ms(ttl: object) -> int:

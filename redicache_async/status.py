@@ -1,0 +1,297 @@
+"""What one namespace holds in Redis, read for operators: cached keys with their TTLs, held
+write locks, builder registrations (leader, last build, last error) and their targets.
+
+Everything here comes from Redis alone (``SCAN`` over the namespace's patterns, then pipelined
+reads), so it sees every process and host that shares the namespace. It reads and never
+writes. On a cluster, ``SCAN`` visits every master. ``python -m redicache_async status``
+prints it; :func:`read_status` hands it to programs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from redis.exceptions import ResponseError
+
+from .keys import KeySpace
+from .validation import check_count
+
+__all__ = [
+    "CachedKey",
+    "HeldLock",
+    "NamespaceStatus",
+    "RegistrationRecord",
+    "TargetRecord",
+    "read_status",
+]
+
+_SCAN_COUNT: Final = 500
+_PIPELINE_SIZE: Final = 500
+#: ``PTTL``'s answer for a key that does not exist (it expired after the scan found it).
+_GONE: Final = -2
+
+
+@dataclass(frozen=True, slots=True)
+class CachedKey:
+    key: str
+    #: Seconds left; None when the value never expires.
+    ttl: float | None
+    #: When the value was written (its version is the server's clock in microseconds).
+    written_at: float | None
+    #: Bytes of the serialized value.
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLock:
+    key: str
+    #: Seconds left before the lock expires unless its holder renews it.
+    ttl: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRecord:
+    """A builder registration as its leaders recorded it in Redis."""
+
+    name: str
+    #: The instance holding the lease now (``host:pid:random``); None when nobody leads.
+    leader: str | None
+    #: Seconds left on the current leader's lease.
+    lease_ttl: float | None
+    #: The fencing epoch of the newest term.
+    epoch: int | None
+    #: When the newest term began (seconds since the epoch, server clock).
+    elected_at: float | None
+    refresh_interval: float | None
+    #: The targets of the last successful build.
+    targets: tuple[str, ...]
+    #: When the last successful build started, and how long it took (seconds).
+    last_built_at: float | None
+    last_duration: float | None
+    #: Builds and failures over every leader's terms.
+    builds: int
+    failures: int
+    #: The newest failure (``Type: message``), cleared by the next success.
+    last_error: str | None
+    last_error_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRecord:
+    """A key that a builder maintains (it lives at exactly the key the user named)."""
+
+    key: str
+    registration: str | None
+    type: str | None
+    #: Elements written by the last swap.
+    size: int | None
+    #: When the last swap happened (seconds since the epoch, server clock).
+    swapped_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceStatus:
+    namespace: str
+    keys: tuple[CachedKey, ...]
+    locks: tuple[HeldLock, ...]
+    registrations: tuple[RegistrationRecord, ...]
+    targets: tuple[TargetRecord, ...]
+    #: Entries in the namespace's event stream (None when it does not exist).
+    events: int | None
+    #: True when a section held more than ``limit`` entries and was cut short.
+    truncated: bool
+
+
+async def read_status(redis: Any, namespace: str, *, limit: int = 1000) -> NamespaceStatus:
+    """Read namespace ``namespace`` (a ``Redis``, a ``RedisCluster`` or a Sentinel master
+    client; any ``decode_responses``). Each section lists at most ``limit`` entries, sorted."""
+    keys = KeySpace(namespace)
+    check_count("limit", limit, minimum=1)
+    truncated = False
+
+    async def scan(kind: str, parse: Callable[[str], str | None]) -> list[tuple[str, str]]:
+        """The ``(redis key, parsed)`` pairs of one kind, sorted by what they parse to and
+        cut to ``limit``; keys that do not parse (not the library's) are left out."""
+        nonlocal truncated
+        found: dict[str, str] = {}
+        async for name in _scan(redis, keys.pattern(kind)):
+            parsed = parse(name)
+            if parsed is not None:
+                found[parsed] = name
+        if len(found) > limit:
+            truncated = True
+        return [(found[parsed], parsed) for parsed in sorted(found)[:limit]]
+
+    cached = await _cached_keys(redis, await scan("v", keys.cached_key))
+    locks = await _locks(redis, await scan("lock", keys.locked_key))
+    registered = await scan("builder", keys.registration_name)
+    registrations = await _registrations(redis, keys, [name for _, name in registered])
+    targets = await _targets(redis, await scan("target", keys.target_of_meta))
+    return NamespaceStatus(
+        namespace=namespace,
+        keys=tuple(cached),
+        locks=tuple(locks),
+        registrations=tuple(registrations),
+        targets=tuple(targets),
+        events=await _stream_length(redis, keys.stream),
+        truncated=truncated,
+    )
+
+
+# -- sections --------------------------------------------------------------------------------
+
+
+async def _cached_keys(redis: Any, pairs: list[tuple[str, str]]) -> list[CachedKey]:
+    replies = await _pipelined(
+        redis, [c for name, _ in pairs for c in (("PTTL", name), ("HMGET", name, "v", "d"))]
+    )
+    found = []
+    for (_, key), ttl, (version, data) in zip(pairs, replies[::2], replies[1::2], strict=True):
+        if ttl != _GONE:
+            size = len(data) if data is not None else 0
+            found.append(CachedKey(key, _seconds(ttl), _us_to_s(version), size))
+    return found
+
+
+async def _locks(redis: Any, pairs: list[tuple[str, str]]) -> list[HeldLock]:
+    replies = await _pipelined(redis, [("PTTL", name) for name, _ in pairs])
+    return [
+        HeldLock(key, _seconds(ttl))
+        for (_, key), ttl in zip(pairs, replies, strict=True)
+        if ttl != _GONE
+    ]
+
+
+async def _registrations(
+    redis: Any, keys: KeySpace, registered: list[str]
+) -> list[RegistrationRecord]:
+    replies = await _pipelined(
+        redis,
+        [
+            c
+            for name in registered
+            for c in (("HGETALL", keys.state(name)), ("PTTL", keys.lease(name)))
+        ],
+    )
+    records = []
+    for name, state, lease_ttl in zip(registered, replies[::2], replies[1::2], strict=True):
+        fields = {_text(k): _text(v) for k, v in _pairs(state)}
+        held = lease_ttl != _GONE
+        records.append(
+            RegistrationRecord(
+                name=name,
+                leader=(fields.get("leader") or None) if held else None,
+                lease_ttl=_seconds(lease_ttl) if held else None,
+                epoch=_int(fields.get("epoch")),
+                elected_at=_ms_to_s(fields.get("elected_at")),
+                refresh_interval=_float(fields.get("interval")),
+                targets=_spec_targets(fields.get("spec", "")),
+                last_built_at=_ms_to_s(fields.get("built_at")),
+                last_duration=_ms_to_s(fields.get("duration_ms")),
+                builds=_int(fields.get("builds")) or 0,
+                failures=_int(fields.get("failures")) or 0,
+                last_error=fields.get("last_error") or None,
+                last_error_at=_ms_to_s(fields.get("error_at"))
+                if fields.get("last_error")
+                else None,
+            )
+        )
+    return records
+
+
+async def _targets(redis: Any, pairs: list[tuple[str, str]]) -> list[TargetRecord]:
+    replies = await _pipelined(redis, [("HGETALL", name) for name, _ in pairs])
+    records = []
+    for (_, key), meta in zip(pairs, replies, strict=True):
+        fields = {_text(k): _text(v) for k, v in _pairs(meta)}
+        if fields:
+            records.append(
+                TargetRecord(
+                    key=key,
+                    registration=fields.get("name") or None,
+                    type=fields.get("type") or None,
+                    size=_int(fields.get("n")),
+                    swapped_at=_us_to_s(fields.get("v")),
+                )
+            )
+    return records
+
+
+async def _stream_length(redis: Any, stream: str) -> int | None:
+    try:
+        length = int(await redis.xlen(stream))
+    except ResponseError:  # a key of another type under our name: nothing to count
+        return None
+    return length or None
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+async def _scan(redis: Any, pattern: str) -> AsyncIterator[str]:
+    # A cluster's scan_iter walks every master; a node may repeat a name, so callers dedupe.
+    async for name in redis.scan_iter(match=pattern, count=_SCAN_COUNT):
+        yield _text(name)
+
+
+async def _pipelined(redis: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    replies: list[Any] = []
+    for start in range(0, len(commands), _PIPELINE_SIZE):
+        pipe = redis.pipeline(transaction=False)
+        for command in commands[start : start + _PIPELINE_SIZE]:
+            pipe.execute_command(*command)
+        replies.extend(await pipe.execute())
+    return replies
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """HGETALL's reply as pairs: a dict in RESP3 and with redis-py's RESP2 callbacks, a flat
+    list when a pipeline returns it raw."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    flat = list(reply or ())
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(_text(value)) if value is not None and value != "" else None
+    except ValueError:
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(_text(value)) if value is not None and value != "" else None
+    except ValueError:
+        return None
+
+
+def _ms_to_s(value: Any) -> float | None:
+    ms = _float(value)
+    return None if ms is None else ms / 1000
+
+
+def _us_to_s(value: Any) -> float | None:
+    us = _float(value)
+    return None if us is None else us / 1_000_000
+
+
+def _seconds(pttl: Any) -> float | None:
+    ms = int(pttl)
+    return None if ms < 0 else ms / 1000
+
+
+def _spec_targets(spec: str) -> tuple[str, ...]:
+    try:
+        described = json.loads(spec) if spec else []
+        return tuple(str(target[0]) for target in described)
+    except (ValueError, TypeError, IndexError, KeyError):
+        return ()
