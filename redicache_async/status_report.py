@@ -138,12 +138,10 @@ def render(status: NamespaceStatus, *, where: str, now: float) -> str:
     for reg in status.registrations:
         out.append(f"  {reg.name}")
         if reg.leader is not None:
-            out.append(
-                f"    leader      {reg.leader} (lease {_ttl(reg.lease_ttl)} left, "
-                f"epoch {reg.epoch}, since {_ago(reg.elected_at, now)})"
-            )
+            out.append(f"    leader      {reg.leader}, since {_ago(reg.elected_at, now)}")
+            out.append(f"    lease       {_ttl(reg.lease_ttl)} left; fencing epoch {reg.epoch}")
         else:
-            out.append("    leader      none (no instance holds the lease)")
+            out.append("    leader      none: no instance holds the lease")
         interval = (
             "-" if reg.refresh_interval is None else f"every {_duration(reg.refresh_interval)}"
         )
@@ -155,7 +153,7 @@ def render(status: NamespaceStatus, *, where: str, now: float) -> str:
             out.append("    last build  never")
         out.append(f"    builds      {reg.builds} ok, {reg.failures} failed")
         if reg.last_error is not None:
-            out.append(f"    last error  {reg.last_error} ({_ago(reg.last_error_at, now)})")
+            out.append(f"    last error  {_ago(reg.last_error_at, now)}: {reg.last_error}")
 
     out.append(_heading("builder targets", len(status.targets)))
     out += _table(

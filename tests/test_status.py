@@ -236,11 +236,12 @@ async def test_the_command_prints_the_report(
     assert "cms::home" in out
     assert "never expires" in out
     assert "write locks held (a fetch is running): 1" in out
-    assert f"leader      {filled.builder.instance_id} (lease " in out
+    assert f"leader      {filled.builder.instance_id}, since " in out
+    assert "    lease       " in out
     assert "refresh     every 10.0 min" in out
     assert f"targets {filled.list_key}, {filled.hash_key}" in out
     assert "builds      1 ok, 1 failed" in out
-    assert "last error  ValueError: the report database is down" in out
+    assert "ago): ValueError: the report database is down" in out
     assert "builder targets: 2" in out
 
 
