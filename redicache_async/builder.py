@@ -308,14 +308,15 @@ class CacheBuilder(Lifecycle):
         return self._get(name).status()
 
     def stats(self) -> BuilderStats:
-        """This instance's counters, summed over its registrations."""
-        statuses = [(r, r.status()) for r in self._registrations.values()]
+        """This instance's counters, summed over its registrations. Plain reads, safe from
+        any thread."""
+        registrations = list(self._registrations.values())
         return BuilderStats(
-            registrations=len(statuses),
-            leading=sum(status.is_leader for _, status in statuses),
-            terms=sum(registration.terms for registration, _ in statuses),
-            builds=sum(status.builds for _, status in statuses),
-            failures=sum(status.failures for _, status in statuses),
+            registrations=len(registrations),
+            leading=sum(r.is_leader for r in registrations),
+            terms=sum(r.terms for r in registrations),
+            builds=sum(r.builds for r in registrations),
+            failures=sum(r.failures for r in registrations),
             ignored_messages=self._ignored_messages,
         )
 
@@ -434,8 +435,10 @@ class _Registration:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._epoch: str | None = None
-        self._builds = 0
-        self._failures = 0
+        # Counters, plain ints so that stats() can be read from any thread (OpenTelemetry
+        # collects from its own): builds swapped in, builds failed, terms won.
+        self.builds = 0
+        self.failures = 0
         self.terms = 0
         self._log = Throttle()
         self._failures_in_a_row = 0
@@ -504,8 +507,8 @@ class _Registration:
             is_leader=self.is_leader,
             refresh_interval=self.spec.refresh_interval,
             targets=tuple(t.key for t in self.spec.targets),
-            builds=self._builds,
-            failures=self._failures,
+            builds=self.builds,
+            failures=self.failures,
             last_built_at=self._last_built_at,
             last_duration=self._last_duration,
             last_error=self._last_error,
@@ -642,7 +645,7 @@ class _Registration:
         except (asyncio.CancelledError, Deposed):
             raise
         except Exception as exc:
-            self._failures += 1
+            self.failures += 1
             self._last_error = describe_error(exc)
             first = self._failures_in_a_row == 0  # with its traceback; the next ones without
             self._log.log(
@@ -665,7 +668,7 @@ class _Registration:
                 await self._discard(writes)
         duration = time.monotonic() - started
         self._log.reset("build")
-        self._builds += 1
+        self.builds += 1
         self._last_built_at = time.time() - duration
         self._last_duration = duration
         self._last_error = None

@@ -28,6 +28,12 @@ class Lifecycle:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose()`` was called (even while it is still shutting down): the object
+        cannot be used, nor started, again."""
+        return self._closing is not None
+
     async def start(self) -> None:
         name = type(self).__name__
         if self._closing is not None:

@@ -1,10 +1,11 @@
-"""Web framework integrations: open the cache when the app starts, close it when it stops, and
-reach it from handlers.
+"""Integrations with the ecosystem around the cache.
 
 - :mod:`redicache_async.integrations.fastapi`: a lifespan for FastAPI (or Starlette), and
   dependencies that hand handlers the client and the builder;
 - :mod:`redicache_async.integrations.aiohttp`: a ``cleanup_ctx`` for ``aiohttp.web``, and
-  lookups from a request or the app.
+  lookups from a request or the app;
+- :mod:`redicache_async.integrations.opentelemetry`: the clients' and builders' counters as
+  OpenTelemetry metrics.
 
-Each imports its framework only when imported itself.
+Each imports its framework only when imported itself (install the extra of the same name).
 """
