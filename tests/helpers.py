@@ -1,5 +1,6 @@
-"""Helpers shared by the tests: waiting on conditions (never fixed sleeps) and a Redis client
-whose script replies can be held back, to make races deterministic."""
+"""Helpers shared by the tests: waiting on conditions (never fixed sleeps), a Redis client
+whose script replies can be held back, to make races deterministic, and what an OpenTelemetry
+reader collected."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from redis.asyncio.cluster import RedisCluster
 
 
@@ -97,3 +99,28 @@ class GatedRedis(aioredis.Redis):
             self.held.set()
             await self.gate.wait()
         return result
+
+
+# -- OpenTelemetry ----------------------------------------------------------------------------
+
+Key = tuple[str, frozenset[tuple[str, Any]]]
+Figures = dict[Key, float]
+
+
+def figures(reader: InMemoryMetricReader) -> Figures:
+    """Collect now: ``{(metric name, attributes): value}``."""
+    data = reader.get_metrics_data()
+    found: Figures = {}
+    if data is None:
+        return found
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                for point in metric.data.data_points:
+                    assert isinstance(point, NumberDataPoint)
+                    found[(metric.name, frozenset((point.attributes or {}).items()))] = point.value
+    return found
+
+
+def key(name: str, namespace: str, attributes: dict[str, str] | None = None) -> Key:
+    return (name, frozenset({"redicache.namespace": namespace, **(attributes or {})}.items()))

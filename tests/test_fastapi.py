@@ -14,6 +14,8 @@ import redis.asyncio as aioredis
 import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from starlette.requests import Request
 
 from redicache_async import CacheBuilder, Target
@@ -24,17 +26,26 @@ from redicache_async.integrations.fastapi import (
     get_builder,
     get_cache,
 )
+from redicache_async.integrations.opentelemetry import CacheMetrics
 from redicache_async.keys import KeySpace
+from redicache_async.status import read_status
 from redicache_async.testing import free_port
 
-from .helpers import Fetch, wait_until
+from .helpers import Fetch, figures, key, wait_until
 
 REPORT = "report"
 
 
-def make_app(redis: Any, namespace: str, fetch: Fetch, *, builder: bool = True) -> FastAPI:
+def make_app(
+    redis: Any,
+    namespace: str,
+    fetch: Fetch,
+    *,
+    builder: bool = True,
+    metrics: CacheMetrics | None = None,
+) -> FastAPI:
     """An app whose ``/pages/{key}`` is cached with get_or_init and whose ``/report`` is a
-    builder's target (when ``builder``)."""
+    builder's target (when ``builder``); its cache and builder reported to ``metrics``."""
 
     async def setup(builder: CacheBuilder) -> None:
         await builder.register(
@@ -44,11 +55,21 @@ def make_app(redis: Any, namespace: str, fetch: Fetch, *, builder: bool = True) 
             name=REPORT,
         )
 
-    app = FastAPI(
-        lifespan=cache_lifespan(
-            redis, namespace=namespace, setup_builder=setup if builder else None
-        )
+    cache_state = cache_lifespan(
+        redis, namespace=namespace, setup_builder=setup if builder else None
     )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        # The README's way to reach the cache at start-up: wrap cache_lifespan.
+        async with cache_state(app) as state:
+            if metrics is not None:
+                metrics.observe(state["redicache_cache"])
+                if builder:
+                    metrics.observe(state["redicache_builder"])
+            yield state
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.get("/pages/{key}")
     async def page(key: str, cache: CacheDep) -> Any:
@@ -102,6 +123,54 @@ async def test_a_cold_key_is_fetched_once_across_two_servers_under_concurrent_re
     # Both servers have shut down: their builders released the lease (no one leads now).
     async with aioredis.Redis.from_url(redis_url) as r:
         assert await r.exists(lease) == 0
+
+
+async def test_metrics_and_the_operator_view_follow_real_traffic(
+    redis_url: str, namespace: str
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    fetch = Fetch({"title": "home"}, delay=0.2)
+    try:
+        with CacheMetrics(provider) as metrics:
+            async with (
+                serving(make_app(redis_url, namespace, fetch, metrics=metrics)) as one,
+                serving(make_app(redis_url, namespace, fetch, metrics=metrics)) as two,
+                httpx.AsyncClient(timeout=10) as http,
+            ):
+                replies = await asyncio.gather(
+                    *(http.get(f"{base}/pages/home") for base in (one, two) for _ in range(20))
+                )
+                assert [r.status_code for r in replies] == [200] * 40
+                assert (await http.get(f"{two}/report")).status_code == 200
+                again = await asyncio.gather(
+                    *(http.get(f"{base}/pages/home") for base in (one, two))
+                )
+                assert [r.json() for r in again] == [{"title": "home"}] * 2
+
+                found = figures(reader)
+                assert found[key("redicache.client.fetches", namespace)] == fetch.calls == 1
+                local_hits = key("redicache.client.hits", namespace, {"redicache.layer": "local"})
+                assert found[local_hits] >= 2  # the last two requests, one per app
+                builds = key(
+                    "redicache.builder.builds", namespace, {"redicache.outcome": "success"}
+                )
+                assert found[builds] >= 1
+                leading = key("redicache.builder.registration.leading", namespace)
+                assert found[leading] == 1  # two apps, one leader
+
+                async with aioredis.Redis.from_url(redis_url) as r:
+                    status = await read_status(r, namespace)
+                assert [k.key for k in status.keys] == ["home"]
+                assert status.keys[0].ttl is not None
+                assert 0 < status.keys[0].ttl <= 60
+                [registration] = status.registrations
+                assert registration.leader is not None
+                assert registration.builds >= 1
+                assert registration.last_error is None
+        assert figures(reader) == {}  # both apps closed their clients, then metrics closed
+    finally:
+        provider.shutdown()
 
 
 async def test_the_lifespan_opens_and_closes_the_cache(redis_url: str, namespace: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint, Sum
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 
 from redicache_async import (
     BuilderStats,
@@ -35,29 +35,7 @@ from redicache_async.integrations.opentelemetry import (
 from redicache_async.keys import KeySpace
 
 from .conftest import MakeCache
-from .helpers import wait_until
-
-Key = tuple[str, frozenset[tuple[str, Any]]]
-Figures = dict[Key, float]
-
-
-def figures(reader: InMemoryMetricReader) -> Figures:
-    """Collect now: ``{(metric name, attributes): value}``."""
-    data = reader.get_metrics_data()
-    found: Figures = {}
-    if data is None:
-        return found
-    for resource_metrics in data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                for point in metric.data.data_points:
-                    assert isinstance(point, NumberDataPoint)
-                    found[(metric.name, frozenset((point.attributes or {}).items()))] = point.value
-    return found
-
-
-def key(name: str, namespace: str, attributes: dict[str, str] | None = None) -> Key:
-    return (name, frozenset({"redicache.namespace": namespace, **(attributes or {})}.items()))
+from .helpers import Figures, figures, key, wait_until
 
 
 def of(found: Figures, namespace: str) -> Figures:
