@@ -32,6 +32,8 @@ _SCAN_COUNT: Final = 500
 _PIPELINE_SIZE: Final = 500
 #: ``PTTL``'s answer for a key that does not exist (it expired after the scan found it).
 _GONE: Final = -2
+#: What is read of each cached value: its TTL, its version, the size of its payload.
+_VALUE_QUERIES: Final = (("PTTL",), ("HGET", "v"), ("HSTRLEN", "d"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +147,15 @@ async def read_status(redis: Any, namespace: str, *, limit: int = 1000) -> Names
 
 
 async def _cached_keys(redis: Any, pairs: list[tuple[str, str]]) -> list[CachedKey]:
-    replies = await _pipelined(
-        redis, [c for name, _ in pairs for c in (("PTTL", name), ("HMGET", name, "v", "d"))]
-    )
+    # HSTRLEN, not the value: no payload crosses the wire, and a binary one (msgpack) cannot
+    # trip a client made with decode_responses=True.
+    commands = [(op, name, *field) for name, _ in pairs for op, *field in _VALUE_QUERIES]
+    replies = iter(await _pipelined(redis, commands))
     found = []
-    for (_, key), ttl, (version, data) in zip(pairs, replies[::2], replies[1::2], strict=True):
+    for _, key in pairs:
+        ttl, version, size = (next(replies) for _ in _VALUE_QUERIES)
         if ttl != _GONE:
-            size = len(data) if data is not None else 0
-            found.append(CachedKey(key, _seconds(ttl), _us_to_s(version), size))
+            found.append(CachedKey(key, _seconds(ttl), _us_to_s(version), int(size)))
     return found
 
 

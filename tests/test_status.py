@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from redicache_async import CacheBuilder, CacheClient, InvalidArgumentError, Target
+from redicache_async import (
+    CacheBuilder,
+    CacheClient,
+    InvalidArgumentError,
+    MsgpackSerializer,
+    Target,
+)
 from redicache_async.keys import KeySpace
 from redicache_async.status import NamespaceStatus, read_status
 from redicache_async.status_report import render
@@ -170,6 +176,18 @@ async def test_limit_cuts_each_section_and_says_so(
     assert [k.key for k in status.keys] == ["k0", "k1"]
     assert status.truncated
     assert not (await read_status(redis, namespace, limit=5)).truncated
+
+
+async def test_binary_values_through_a_decoding_client(
+    make_redis: Any, make_cache: Any, namespace: str
+) -> None:
+    cache = await make_cache(serializer=MsgpackSerializer())
+    await cache.set("blob", {"b": b"\xff\xfe"}, ttl=None)
+    payload = MsgpackSerializer().dumps({"b": b"\xff\xfe"})
+
+    status = await read_status(make_redis(decode_responses=True), namespace)
+
+    assert [(k.key, k.size) for k in status.keys] == [("blob", len(payload))]
 
 
 async def test_an_empty_namespace_and_foreign_keys(redis: aioredis.Redis, namespace: str) -> None:
