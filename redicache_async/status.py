@@ -181,7 +181,7 @@ async def _registrations(
     )
     records = []
     for name, state, lease_ttl in zip(registered, replies[::2], replies[1::2], strict=True):
-        fields = {_text(k): _text(v) for k, v in _pairs(state)}
+        fields = _fields(state)
         held = lease_ttl != _GONE
         records.append(
             RegistrationRecord(
@@ -209,7 +209,7 @@ async def _targets(redis: Any, pairs: list[tuple[str, str]]) -> list[TargetRecor
     replies = await _pipelined(redis, [("HGETALL", name) for name, _ in pairs])
     records = []
     for (_, key), meta in zip(pairs, replies, strict=True):
-        fields = {_text(k): _text(v) for k, v in _pairs(meta)}
+        fields = _fields(meta)
         if fields:
             records.append(
                 TargetRecord(
@@ -250,13 +250,9 @@ async def _pipelined(redis: Any, commands: Sequence[tuple[Any, ...]]) -> list[An
     return replies
 
 
-def _pairs(reply: Any) -> list[tuple[Any, Any]]:
-    """HGETALL's reply as pairs: a dict in RESP3 and with redis-py's RESP2 callbacks, a flat
-    list when a pipeline returns it raw."""
-    if isinstance(reply, dict):
-        return list(reply.items())
-    flat = list(reply or ())
-    return list(zip(flat[::2], flat[1::2], strict=True))
+def _fields(reply: Any) -> dict[str, str]:
+    """A hash read with HGETALL (redis-py hands it over as a dict in RESP2 and RESP3 alike)."""
+    return {_text(k): _text(v) for k, v in reply.items()}
 
 
 def _text(value: Any) -> str:
