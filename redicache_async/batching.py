@@ -10,6 +10,9 @@ read join that read (single-flight).
 Nothing here runs in the background: each batch is sent by one of its callers. Should that
 caller be cancelled, the batch's other callers are not failed with its cancellation: they
 retry, in a batch of their own.
+
+A write of a key makes its read in flight out of date: :meth:`ReadBatcher.forget` lets later
+callers send a read of their own instead of joining it.
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ class ReadBatcher(Generic[K, R]):
         self._send = send
         self._max_batch = max_batch
         self._flights: dict[K, _Flight] = {}
-        #: The keys of the batch that is gathering callers this loop iteration.
-        self._forming: list[K] | None = None
+        #: The reads of the batch that is gathering callers this loop iteration.
+        self._forming: list[tuple[K, _Flight]] | None = None
         #: Sends awaiting their reply.
         self._in_flight = 0
 
@@ -70,12 +73,16 @@ class ReadBatcher(Generic[K, R]):
                 result = await self._wait(self._flights[key])
             elif self._forming is not None and len(self._forming) < self._max_batch:
                 flight = self._flights[key] = _Flight()
-                self._forming.append(key)
+                self._forming.append((key, flight))
                 result = await self._wait(flight)
             else:
                 result = await self._lead(key)
             if result is not _RETRY:
                 return result  # type: ignore[no-any-return]
+
+    def forget(self, key: K) -> None:
+        """Later reads of ``key`` do not join the one in flight (its callers still get it)."""
+        self._flights.pop(key, None)
 
     async def _wait(self, flight: _Flight) -> Any:
         waiter = asyncio.get_running_loop().create_future()
@@ -83,47 +90,46 @@ class ReadBatcher(Generic[K, R]):
         return await waiter
 
     async def _lead(self, key: K) -> Any:
-        keys = [key]
-        self._flights[key] = _Flight()
+        flight = self._flights[key] = _Flight()
+        batch = [(key, flight)]
         try:
             if self._max_batch > 1 and (self._in_flight or self._forming is not None):
                 # Others are reading: let this iteration's readers join, then send them all.
-                self._forming = keys
+                self._forming = batch
                 try:
                     await asyncio.sleep(0)
                 finally:
-                    if self._forming is keys:
+                    if self._forming is batch:
                         self._forming = None
             self._in_flight += 1
             try:
-                results = await self._send(keys)
+                results = await self._send([key for key, _ in batch])
             finally:
                 self._in_flight -= 1
         except asyncio.CancelledError:
-            self._settle(keys, lambda _: _RETRY)
+            self._settle(batch, lambda _: _RETRY)
             raise
         except BaseException as exc:
-            self._settle(keys, None, exc)
+            self._settle(batch, None, exc)
             raise
-        if len(results) != len(keys):
-            error = RuntimeError(f"a batch of {len(keys)} reads got {len(results)} results")
-            self._settle(keys, None, error)
+        if len(results) != len(batch):
+            error = RuntimeError(f"a batch of {len(batch)} reads got {len(results)} results")
+            self._settle(batch, None, error)
             raise error
-        self._settle(keys, results.__getitem__)
+        self._settle(batch, results.__getitem__)
         return results[0]
 
     def _settle(
         self,
-        keys: list[K],
+        batch: list[tuple[K, _Flight]],
         result: Callable[[int], Any] | None,
         error: BaseException | None = None,
     ) -> None:
-        """End the flights of ``keys``: their waiters get ``result(i)`` or ``error``."""
+        """End the flights of ``batch``: their waiters get ``result(i)`` or ``error``."""
         flights = self._flights
-        for i, key in enumerate(keys):
-            flight = flights.pop(key, None)
-            if flight is None:
-                continue
+        for i, (key, flight) in enumerate(batch):
+            if flights.get(key) is flight:  # not forgotten, nor replaced by a newer read
+                del flights[key]
             for waiter in flight.waiters:
                 if waiter.done():  # its caller was cancelled
                     continue

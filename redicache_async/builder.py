@@ -51,6 +51,7 @@ from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
 from .stats import BuilderStats
 from .targets import Deposed, Prepared, Target, describe, prepare, swap, write
+from .tasks import OwnedTasks
 from .validation import check_callable, check_optional_seconds, check_seconds
 
 __all__ = ["BuildStatus", "CacheBuilder"]
@@ -150,6 +151,8 @@ class CacheBuilder(Lifecycle):
             fetch_timeout=check_optional_seconds("fetch_timeout", fetch_timeout),
         )
         self._registrations: dict[str, _Registration] = {}
+        #: The refresh loops: none outlives aclose().
+        self._tasks = OwnedTasks("CacheBuilder")
         self._ignored_messages = 0
         self._listener = InvalidationListener(
             redis,
@@ -198,6 +201,7 @@ class CacheBuilder(Lifecycle):
         registrations = list(self._registrations.values())
         self._registrations.clear()
         await asyncio.gather(*(registration.stop() for registration in registrations))
+        await self._tasks.aclose()
         await self._listener.aclose()
 
     # -- registrations -----------------------------------------------------------------------
@@ -242,8 +246,8 @@ class CacheBuilder(Lifecycle):
             raise InvalidArgumentError(f"a registration named {name!r} already exists")
         self._check_targets_free(spec.targets, name)
         registration = _Registration(name, spec, self._shared)
+        registration.start(self._tasks)
         self._registrations[name] = registration
-        registration.start()
         return name
 
     async def update(
@@ -452,8 +456,8 @@ class _Registration:
 
     # -- control, from the builder -----------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"redicache-builder:{self.name}")
+    def start(self, tasks: OwnedTasks) -> None:
+        self._task = tasks.spawn(self._run(), name=f"redicache-builder:{self.name}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from .batching import ReadBatcher
 from .breaker import CircuitBreaker, CircuitOpenError
-from .cancellation import bounded
+from .cancellation import bounded, cancel_and_wait
 from .decorator import CachedFunction, cached
 from .errors import (
     OUTAGES,
@@ -52,6 +52,7 @@ from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
 from .stats import CacheStats
 from .targets import decode_target, empty_target
+from .tasks import OwnedTasks
 from .topology import is_cluster
 from .validation import (
     check_callable,
@@ -136,9 +137,16 @@ class CacheClient(Lifecycle):
         self._orphans = OrphanedClaims(self._release_lock)
         self._origin = uuid.uuid4().hex[:16]
         self._local = LocalLayer(local_max_entries, local_max_bytes)
+        # Nothing local is fresh until the listener is subscribed: until then no invalidation
+        # could reach it.
+        self._local.trusted = False
         self._stats = CacheStats()
-        self._loads: SingleFlight[Any] = SingleFlight()
-        self._reads: SingleFlight[Any] = SingleFlight()
+        #: Every task that may fetch or write: none outlives aclose().
+        self._tasks = OwnedTasks("CacheClient")
+        self._loads: SingleFlight[Any] = SingleFlight(self._tasks)
+        self._reads: SingleFlight[Any] = SingleFlight(self._tasks)
+        #: Set once aclose() has ended every task: from then on no command is sent.
+        self._sealed = False
         # On a cluster the keys of one script share a slot, which distinct keys rarely do.
         self._values: ReadBatcher[str, Any] = ReadBatcher(
             self._read_values, max_batch=1 if cluster else 256
@@ -152,6 +160,7 @@ class CacheClient(Lifecycle):
             self._keys.channel,
             on_event=self._on_event,
             on_subscribed=self._on_subscribed,
+            on_lost=self._on_listener_lost,
             on_ignored=self._on_ignored,
             timeout=self._redis_timeout,
             stream=None if cluster else self._keys.stream,
@@ -190,10 +199,12 @@ class CacheClient(Lifecycle):
         await super().aclose()
 
     async def _shutdown(self) -> None:
+        # Loads and regenerations first: cancelled, they release their locks (or leave them to
+        # the orphans, released below) while commands may still be sent.
+        await self._tasks.aclose()
         await self._listener.aclose()
-        await self._orphans.aclose()
-        await self._loads.aclose()
-        await self._reads.aclose()
+        await self._orphans.aclose(last_round=self._redis_timeout)
+        self._sealed = True
         self._local.clear()
 
     # -- public operations -------------------------------------------------------------------
@@ -239,6 +250,20 @@ class CacheClient(Lifecycle):
         check_callable("fetch", fetch)
         ttl_ms = ttl_to_ms(ttl)
         self._check_open()
+        # In a task of the client's, so that aclose() ends it; a cancelled caller cancels it.
+        task = self._tasks.spawn(
+            self._regenerate(key, fetch, ttl_ms), name=f"redicache-regeneration:{key}"
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closing is not None and current is not None and not current.cancelling():
+                raise ClientClosedError("the client was closed during this call") from None
+            await cancel_and_wait(task)  # its clean-up (releasing the lock) ends first
+            raise
+
+    async def _regenerate(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
         lease = self._lease(key)
         with self._watching(key) as guard:
             try:
@@ -246,6 +271,9 @@ class CacheClient(Lifecycle):
             except RedisUnavailableError as exc:
                 self._maybe_orphaned(exc, key, lease.key, lease.token)
                 return await self._fetch_without_redis(key, fetch, ttl_ms, guard, use_stale=False)
+            except asyncio.CancelledError:
+                self._orphans.add(key, lease.key, lease.token)  # the claim may have run
+                raise
             if not acquired:
                 raise RegenerationInProgress(key)
             return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard, fail_safe=False)
@@ -319,9 +347,10 @@ class CacheClient(Lifecycle):
                     )
                 )
             except BaseException:
-                self._local.discard(key)  # the write may or may not have happened
+                self._write_unknown(key)
                 raise
             self._count_write()
+            self._wrote(key, int(version))
             self._remember(key, canonical, guard, int(version), len(payload), ttl_ms, started)
 
     async def delete(self, key: str) -> None:
@@ -329,14 +358,17 @@ class CacheClient(Lifecycle):
         validate_key(key)
         self._check_open()
         try:
-            await self._redis_call(
+            version = await self._redis_call(
                 self._scripts.delete(
-                    keys=[self._keys.value(key), *self._stream_keys],
+                    keys=[self._keys.value(key), self._keys.lock(key), *self._stream_keys],
                     args=list(self._event_args(OP_DELETE, key)),
                 )
             )
-        finally:
-            self._local.discard(key)
+        except BaseException:
+            self._write_unknown(key)
+            raise
+        self._local.discard(key)
+        self._wrote(key, int(version))
         self._stats.deletes += 1
         self._stats.invalidations_sent += 1
 
@@ -422,6 +454,9 @@ class CacheClient(Lifecycle):
                     except RedisUnavailableError as exc:
                         self._maybe_orphaned(exc, key, lock_key, token)
                         return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
+                    except asyncio.CancelledError:
+                        self._orphans.add(key, lock_key, token)  # the claim may have run
+                        raise
                     status = reply[0]
                     if status == 1:
                         value = self._decode(key, reply[1])
@@ -582,14 +617,25 @@ class CacheClient(Lifecycle):
             self._orphans.add(key, lease.key, lease.token)
             logger.warning("could not store the value fetched for %r: Redis is unreachable", key)
             return canonical
+        except RedicacheError as exc:
+            # Refused (a script error, an ACL, OOM): nothing was written, and the lock must not
+            # be left to expire while others wait on it.
+            await self._release(lease, key)
+            logger.warning("could not store the value fetched for %r: %s", key, describe_error(exc))
+            return canonical
+        except BaseException:
+            self._orphans.add(key, lease.key, lease.token)  # cancelled: the write may not run
+            raise
         if version is None:
             self._stats.fenced_writes += 1
             logger.warning(
-                "the lock on %r expired before its fetch finished; another holder's value wins",
+                "the lock on %r was revoked by a write or delete, or expired, before its fetch "
+                "finished: the fetched value is returned but not stored",
                 key,
             )
             return canonical
         self._count_write()
+        self._wrote(key, int(version))
         self._remember(key, canonical, guard, int(version), len(payload), ttl_ms, started)
         return canonical
 
@@ -623,6 +669,8 @@ class CacheClient(Lifecycle):
             return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
 
     async def _run_fetch(self, key: str, fetch: Fetch) -> Any:
+        if self._closing is not None:
+            raise ClientClosedError("the client was closed before this fetch could start")
         self._stats.fetches += 1
         try:
             if self._fetch_timeout is None:
@@ -657,9 +705,14 @@ class CacheClient(Lifecycle):
         )
 
     async def _release(self, lease: Lease, key: str) -> None:
-        """Release the lock and announce it, so waiters elsewhere retry at once."""
+        """Release the lock and announce it, so waiters elsewhere retry at once. Should this be
+        cancelled (it runs in clean-ups, which a close may cancel again), the lock is left to
+        the orphans, whose last round runs before the close returns."""
         try:
-            await asyncio.shield(self._release_lock(key, lease.key, lease.token))
+            await self._release_lock(key, lease.key, lease.token)
+        except asyncio.CancelledError:
+            self._orphans.add(key, lease.key, lease.token)
+            raise
         except RedisUnavailableError as exc:
             self._orphans.add(key, lease.key, lease.token)
             logger.warning("could not release the lock on %r yet: %s", key, describe_error(exc))
@@ -691,6 +744,9 @@ class CacheClient(Lifecycle):
     async def _redis_call(self, command: Coroutine[Any, Any, T]) -> T:
         """Await one Redis command, bounded by ``redis_timeout``, with errors wrapped; skipped
         at once (:class:`CircuitOpenError`) while the circuit breaker is open."""
+        if self._sealed:
+            command.close()
+            raise ClientClosedError("the client is closed")
         breaker = self._breaker
         if not breaker.allow():
             command.close()
@@ -735,6 +791,25 @@ class CacheClient(Lifecycle):
             return default
         self._stats.stale_served += 1
         return stale.value
+
+    def _wrote(self, key: str, version: int) -> None:
+        """This process has written (or deleted) ``key`` at ``version``: reads and loads of it
+        in flight started before, so their results may be older; none of them may be kept
+        locally, and later callers must not join them."""
+        for guard in self._guards.get(key, ()):
+            if version > guard.min_version:
+                guard.min_version = version
+        self._loads.detach(key)
+        self._values.forget(key)
+
+    def _write_unknown(self, key: str) -> None:
+        """A write or delete of ``key`` that may or may not have happened: nothing read before
+        it may be kept, and the local copy goes."""
+        self._local.discard(key)
+        for guard in self._guards.get(key, ()):
+            guard.void = True
+        self._loads.detach(key)
+        self._values.forget(key)
 
     def _remember(
         self,
@@ -796,6 +871,9 @@ class CacheClient(Lifecycle):
     def _on_event(self, event: Event) -> None:
         if event.op in (OP_SET, OP_DELETE):
             self._invalidate(event.key, event.version)
+            # A load or read that started before this write is out of date for later callers.
+            self._loads.detach(event.key)
+            self._values.forget(event.key)
         elif event.op == OP_TARGET:
             self._invalidate(("target", event.key), event.version)
             for field in self._target_fields.pop(event.key, ()):
@@ -827,7 +905,13 @@ class CacheClient(Lifecycle):
             self._stats.replays += 1
         # Values fetched while Redis was away were never shared: read Redis's instead.
         self._local.expire(stale_ttl=self._stale_ttl, only_version=0)
+        self._local.trusted = True
         self._wakeups.notify_all()
+
+    def _on_listener_lost(self) -> None:
+        # Invalidations may be missed from now on: until the listener is back (and has replayed
+        # what it missed), local copies are fallbacks, not answers.
+        self._local.trusted = False
 
     def _on_ignored(self) -> None:
         self._stats.invalidations_ignored += 1

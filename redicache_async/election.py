@@ -80,7 +80,9 @@ class Leadership:
         self._log = Throttle()
 
     async def aclose(self) -> None:
-        await self._orphans.aclose()
+        """Stop, after a last bounded round of releases of the campaigns whose reply was lost
+        (a campaign cancelled on the wire among them)."""
+        await self._orphans.aclose(last_round=self._timeout)
 
     async def elect(
         self, wake: asyncio.Event, on_built: Callable[[int], None]
@@ -108,6 +110,9 @@ class Leadership:
                     ),
                     self._timeout,
                 )
+            except asyncio.CancelledError:
+                self._orphans.add(self._name, lease.key, lease.token)  # it may have run
+                raise
             except REDIS_FAILURES as exc:
                 self._orphans.add(self._name, lease.key, lease.token)
                 failures += 1
@@ -150,7 +155,11 @@ class Leadership:
             await bounded(
                 lease.release(channel=self._keys.builder_channel, event=event), self._timeout
             )
+        except asyncio.CancelledError:
+            self._orphans.add(self._name, lease.key, lease.token)  # released by aclose()
+            raise
         except REDIS_FAILURES as exc:
+            self._orphans.add(self._name, lease.key, lease.token)
             logger.warning("could not release the lease of %r: %s", self._name, describe_error(exc))
 
     async def record(

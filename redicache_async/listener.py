@@ -31,6 +31,9 @@ class InvalidationListener:
     ``on_subscribed(caught_up)`` follows every subscription: ``caught_up`` is True when every
     event published while the listener was away has been replayed through ``on_event`` (from
     ``stream``), False when some may be lost (and always on the first subscription).
+    ``on_lost()`` is called as soon as the connection is known to be lost: at once when it
+    fails, and at most ``ping_interval + timeout`` after it went silent (the idle ping's answer
+    is due within ``timeout``).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class InvalidationListener:
         on_subscribed: Callable[[bool], None],
         on_ignored: Callable[[], None],
         timeout: float,
+        on_lost: Callable[[], None] = lambda: None,
         stream: str | None = None,
         ping_interval: float = 5.0,
         max_backoff: float = 2.0,
@@ -52,6 +56,7 @@ class InvalidationListener:
         self._on_event = on_event
         self._on_subscribed = on_subscribed
         self._on_ignored = on_ignored
+        self._on_lost = on_lost
         self._timeout = timeout
         self._ping_interval = ping_interval
         self._max_backoff = max_backoff
@@ -129,6 +134,7 @@ class InvalidationListener:
                 logger.exception("invalidation listener failed; reconnecting")
             finally:
                 self.connected = False
+                self._on_lost()
             attempt += 1
             if self._subscribed.is_set():
                 backoff = 0.05
@@ -152,7 +158,12 @@ class InvalidationListener:
             wait = self._ping_interval if pong_due == math.inf else pong_due - loop.time()
             if wait <= 0:
                 raise TimeoutError("no answer on the pub/sub connection")
-            message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=wait)
+            # redis-py reconnects inside get_message when the connection breaks, retrying while
+            # the server is away: bounded, so that a loss is reported within ``timeout``.
+            message = await bounded(
+                pubsub.get_message(ignore_subscribe_messages=False, timeout=wait),
+                wait + self._timeout,
+            )
             if message is None:
                 if pong_due == math.inf:
                     await pubsub.ping()

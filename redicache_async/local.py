@@ -1,5 +1,10 @@
 """The in-process layer: a bounded LRU of decoded values, each with the version and the
-deadline it had in Redis. A hit is a dict lookup and a clock read; nothing here does I/O."""
+deadline it had in Redis. A hit is a dict lookup and a clock read; nothing here does I/O.
+
+Versions only move forward: a put older than a fresh entry is refused, so a slow reply can never
+replace what this process wrote after it asked. While the layer is not ``trusted`` (its owner
+cannot hear invalidations: the listener is disconnected), nothing in it is fresh; entries stay
+available to :meth:`LocalLayer.stale` as a fail-safe."""
 
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ class LocalEntry:
 class LocalLayer:
     """LRU bounded by entry count and by the bytes of the values' serialized form."""
 
-    __slots__ = ("_entries", "bytes", "evictions", "max_bytes", "max_entries")
+    __slots__ = ("_entries", "bytes", "evictions", "max_bytes", "max_entries", "trusted")
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
@@ -43,6 +48,8 @@ class LocalLayer:
         self._entries: OrderedDict[LocalKey, LocalEntry] = OrderedDict()
         self.bytes = 0
         self.evictions = 0
+        #: False while invalidations may be missed: then no entry is fresh.
+        self.trusted = True
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -50,7 +57,7 @@ class LocalLayer:
     def fresh(self, key: LocalKey) -> LocalEntry | None:
         """The entry for ``key`` if it has not expired; marks it most recently used."""
         entry = self._entries.get(key)
-        if entry is None:
+        if entry is None or not self.trusted:
             return None
         if entry.expires_at != _NEVER and entry.expires_at <= monotonic():
             if entry.stale_until <= monotonic():
@@ -77,15 +84,19 @@ class LocalLayer:
         stale_ttl: float,
         fresh_until: float = _NEVER,
     ) -> bool:
-        """Store ``value``; returns False when it cannot be held (layer off, value too big).
+        """Store ``value``; returns False when it is not kept (layer off, value too big, or
+        older than the fresh entry it would replace).
 
         It is fresh until ``expires_at`` (or ``fresh_until``, if sooner) and may be served as a
         fail-safe until ``expires_at + stale_ttl``."""
+        old = self._entries.get(key)
+        if old is not None and old.version > version and old.expires_at > monotonic():
+            return False  # never backwards: the newer entry stays
         if size > self.max_bytes or self.max_entries <= 0:
             self.discard(key)
             return False
-        old = self._entries.pop(key, None)
         if old is not None:
+            del self._entries[key]
             self.bytes -= old.size
         stale_until = expires_at + stale_ttl if not math.isinf(expires_at) else expires_at
         fresh = min(expires_at, fresh_until)

@@ -1,8 +1,9 @@
 """Coordination of loads: one per key in this process, one per key across processes.
 
 - :class:`SingleFlight` runs one task per key and lets every concurrent caller await it. The task
-  belongs to the flight group, not to the first caller, so a caller that is cancelled does not
-  cancel the work the others wait for.
+  belongs to the client's task group, not to the first caller, so a caller that is cancelled
+  does not cancel the work the others wait for. A write of the key detaches the running task:
+  it goes on for the callers that joined it, and later callers start afresh.
 - :class:`Wakeups` lets a coroutine that waits on another process's lock sleep until the event
   that announces the key's new value (or the lock's release) arrives from the listener.
 """
@@ -13,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
-from .cancellation import cancel_and_wait
+from .tasks import OwnedTasks
 
 __all__ = ["SingleFlight", "Wakeups", "wait_event"]
 
@@ -23,18 +24,26 @@ T = TypeVar("T")
 class SingleFlight(Generic[T]):
     """At most one running task per key; ``run`` joins it when there is one."""
 
-    __slots__ = ("_tasks",)
+    __slots__ = ("_owner", "_tasks")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: OwnedTasks) -> None:
+        self._owner = owner
         self._tasks: dict[Hashable, asyncio.Task[T]] = {}
 
     def run(self, key: Hashable, factory: Callable[[], Coroutine[Any, Any, T]]) -> Awaitable[T]:
+        """Join the task running for ``key``, or start one (``ClientClosedError`` once the
+        owner is closed)."""
         task = self._tasks.get(key)
         if task is None:
-            task = asyncio.create_task(factory(), name=f"redicache-load:{key}")
+            task = self._owner.spawn(factory(), name=f"redicache-load:{key}")
             self._tasks[key] = task
             task.add_done_callback(lambda t: self._forget(key, t))
         return asyncio.shield(task)
+
+    def detach(self, key: Hashable) -> None:
+        """Let the next :meth:`run` of ``key`` start a new task; the running one goes on for
+        the callers that joined it."""
+        self._tasks.pop(key, None)
 
     def _forget(self, key: Hashable, task: asyncio.Task[T]) -> None:
         if self._tasks.get(key) is task:
@@ -42,37 +51,36 @@ class SingleFlight(Generic[T]):
         if not task.cancelled():
             task.exception()  # retrieved here: its callers may all have gone away
 
-    async def aclose(self) -> None:
-        """Cancel every running task and wait for them to finish."""
-        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._tasks.values())))
-
 
 class Wakeups:
-    """Per-key events set by the invalidation listener."""
+    """Per-key events set by the invalidation listener, one per waiting load (a key may have
+    two: one detached by a write, and the one started after it)."""
 
     __slots__ = ("_events",)
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._events: dict[str, list[asyncio.Event]] = {}
 
     def register(self, key: str) -> asyncio.Event:
-        event = self._events.get(key)
-        if event is None:
-            event = self._events[key] = asyncio.Event()
+        event = asyncio.Event()
+        self._events.setdefault(key, []).append(event)
         return event
 
     def unregister(self, key: str, event: asyncio.Event) -> None:
-        if self._events.get(key) is event:
-            del self._events[key]
+        events = self._events.get(key)
+        if events is not None:
+            events.remove(event)
+            if not events:
+                del self._events[key]
 
     def notify(self, key: str) -> None:
-        event = self._events.get(key)
-        if event is not None:
+        for event in self._events.get(key, ()):
             event.set()
 
     def notify_all(self) -> None:
-        for event in self._events.values():
-            event.set()
+        for events in self._events.values():
+            for event in events:
+                event.set()
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:

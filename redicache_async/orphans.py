@@ -69,11 +69,19 @@ class OrphanedClaims:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._release_all(), name="redicache-orphans")
 
-    async def aclose(self) -> None:
-        """Stop releasing (what is left expires by itself)."""
+    async def aclose(self, *, last_round: float = 0.0) -> None:
+        """Stop releasing, after one last round of releases bounded by ``last_round`` seconds
+        (what is still left then expires by itself)."""
         self._closed = True
         if self._task is not None:
             await cancel_and_wait(self._task)
+        if self._claims and last_round > 0:
+            try:
+                async with asyncio.timeout(last_round):
+                    for claim in list(self._claims.values()):
+                        await self._release(claim.key, claim.lock_key, claim.token)
+            except (TimeoutError, RedicacheError) as exc:
+                logger.debug("%d orphaned locks left to expire: %r", len(self._claims), exc)
         self._claims.clear()
 
     async def _release_all(self) -> None:

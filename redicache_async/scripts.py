@@ -88,38 +88,52 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {3, redis.call('PTTL', KEYS[2])}
 """
 
+# Refuses a ttl that is not a whole number of ms in [0, 2^53): checked before anything is
+# written, so that a bad argument can never leave a value written without its event, or a lock.
+_CHECK_TTL = """
+local ttl = tonumber(ARGV[3])
+if not ttl or ttl < 0 or ttl >= 9007199254740992 or ttl ~= math.floor(ttl) then
+  return redis.error_reply('ERR redicache: invalid ttl ' .. tostring(ARGV[3]))
+end
+"""
+
 # KEYS[1]: value hash, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
 # ARGV[1]: token ('' for a write that holds no lock),
 # ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix.
-# Fenced: with a token, writes only while the lock still holds it, then releases the lock.
+# Fenced: with a token, writes only while the lock still holds it. Every write deletes the lock:
+# its holder's release, or a revocation (memcache's lease invalidation) when another holder
+# fetches meanwhile, so that its older result is refused here and cannot undo this write.
 # Returns the new version, or nil when the lock was lost.
 WRITE = (
     _ANNOUNCE
+    + _CHECK_TTL
     + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 """
     + _NEXT_VERSION
     + """
 redis.call('HSET', KEYS[1], 'd', ARGV[2], 'v', version)
-if ARGV[3] ~= '0' then
+if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 else
   redis.call('PERSIST', KEYS[1])
 end
-if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end
+redis.call('DEL', KEYS[2])
 announce(KEYS[3], ARGV[4], ARGV[5] .. version .. '}')
 return version
 """
 )
 
-# KEYS[1]: value hash, KEYS[2] (optional): the event stream. ARGV[1]: channel, ARGV[2]: event
-# prefix. Returns the delete's version.
+# KEYS[1]: value hash, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
+# ARGV[1]: channel, ARGV[2]: event prefix. Deletes the value and revokes its lock (see WRITE):
+# a fetch that started before the delete can no longer store its result. Returns the delete's
+# version.
 DELETE = (
     _ANNOUNCE
     + _NEXT_VERSION
     + """
-redis.call('DEL', KEYS[1])
-announce(KEYS[2], ARGV[1], ARGV[2] .. version .. '}')
+redis.call('DEL', KEYS[1], KEYS[2])
+announce(KEYS[3], ARGV[1], ARGV[2] .. version .. '}')
 return version
 """
 )

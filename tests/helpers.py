@@ -5,6 +5,7 @@ reader collected."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,11 +77,37 @@ async def script_calls(r: aioredis.Redis) -> int:
     return sum(int(info.get("cmdstat_evalsha", {}).get("calls", 0)) for info in infos)
 
 
+def _is_evalsha(args: tuple[Any, ...]) -> bool:
+    return bool(args) and str(args[0]).upper() == "EVALSHA"
+
+
+def runs_script(source: str) -> Callable[[tuple[Any, ...]], bool]:
+    """A :attr:`GatedRedis.holds` that matches the EVALSHA of one script."""
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    return lambda args: _is_evalsha(args) and len(args) > 1 and args[1] == sha
+
+
+def once(holds: Callable[[tuple[Any, ...]], bool]) -> Callable[[tuple[Any, ...]], bool]:
+    """A :attr:`GatedRedis.holds` that matches only the first command ``holds`` matches."""
+    matched = False
+
+    def first(args: tuple[Any, ...]) -> bool:
+        nonlocal matched
+        if matched or not holds(args):
+            return False
+        matched = True
+        return True
+
+    return first
+
+
 class GatedRedis(aioredis.Redis):
-    """A real client whose EVALSHA replies wait at a gate while it is closed.
+    """A real client whose replies to the commands that ``holds`` matches (every EVALSHA,
+    unless told otherwise) wait at a gate while it is closed.
 
     The server runs the command as usual; only the delivery of its reply to the caller is held
-    back, which is exactly the window in which a racing invalidation can arrive.
+    back, which is exactly the window in which a racing invalidation can arrive, or in which a
+    cancellation finds a claim that has run but whose caller does not know it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -88,6 +115,7 @@ class GatedRedis(aioredis.Redis):
         self.gate = asyncio.Event()
         self.gate.set()
         self.held = asyncio.Event()
+        self.holds: Callable[[tuple[Any, ...]], bool] = _is_evalsha
 
     @classmethod
     def connect(cls, url: str) -> GatedRedis:
@@ -95,7 +123,7 @@ class GatedRedis(aioredis.Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        if args and str(args[0]).upper() == "EVALSHA" and not self.gate.is_set():
+        if not self.gate.is_set() and self.holds(args):
             self.held.set()
             await self.gate.wait()
         return result

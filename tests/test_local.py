@@ -96,3 +96,34 @@ def test_discard_below_version_keeps_newer_entries() -> None:
     assert layer.discard("a", below_version=6)
     assert layer.fresh("a") is None
     assert not layer.discard("missing")
+
+
+def test_a_put_never_replaces_a_fresh_entry_with_an_older_version() -> None:
+    layer = LocalLayer(10, 1000)
+    assert layer.put("k", "new", version=2, size=1, expires_at=math.inf, stale_ttl=0.0)
+    assert not layer.put("k", "old", version=1, size=1, expires_at=math.inf, stale_ttl=0.0)
+    entry = layer.fresh("k")
+    assert entry is not None
+    assert (entry.value, entry.version) == ("new", 2)
+    assert layer.put("k", "newer", version=3, size=1, expires_at=math.inf, stale_ttl=0.0)
+    assert layer.fresh("k").value == "newer"  # type: ignore[union-attr]
+
+
+def test_an_older_version_may_replace_an_entry_that_is_no_longer_fresh() -> None:
+    """After a flush (a failover may have lost the newer write), Redis's answer is the truth,
+    even when its version is lower."""
+    layer = LocalLayer(10, 1000)
+    layer.put("k", "lost", version=2, size=1, expires_at=math.inf, stale_ttl=60.0)
+    layer.expire(stale_ttl=60.0)
+    assert layer.put("k", "kept", version=1, size=1, expires_at=math.inf, stale_ttl=0.0)
+    assert layer.fresh("k").value == "kept"  # type: ignore[union-attr]
+
+
+def test_nothing_is_fresh_while_the_layer_is_not_trusted_but_stays_a_fallback() -> None:
+    layer = LocalLayer(10, 1000)
+    put(layer, "k")
+    layer.trusted = False
+    assert layer.fresh("k") is None
+    assert layer.stale("k") is not None
+    layer.trusted = True
+    assert layer.fresh("k") is not None

@@ -173,3 +173,31 @@ async def test_connections_cut_under_load_lose_no_invalidation(
             return True
 
         await wait_until(agrees, what="the cut-off client to agree with Redis on every key")
+
+
+async def test_a_silent_partition_ends_local_freshness_within_the_detection_bound(
+    proxy: FaultProxy, faulted: aioredis.Redis, redis: aioredis.Redis, namespace: str
+) -> None:
+    """Packets vanish and no error comes: the listener's idle ping goes unanswered, and within
+    ``ping_interval + redis_timeout`` local copies stop being fresh (they stay a fallback)."""
+    cache = CacheClient(faulted, namespace=namespace, redis_timeout=REDIS_TIMEOUT)
+    ping_interval = 0.2
+    cache._listener._ping_interval = ping_interval  # the default is 5 s
+    async with cache, CacheClient(redis, namespace=namespace) as writer:
+        await writer.set("k", "v1")
+        assert await cache.get("k") == "v1"
+        assert cache._local.fresh("k") is not None
+        proxy.blackhole(True)
+        try:
+            await wait_until(
+                lambda: not cache._local.trusted,
+                timeout=ping_interval + REDIS_TIMEOUT + 2.0,
+                what="the listener to notice the silence",
+            )
+            assert cache._local.fresh("k") is None
+            served = cache.stats().stale_served
+            assert await cache.get("k") == "v1"  # the fallback, within its TTL (none)
+            assert cache.stats().stale_served == served + 1
+        finally:
+            proxy.blackhole(False)
+        await wait_until(lambda: cache._local.trusted, what="the listener to come back")
