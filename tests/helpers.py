@@ -47,6 +47,23 @@ class Fetch:
         return self.value
 
 
+class HeldFetch:
+    """An async fetch that returns ``value`` once ``release`` is set; ``started`` is set when
+    it is called: a fetch held in flight while a test does something meanwhile."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.calls = 0
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        self.started.set()
+        await self.release.wait()
+        return self.value
+
+
 async def ns_keys(r: aioredis.Redis, namespace: str) -> list[bytes]:
     """Every key under ``namespace`` but its event stream (which every write appends to)."""
     stream = f"{namespace}:stream".encode()

@@ -13,7 +13,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,23 +21,9 @@ from redicache_async import CacheBuilder, ClientClosedError, Target
 from redicache_async.scripts import ACQUIRE_LEADER, READ_MANY, READ_OR_LOCK
 
 from .conftest import MakeCache
-from .helpers import Fetch, GatedRedis, once, runs_script, wait_until
+from .helpers import Fetch, GatedRedis, HeldFetch, once, runs_script, wait_until
 
 LOCK_TTL = 30.0
-
-
-class HeldFetch:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self.calls = 0
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        self.started.set()
-        await self.release.wait()
-        return self.value
 
 
 @pytest.fixture

@@ -21,27 +21,11 @@ from redicache_async import CacheClient
 from redicache_async.scripts import READ_MANY
 
 from .conftest import MakeCache
-from .helpers import Fetch, GatedRedis, once, runs_script, wait_until
+from .helpers import Fetch, GatedRedis, HeldFetch, once, runs_script, wait_until
 
 pytestmark = pytest.mark.topologies
 
 LONG = {"lock_ttl": 30.0, "wait_timeout": 30.0}
-
-
-class HeldFetch:
-    """A fetch that returns ``value`` once released; ``started`` is set when it is called."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self.calls = 0
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        self.started.set()
-        await self.release.wait()
-        return self.value
 
 
 async def _change(cache: CacheClient, op: str) -> None:
