@@ -27,11 +27,13 @@ from .errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     RedicacheError,
+    RedisConfigurationError,
     RedisPermissionError,
     RedisUnavailableError,
     RegenerationInProgress,
     describe_error,
 )
+from .failover import FailoverWatch
 from .fetching import call_fetch
 from .invalidation import (
     OP_DELETE,
@@ -53,6 +55,7 @@ from .serializers import JsonSerializer, Serializer
 from .stats import CacheStats
 from .targets import decode_target, empty_target
 from .tasks import OwnedTasks
+from .tls import tls_error
 from .topology import is_cluster
 from .validation import (
     check_callable,
@@ -79,6 +82,8 @@ _UNREACHABLE: Final = object()
 #: Seconds a value fetched while Redis was unreachable is served as fresh before Redis is
 #: asked again.
 _UNSHARED_FRESHNESS: Final = 1.0
+#: Seconds between two looks at a cluster's epoch (see ``failover.py``).
+_FAILOVER_POLL: Final = 1.0
 
 
 class _Guard:
@@ -166,6 +171,16 @@ class CacheClient(Lifecycle):
             stream=None if cluster else self._keys.stream,
         )
         self._subscriptions = 0
+        self._failovers = (
+            FailoverWatch(
+                redis,
+                on_failover=self._on_failover,
+                interval=_FAILOVER_POLL,
+                timeout=self._redis_timeout,
+            )
+            if cluster
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"<CacheClient namespace={self._keys.namespace!r} origin={self._origin}>"
@@ -185,6 +200,8 @@ class CacheClient(Lifecycle):
         await super().start()
 
     async def _startup(self) -> None:
+        if self._failovers is not None:
+            self._tasks.spawn(self._failovers.run(), name="redicache-failover-watch")
         subscribed = await self._listener.start(wait=self._redis_timeout)
         if not subscribed:
             logger.warning("Redis is not reachable yet; answering without it until it is")
@@ -747,6 +764,12 @@ class CacheClient(Lifecycle):
         if self._sealed:
             command.close()
             raise ClientClosedError("the client is closed")
+        mistake = self._listener.refusal
+        if mistake is not None and not isinstance(mistake, RedisPermissionError):
+            # The listener found a TLS mistake: no command can get through, and saying so
+            # beats answering as if Redis were down. (A refusal shows on the calls it stops.)
+            command.close()
+            raise RedisConfigurationError(*mistake.args) from mistake.__cause__
         breaker = self._breaker
         if not breaker.allow():
             command.close()
@@ -761,6 +784,11 @@ class CacheClient(Lifecycle):
             raise RedisPermissionError(f"Redis refused this client: {describe_error(exc)}") from exc
         except OUTAGES as exc:
             self._stats.redis_errors += 1
+            mistake = tls_error(exc)
+            if mistake is not None:
+                if probe:
+                    breaker.abandoned()
+                raise mistake from exc
             breaker.failed(probe=probe)
             raise RedisUnavailableError(f"Redis is unreachable: {describe_error(exc)}") from exc
         except RedisError as exc:
@@ -892,21 +920,30 @@ class CacheClient(Lifecycle):
         self._subscriptions += 1
         self._breaker.close()
         if not caught_up:
-            # Events may have been missed while the listener was away: nothing local is fresh
-            # any more (copies stay for fail-safe use within stale_ttl).
-            if self._subscriptions > 1:
-                self._stats.local_flushes += 1
-            self._local.expire(stale_ttl=self._stale_ttl)
-            self._target_fields.clear()
-            for guards in self._guards.values():
-                for guard in guards:
-                    guard.void = True
+            # Events may have been missed while the listener was away.
+            self._flush_local(count=self._subscriptions > 1)
         else:
             self._stats.replays += 1
         # Values fetched while Redis was away were never shared: read Redis's instead.
         self._local.expire(stale_ttl=self._stale_ttl, only_version=0)
         self._local.trusted = True
         self._wakeups.notify_all()
+
+    def _on_failover(self) -> None:
+        # Writes acknowledged by the old master may be lost, and no event says which.
+        self._flush_local(count=True)
+        self._wakeups.notify_all()
+
+    def _flush_local(self, *, count: bool) -> None:
+        """Nothing held locally is fresh any more (copies stay for fail-safe use within
+        stale_ttl), and reads in flight are not kept."""
+        if count:
+            self._stats.local_flushes += 1
+        self._local.expire(stale_ttl=self._stale_ttl)
+        self._target_fields.clear()
+        for guards in self._guards.values():
+            for guard in guards:
+                guard.void = True
 
     def _on_listener_lost(self) -> None:
         # Invalidations may be missed from now on: until the listener is back (and has replayed

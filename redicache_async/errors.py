@@ -23,6 +23,7 @@ __all__ = [
     "InvalidArgumentTypeError",
     "InvalidResultError",
     "RedicacheError",
+    "RedisConfigurationError",
     "RedisPermissionError",
     "RedisUnavailableError",
     "RegenerationInProgress",
@@ -74,10 +75,16 @@ class RedisUnavailableError(RedicacheError, ConnectionError):
     (a write or a delete); reads answer without Redis instead of raising this."""
 
 
-class RedisPermissionError(RedicacheError, PermissionError):
+class RedisConfigurationError(RedicacheError):
+    """Redis cannot be used as configured, and waiting will not change it: a TLS handshake
+    that fails (a wrong CA, a plain URL pointed at a TLS port), or a refusal
+    (:class:`RedisPermissionError`). Not an outage: nothing falls back to fetching
+    in-process, so the misconfiguration shows."""
+
+
+class RedisPermissionError(RedisConfigurationError, PermissionError):
     """Redis refused this client: a wrong or missing password, or an ACL that does not allow a
-    command, key or channel the library needs (see the README's minimal ACL rule). Not an
-    outage: nothing falls back to fetching in-process, so the misconfiguration shows."""
+    command, key or channel the library needs (see the README's minimal ACL rule)."""
 
 
 #: redis-py's errors for a server that refuses this client (credentials, ACL).

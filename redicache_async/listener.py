@@ -14,10 +14,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .cancellation import bounded, cancel_and_wait
-from .errors import REDIS_FAILURES, REFUSALS, RedisPermissionError, describe_error
+from .errors import (
+    REDIS_FAILURES,
+    REFUSALS,
+    RedisConfigurationError,
+    RedisPermissionError,
+    describe_error,
+)
 from .invalidation import Event, decode_event
 from .logs import Throttle
 from .replay import StreamCursor
+from .tls import diagnose_tls
 from .topology import first_attempt, open_subscriber
 
 __all__ = ["InvalidationListener"]
@@ -63,9 +70,9 @@ class InvalidationListener:
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._refused = asyncio.Event()
-        #: The server's refusal (credentials, ACL) when that is why the listener is not
-        #: subscribed; it keeps retrying, in case the configuration is fixed.
-        self.refusal: Exception | None = None
+        #: Why the listener cannot subscribe when that is a configuration error (credentials,
+        #: ACL, TLS), not an outage; it keeps retrying, in case the configuration is fixed.
+        self.refusal: RedisConfigurationError | None = None
         #: Set while subscribed; cleared the moment the connection is known to be lost.
         self.connected = False
         self.reconnects = 0
@@ -73,9 +80,10 @@ class InvalidationListener:
 
     async def start(self, wait: float) -> bool:
         """Start listening; True once subscribed, False if that took longer than ``wait``
-        (the task keeps trying in the background). Raises :class:`RedisPermissionError` when
-        the server refuses the subscription (a wrong password, an ACL without the channel or
-        the stream): a configuration error must show at start-up, not look like an outage."""
+        (the task keeps trying in the background). Raises :class:`RedisConfigurationError`
+        when the subscription fails for a reason waiting will not fix (a wrong password, an
+        ACL without the channel or the stream: :class:`RedisPermissionError`; a TLS mistake):
+        a configuration error must show at start-up, not look like an outage."""
         if self._task is None:
             self._task = asyncio.create_task(
                 self._run(), name=f"redicache-listener:{self._channel}"
@@ -92,10 +100,7 @@ class InvalidationListener:
         if self._task.done():
             self._task.result()  # the listener died: raise its exception here, not never
         if not self._subscribed.is_set() and self.refusal is not None:
-            raise RedisPermissionError(
-                f"Redis refused to let this client listen on {self._channel!r}: "
-                f"{describe_error(self.refusal)} (check the password and the ACL)"
-            ) from self.refusal
+            raise self.refusal
         return self._subscribed.is_set()
 
     async def aclose(self) -> None:
@@ -116,20 +121,23 @@ class InvalidationListener:
             except asyncio.CancelledError:
                 raise
             except REFUSALS as exc:
-                self.refusal = exc
-                self._refused.set()
-                logger.error(
-                    "Redis refuses the invalidation listener (%s); check the password and the "
-                    "ACL. Retrying.",
-                    describe_error(exc),
+                refusal = RedisPermissionError(
+                    f"Redis refused to let this client listen on {self._channel!r}: "
+                    f"{describe_error(exc)} (check the password and the ACL)"
                 )
+                refusal.__cause__ = exc
+                self._refuse(refusal)
             except REDIS_FAILURES as exc:
-                self._log.log(
-                    logging.WARNING,
-                    "lost",
-                    "invalidation listener lost its connection: %s",
-                    describe_error(exc),
-                )
+                mistake = await diagnose_tls(self._redis, exc, self._timeout)
+                if mistake is not None:
+                    self._refuse(mistake)
+                else:
+                    self._log.log(
+                        logging.WARNING,
+                        "lost",
+                        "invalidation listener lost its connection: %s",
+                        describe_error(exc),
+                    )
             except Exception:
                 logger.exception("invalidation listener failed; reconnecting")
             finally:
@@ -142,6 +150,11 @@ class InvalidationListener:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
             self.reconnects += 1
+
+    def _refuse(self, error: RedisConfigurationError) -> None:
+        self.refusal = error
+        self._refused.set()
+        logger.error("the invalidation listener cannot subscribe: %s. Retrying.", error)
 
     async def _listen(self, attempt: int) -> None:
         pubsub = await bounded(open_subscriber(self._redis, attempt), self._timeout)

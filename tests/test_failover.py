@@ -373,3 +373,125 @@ async def test_reads_are_refused_by_a_replica_not_answered_as_no_value(namespace
                     stats = b.stats()
                     assert (stats.redis_hits, fetch.calls) == (0, 1)
                     assert stats.redis_errors >= 1
+
+
+def _command(node: RedisServer, *args: Any) -> Any:
+    client = SyncRedis(host=node.host, port=node.port, socket_timeout=5)
+    try:
+        return client.execute_command(*args)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+
+
+def _lose_the_next_write(master: RedisServer, replica: RedisServer) -> None:
+    """Once the replica has everything so far, freeze it and cut its link: the master will
+    acknowledge writes its replica never gets (asynchronous replication, made deterministic)."""
+    assert int(_command(master, "WAIT", 1, 5000)) >= 1
+    replica.pause()
+    _command(master, "CLIENT", "KILL", "TYPE", "replica")
+
+
+async def _converge_on_the_surviving_value(
+    a: CacheClient, b: CacheClient, key: str, lost: Any, kept: Any, fail: Callable[[], None]
+) -> None:
+    """Both clients hold the write that will be lost; after the failover they must stop
+    serving it from their local layers and answer what Redis now holds."""
+    await a.set(key, lost)
+
+    async def b_sees_it() -> bool:
+        return bool(await b.get(key) == lost)
+
+    await wait_until(b_sees_it, what="b to see the write before it is lost")
+    assert a._local.fresh(key) is not None
+    assert b._local.fresh(key) is not None
+    flushes = [c.stats().local_flushes for c in (a, b)]
+    await asyncio.to_thread(fail)
+
+    async def both_see_what_redis_holds() -> bool:
+        return [await a.get(key), await b.get(key)] == [kept, kept]
+
+    await wait_until(
+        both_see_what_redis_holds, timeout=RECOVERY_TIMEOUT, what="both to drop the lost write"
+    )
+    assert [c.stats().local_flushes for c in (a, b)] > flushes
+
+
+async def test_a_write_lost_in_a_cluster_failover_is_not_served_from_local_layers(
+    cluster: ClusterServers, namespace: str
+) -> None:
+    """Listeners sit on other nodes than the one that dies, so none reconnects: the watch of
+    the cluster's epoch is what makes both processes drop the write the failover lost."""
+    channel = KeySpace(namespace).channel
+    options: dict[str, Any] = {"namespace": namespace, "redis_timeout": 1.0}
+    a_redis = RedisCluster.from_url(cluster.url, protocol=3)
+    b_redis = RedisCluster.from_url(cluster.url, protocol=2)
+    killed: list[RedisServer] = []
+    try:
+        async with CacheClient(a_redis, **options) as a, CacheClient(b_redis, **options) as b:
+            hosts = {n.port for n in cluster.nodes if n.running and _subscribers(n, channel)}
+            key = next(
+                f"page-{i}"
+                for i in range(1000)
+                if not {
+                    (m := cluster.master_for_key(KeySpace(namespace).value(f"page-{i}"))).port,
+                    *(r.port for r in cluster.replicas(of=m)),
+                }
+                & hosts
+            )
+            master = cluster.master_for_key(KeySpace(namespace).value(key))
+            (replica,) = cluster.replicas(of=master)
+            await a.set(key, "kept")
+            assert await b.get(key) == "kept"
+
+            def fail() -> None:
+                master.kill()
+                killed.append(master)
+                replica.resume()
+                cluster.wait_ok()
+
+            _lose_the_next_write(master, replica)
+            try:
+                await _converge_on_the_surviving_value(a, b, key, "lost", "kept", fail)
+            finally:
+                if replica.paused:
+                    replica.resume()
+    finally:
+        await a_redis.aclose()
+        await b_redis.aclose()
+        for node in killed:
+            await asyncio.to_thread(cluster.restart_node, node)
+
+
+async def test_a_write_lost_in_a_sentinel_failover_is_not_served_from_local_layers(
+    sentinels: SentinelServers, namespace: str
+) -> None:
+    """Under Sentinel every listener is on the master that dies: each reconnects, and its
+    replay finds the stream shorter than what it saw, so it drops every local copy."""
+    options: dict[str, Any] = {"namespace": namespace, "redis_timeout": 1.0}
+    sentinel = Sentinel(sentinels.sentinel_addresses)  # type: ignore[no-untyped-call]
+    clients = [sentinel.master_for(sentinels.master_name, protocol=p) for p in (3, 2)]
+    master = sentinels.master()
+    (replica,) = sentinels.replicas()
+    try:
+        async with CacheClient(clients[0], **options) as a, CacheClient(clients[1], **options) as b:
+            await a.set("page", "kept")
+            assert await b.get("page") == "kept"
+
+            def fail() -> None:
+                sentinels.kill_master(wait=False)
+                replica.resume()
+                sentinels.wait_master()
+
+            _lose_the_next_write(master, replica)
+            try:
+                await _converge_on_the_surviving_value(a, b, "page", "lost", "kept", fail)
+            finally:
+                if replica.paused:
+                    replica.resume()
+    finally:
+        for client in clients:
+            await client.aclose()
+        for node in sentinel.sentinels:
+            await node.aclose()
+        master.start()
+        await asyncio.to_thread(sentinels.wait_master)

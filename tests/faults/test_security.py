@@ -27,8 +27,8 @@ from redicache_async import (
     CacheBuilder,
     CacheClient,
     RedicacheError,
+    RedisConfigurationError,
     RedisPermissionError,
-    RedisUnavailableError,
     Target,
 )
 from redicache_async.testing import (
@@ -38,7 +38,7 @@ from redicache_async.testing import (
     ServerTLS,
     find_server_binary,
 )
-from tests.helpers import wait_until
+from tests.helpers import Fetch, wait_until
 
 from .proxy import FaultProxy
 
@@ -496,11 +496,65 @@ async def test_tls_server(tls_server: RedisServer, tls_files: ServerTLS, namespa
         assert await a.ping() is True
         await check_cache(a, b, namespace)
         await check_builder(a, b, namespace, f"report-{namespace}:")
-    # Plain text on the TLS port gets nowhere.
-    plain = f"redis://127.0.0.1:{tls_server.port}/0"
-    async with (
-        clients(plain, socket_timeout=1.0, socket_connect_timeout=1.0) as (r,),
-        CacheClient(r, namespace=namespace, redis_timeout=0.3) as cache,
-    ):
-        with pytest.raises(RedisUnavailableError):
-            await cache.set("k", 1)
+
+
+async def test_tls_mistakes_are_configuration_errors_at_start(
+    tls_server: RedisServer, tls_files: ServerTLS, tmp_path: Path, namespace: str
+) -> None:
+    """A wrong CA, or plain text to a TLS port, will never work: ``start()`` says so, for the
+    client and the builder alike, instead of starting as if Redis were down."""
+    other_ca = tmp_path / "other-ca.pem"
+    pytest.importorskip("trustme").CA().cert_pem.write_to_path(other_ca)
+    wrong_ca = (f"rediss://127.0.0.1:{tls_server.port}/0", {"ssl_ca_certs": os.fspath(other_ca)})
+    plain: tuple[str, dict[str, str]] = (f"redis://127.0.0.1:{tls_server.port}/0", {})
+    for (url, options), says in [(wrong_ca, "TLS handshake"), (plain, "speaks TLS")]:
+        async with clients(url, socket_timeout=1.0, **options) as (r,):
+            for kind in (CacheClient, CacheBuilder):
+                with pytest.raises(RedisConfigurationError, match=says) as raised:
+                    async with kind(r, namespace=namespace, redis_timeout=0.5):
+                        pass
+                assert not isinstance(raised.value, RedisPermissionError)
+
+
+async def _refused(cache: CacheClient, fetch: Fetch, says: str) -> bool:
+    try:
+        await cache.get_or_init("k", fetch)
+    except RedisConfigurationError as exc:
+        return says in str(exc)
+    return False
+
+
+async def test_tls_mistakes_found_after_start_are_raised_by_each_call(
+    tls_server: RedisServer, tls_files: ServerTLS, tmp_path: Path, namespace: str
+) -> None:
+    """The server was unreachable at start (the client started anyway, to answer without
+    it); once it is there, each call raises the configuration error rather than answering as
+    in an outage by fetching in-process."""
+    other_ca = tmp_path / "other-ca.pem"
+    pytest.importorskip("trustme").CA().cert_pem.write_to_path(other_ca)
+    with FaultProxy("127.0.0.1", tls_server.port) as proxy:
+        for scheme, options, says, at_once in [
+            # the call's own handshake fails: it knows at once
+            ("rediss", {"ssl_ca_certs": os.fspath(other_ca)}, "TLS handshake", True),
+            # a reset: known once the listener has tried a TLS handshake
+            ("redis", {}, "speaks TLS", False),
+        ]:
+            proxy.refuse(True)
+            url = f"{scheme}://127.0.0.1:{proxy.port}/0"
+            async with (
+                clients(url, socket_timeout=1.0, **options) as (r,),
+                CacheClient(r, namespace=namespace, redis_timeout=0.5) as cache,
+            ):
+                proxy.refuse(False)
+                fetch = Fetch("fetched")
+                if at_once:
+                    assert await _refused(cache, fetch, says)
+                await wait_until(
+                    lambda: _refused(cache, fetch, says),  # noqa: B023 (awaited at once)
+                    timeout=10.0,
+                    what="a call to say what is wrong",
+                )
+                assert fetch.calls == 0 or not at_once
+                for call in (cache.get("k"), cache.set("k", 1), cache.get_or_init("k", fetch)):
+                    with pytest.raises(RedisConfigurationError, match=says):
+                        await call
