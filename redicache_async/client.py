@@ -402,9 +402,11 @@ class CacheClient(Lifecycle):
             await report("2026-11-23")
             await report.invalidate("2026-11-23")
 
-        The default key takes ``str``, ``int``, ``float``, ``bool`` and ``None`` arguments
-        only; for others (a method's ``self``, say) pass ``key=``, a function of the same
-        arguments that returns the key. See :mod:`redicache_async.decorator`.
+        The default key is the call, not its spelling (``report("d1")`` and
+        ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
+        ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
+        function of the same arguments that returns the key. A closure that reads variables of
+        its enclosing function needs ``key=`` too. See :mod:`redicache_async.decorator`.
         """
         return cached(self, ttl, key=key)
 

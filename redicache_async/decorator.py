@@ -2,12 +2,31 @@
 :class:`~redicache_async.CacheClient`, with ``get_or_init``'s guarantees (one call of the
 function across every process for a missing key, coherent local copies).
 
-The default key is the function's module and qualified name followed by the ``repr`` of its
-arguments, accepted only when every argument is a ``str``, ``int``, ``float``, ``bool`` or
-``None``: their ``repr`` tells any two values apart, where an object's default ``repr`` carries
-its address (and so would miss, or worse, hit another object's entry once the address is
-reused). Anything else needs ``key=``, a function of the same arguments that returns the key.
-A key longer than the client's limit is replaced by its prefix and a SHA-256 digest.
+The default key is the call, not its spelling: the arguments are bound to the function's
+signature with its defaults applied, so ``report("d1")``, ``report(day="d1")`` and
+``report("d1", "eu")`` (``"eu"`` being the default) are one entry. The key is the function's
+module and qualified name followed by every parameter in the signature's order, as
+``name=repr(value)``; a ``*args`` parameter as a tuple, a ``**kwargs`` parameter as its items
+sorted by name::
+
+    myapp.reports.report(day='d1', region='eu')
+
+Only ``str``, ``int``, ``float``, ``bool`` and ``None`` arguments are accepted: their ``repr``
+tells any two values apart, where an object's default ``repr`` carries its address (and so
+would miss, or worse, hit another object's entry once the address is reused). A parameter left
+at a default of another type (a sentinel object, say) is written ``<default>``. Anything else
+needs ``key=``, a function of the same arguments that returns the key. A key longer than the
+client's limit is replaced by its prefix and a SHA-256 digest. A call whose arguments do not
+fit the signature raises the ``TypeError`` the function itself raises, before any I/O.
+
+The default key names everything a module-level function's result depends on (its globals
+aside), and names it alike in every process, which is how processes share entries. It cannot
+name what a function holds besides its arguments, so it is refused at decoration time, with
+:class:`~redicache_async.InvalidArgumentError`, for a function that reads variables of the
+function that defines it (a closure: ``make(1)`` and ``make(2)`` of one factory would share
+entries, in one process or across processes, and no check in one process can see what another
+process's closure holds), a ``functools.partial`` and a bound method. Those pass ``key=``. A
+nested function that reads nothing from its enclosing scope is keyed like a module-level one.
 """
 
 from __future__ import annotations
@@ -15,7 +34,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
@@ -25,13 +44,40 @@ from .validation import check_callable, ttl_to_ms
 if TYPE_CHECKING:
     from .client import CacheClient
 
-__all__ = ["CachedFunction", "cached"]
+__all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+
+#: How a parameter left at a default that is not a scalar appears in a default key: the
+#: default object is the same one on every such call, and no scalar's ``repr`` reads so.
+_DEFAULT = "<default>"
+
+#: Call shapes (positional count, keyword names) remembered per function. A function taking
+#: ``**kwargs`` can be called with ever new names: past this, shapes are bound but not kept.
+_MAX_SHAPES = 64
+
+
+class BoundCachedFunction(Protocol[T_co]):
+    """``instance.method`` for a cached method: the call, key and invalidation with the
+    instance as the first argument, as ``key=`` receives it."""
+
+    __self__: object
+    __name__: str
+    __qualname__: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, T_co]: ...
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """The cache key of a call with these arguments."""
+        ...
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        """Remove the entry of a call with these arguments, everywhere."""
+        ...
 
 
 class CachedFunction(Protocol, Generic[P, T_co]):
@@ -45,12 +91,13 @@ class CachedFunction(Protocol, Generic[P, T_co]):
     @overload
     def __get__(
         self, instance: object, owner: type[Any] | None = None
-    ) -> Callable[..., Coroutine[Any, Any, T_co]]: ...
+    ) -> BoundCachedFunction[T_co]: ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T_co]: ...
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """The cache key of a call with these arguments."""
+        """The cache key of a call with these arguments (any spelling of one call gives one
+        key)."""
         ...
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -74,63 +121,289 @@ def cached(
             raise InvalidArgumentTypeError(
                 f"cached() wraps coroutine functions (async def), not {function!r}"
             )
-        make_key = key if key is not None else _default_key(function)
-        get_or_init, local_value = client.get_or_init, client._local_value
-
-        @functools.wraps(function)
-        async def call(*args: P.args, **kwargs: P.kwargs) -> T:
-            cache_key = make_key(*args, **kwargs)
-            try:
-                value = local_value(cache_key)
-            except TypeError:  # an unhashable key: get_or_init says what is wrong with it
-                value = None
-            if value is not None:  # a local hit, without the fetch's partial or a coroutine
-                return value  # type: ignore[no-any-return]
-            return await get_or_init(  # type: ignore[no-any-return]
-                cache_key, functools.partial(function, *args, **kwargs), ttl
-            )
-
-        def key_of(*args: P.args, **kwargs: P.kwargs) -> str:
-            return validate_key(make_key(*args, **kwargs))
-
-        async def invalidate(*args: P.args, **kwargs: P.kwargs) -> None:
-            await client.delete(make_key(*args, **kwargs))
-
-        wrapper = cast(Any, call)
-        wrapper.key = key_of
-        wrapper.invalidate = invalidate
-        return cast(CachedFunction[P, T], wrapper)
+        if key is None:
+            _check_default_keyable(function)
+        return cast(CachedFunction[P, T], _Cached(client, function, ttl, key))
 
     return decorate
 
 
-def _default_key(function: Callable[..., Any]) -> Callable[..., str]:
-    prefix = f"{function.__module__}.{function.__qualname__}"
+class _Cached(Generic[T]):
+    """The object ``@cache.cached`` returns. A descriptor, so that ``obj.method`` binds
+    ``obj`` for the call, ``key`` and ``invalidate`` alike (a plain function wrapper would
+    bind it for the call only)."""
 
-    def make_key(*args: Any, **kwargs: Any) -> str:
-        for value in args:
-            if type(value) not in _SCALARS:
-                raise _unkeyable(prefix, value)
-        if kwargs:
-            for value in kwargs.values():
-                if type(value) not in _SCALARS:
-                    raise _unkeyable(prefix, value)
-            text = f"{prefix}{args!r}{sorted(kwargs.items())!r}"
+    def __init__(
+        self,
+        client: CacheClient,
+        function: Callable[..., Awaitable[T]],
+        ttl: float | None,
+        key: Callable[..., str] | None,
+    ) -> None:
+        functools.update_wrapper(self, function)
+        self._function = function
+        self._ttl = ttl
+        calls = _Calls(function, "" if key is not None else _name(function))
+        self._key: Callable[[tuple[Any, ...], dict[str, Any]], Any]
+        if key is None:
+            self._key = calls.default_key
         else:
-            text = f"{prefix}{args!r}"
+            custom_key = key
+
+            def custom(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                calls.template(args, kwargs)  # a call the function refuses is not answered
+                return custom_key(*args, **kwargs)
+
+            self._key = custom
+        self._get_or_init = client.get_or_init
+        self._local_value = client._local_value
+        self._delete = client.delete
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> T:
+        # _BoundCached.__call__ repeats these lines: one coroutine per call, not two
+        cache_key = self._key(args, kwargs)
+        try:
+            value = self._local_value(cache_key)
+        except TypeError:  # an unhashable key: get_or_init says what is wrong with it
+            value = None
+        if value is not None:  # a local hit, without the fetch's partial or a coroutine
+            return cast(T, value)
+        return cast(
+            T,
+            await self._get_or_init(
+                cache_key, functools.partial(self._function, *args, **kwargs), self._ttl
+            ),
+        )
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        return validate_key(self._key(args, kwargs))
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        await self._delete(self._key(args, kwargs))
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> _BoundCached[T]: ...
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        return _BoundCached(self, instance)
+
+    def __repr__(self) -> str:
+        return f"<cached function {_name(self._function)}>"
+
+
+class _BoundCached(Generic[T]):
+    # ``instance.method`` of a cached method, as a bound method is for a function. No class
+    # docstring: __doc__ is the method's.
+
+    __slots__ = ("__func__", "__self__")
+
+    def __init__(self, function: _Cached[T], instance: object) -> None:
+        self.__func__ = function
+        self.__self__ = instance
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> T:
+        cached, args = self.__func__, (self.__self__, *args)
+        cache_key = cached._key(args, kwargs)
+        try:
+            value = cached._local_value(cache_key)
+        except TypeError:
+            value = None
+        if value is not None:
+            return cast(T, value)
+        return cast(
+            T,
+            await cached._get_or_init(
+                cache_key, functools.partial(cached._function, *args, **kwargs), cached._ttl
+            ),
+        )
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        return self.__func__.key(self.__self__, *args, **kwargs)
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        await self.__func__.invalidate(self.__self__, *args, **kwargs)
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self.__func__.__doc__
+
+    def __getattr__(self, name: str) -> Any:  # __name__, __qualname__, __wrapped__, ...
+        if name in _BoundCached.__slots__:  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.__func__, name)
+
+    def __repr__(self) -> str:
+        return f"<bound cached method {_name(self.__func__._function)} of {self.__self__!r}>"
+
+
+class _Slot:
+    """Stands for the argument at ``index`` while a call shape is bound to the signature."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class _Calls:
+    """One function's call shapes, each bound once to its signature.
+
+    A shape (how many positional arguments, which keyword names, in which order) decides where
+    every argument lands, so binding placeholders once per shape gives a ``str.format``
+    template of the default key: a call then costs a dict lookup and a format, not a
+    ``Signature.bind``.
+    """
+
+    def __init__(self, function: Callable[..., Any], prefix: str) -> None:
+        self._function = function
+        self._signature = inspect.signature(function)
+        self._prefix = prefix
+        self._templates: dict[object, str] = {}
+
+    def template(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The default key's template for this call's shape; raises the function's own
+        ``TypeError`` for arguments that do not fit its signature."""
+        shape: object = (len(args), *kwargs) if kwargs else len(args)
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._bind_shape(args, kwargs)
+            if len(self._templates) < _MAX_SHAPES:
+                self._templates[shape] = template
+        return template
+
+    def default_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        template = self._templates.get((len(args), *kwargs) if kwargs else len(args))
+        if template is None:
+            template = self.template(args, kwargs)
+        values = (*args, *kwargs.values()) if kwargs else args
+        for value in values:
+            if type(value) not in _SCALARS:
+                values = self._defaults_marked(args, kwargs)
+                break
+        text = template.format(*values)
         if len(text) > MAX_KEY_BYTES // 4 and len(text.encode()) > MAX_KEY_BYTES:
             digest = hashlib.sha256(text.encode(), usedforsecurity=False).hexdigest()
-            text = f"{prefix}#{digest}"
+            text = f"{self._prefix}#{digest}"
             if len(text.encode()) > MAX_KEY_BYTES:
-                raise InvalidArgumentError(f"the name {prefix!r} is too long for a cache key")
+                raise InvalidArgumentError(f"the name {self._prefix!r} is too long for a cache key")
         return text
 
-    return make_key
+    def _bind_shape(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        slots = [_Slot(i) for i in range(len(args) + len(kwargs))]
+        try:
+            bound = self._signature.bind(
+                *slots[: len(args)], **dict(zip(kwargs, slots[len(args) :], strict=True))
+            )
+        except TypeError as error:
+            raise self._own_error(args, kwargs, error) from None
+        bound.apply_defaults()
+        parts = []
+        for name, parameter in self._signature.parameters.items():
+            value = bound.arguments[name]
+            if parameter.kind is parameter.VAR_POSITIONAL:
+                if value:
+                    items = ", ".join(f"{{{slot.index}!r}}" for slot in value)
+                    parts.append(f"*{name}=({items}{',' if len(value) == 1 else ''})")
+            elif parameter.kind is parameter.VAR_KEYWORD:
+                if value:
+                    items = ", ".join(
+                        f"({_braces(repr(keyword))}, {{{value[keyword].index}!r}})"
+                        for keyword in sorted(value)
+                    )
+                    parts.append(f"**{name}=[{items}]")
+            elif isinstance(value, _Slot):
+                parts.append(f"{name}={{{value.index}!r}}")
+            elif type(value) in _SCALARS:
+                parts.append(f"{name}={_braces(repr(value))}")
+            else:
+                parts.append(f"{name}={_DEFAULT}")
+        return f"{_braces(self._prefix)}({', '.join(parts)})"
+
+    def _own_error(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], error: TypeError
+    ) -> TypeError:
+        """The ``TypeError`` the function raises for these arguments. Calling an ``async def``
+        binds its arguments and runs none of its body; other callables (a partial, say) could
+        run code, so they get the signature's error."""
+        function = self._function
+        if inspect.isfunction(function) and function.__code__.co_flags & inspect.CO_COROUTINE:
+            try:
+                coroutine = function(*args, **kwargs)
+            except TypeError as own:
+                return own
+            coroutine.close()  # a wrapper that takes anything: the signature is its wrapped one
+        return TypeError(f"{_name(function)}(): {error}")
+
+    def _defaults_marked(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[object, ...]:
+        """The call's values for its template, where a non-scalar is accepted only as the very
+        object its parameter defaults to, and then reads as the parameter left out does."""
+        values = [*args, *kwargs.values()]
+        slots = [_Slot(i) for i in range(len(values))]
+        bound = self._signature.bind(
+            *slots[: len(args)], **dict(zip(kwargs, slots[len(args) :], strict=True))
+        )
+        for name, parameter in self._signature.parameters.items():
+            held = bound.arguments.get(name, ())
+            if isinstance(held, _Slot):
+                value = values[held.index]
+                if type(value) not in _SCALARS and value is parameter.default:
+                    values[held.index] = _DefaultMark()  # a scalar default is its repr already
+                held = (held,)
+            elif isinstance(held, dict):
+                held = tuple(held.values())
+            for slot in held:
+                value = values[slot.index]
+                if type(value) not in _SCALARS and not isinstance(value, _DefaultMark):
+                    raise InvalidArgumentTypeError(
+                        f"{self._prefix}: the default cache key takes str, int, float, bool and "
+                        f"None arguments only, not {type(value).__name__} (argument {name!r}); "
+                        "pass key=... (a function of the same arguments that returns the key)"
+                    )
+        return tuple(values)
 
 
-def _unkeyable(prefix: str, value: object) -> InvalidArgumentTypeError:
-    return InvalidArgumentTypeError(
-        f"{prefix}: the default cache key takes str, int, float, bool and None arguments only, "
-        f"not {type(value).__name__}; pass key=... (a function of the same arguments that "
-        "returns the key)"
+class _DefaultMark:
+    def __repr__(self) -> str:
+        return _DEFAULT
+
+
+def _check_default_keyable(function: Callable[..., Any]) -> None:
+    """Refuse, at decoration time, a function whose result depends on more than its module,
+    qualified name and arguments, which is all that the default key names."""
+    inner = inspect.unwrap(function)  # the def under functools.wraps wrappers
+    code = getattr(inner, "__code__", None)
+    # __class__ is the class that defines a method, which the qualified name names already
+    captured = [n for n in getattr(code, "co_freevars", ()) if n != "__class__"]
+    if isinstance(function, functools.partial) or isinstance(inner, functools.partial):
+        reason = "it is a functools.partial, whose stored arguments the key cannot see"
+    elif inspect.ismethod(function) or inspect.ismethod(inner):
+        reason = "it is a bound method, whose object the key cannot see"
+    elif captured:
+        reason = (
+            f"it reads {', '.join(captured)} from the function that defines it: two functions "
+            "made by that function would share entries, in this process and in every other"
+        )
+    else:
+        return
+    raise InvalidArgumentError(
+        f"{_name(function)}: the default cache key names a function by its module and qualified "
+        f"name, and {reason}. Pass key=... (a function of the same arguments that returns a key "
+        "naming everything the result depends on), or make those values arguments"
     )
+
+
+def _name(function: Callable[..., Any]) -> str:
+    qualname = getattr(function, "__qualname__", None)
+    if qualname is None:
+        return repr(function)
+    return f"{function.__module__}.{qualname}"
+
+
+def _braces(text: str) -> str:
+    """``text`` as a literal part of a ``str.format`` template."""
+    return text.replace("{", "{{").replace("}", "}}")
