@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from redicache_async import CacheBuilder, ClientClosedError, Target
 from redicache_async.scripts import ACQUIRE_LEADER, READ_MANY, READ_OR_LOCK
@@ -237,3 +238,25 @@ async def test_a_builder_closed_while_its_campaign_is_on_the_wire_leaves_no_leas
         await builder.aclose()
     assert not await redis.exists(f"{namespace}:builder:{{r}}:lease")
     assert fetch.calls == 0
+
+
+@pytest.mark.parametrize("ttl_ms", ["-1", "1.5", "9007199254740992", "x", ""])
+async def test_the_write_script_checks_its_ttl_before_it_writes_anything(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str, ttl_ms: str
+) -> None:
+    """Whatever reaches the script, a ttl Redis could not take fails it before any change:
+    no value, no event, and the lock stays with its holder (not half of a write)."""
+    cache = await make_cache()
+    await redis.set(lock_key(namespace, "k"), "holder", px=30_000)
+    async with unlock_events(redis, namespace) as unlocked:
+        with pytest.raises(ResponseError, match="invalid ttl"):
+            await cache._scripts.write(
+                keys=[f"{namespace}:v:{{k}}", lock_key(namespace, "k")],
+                args=["", "1", ttl_ms, f"{namespace}:events", '{"op":"set","version":'],
+            )
+        await cache.set("other", 1)  # an event after it, to be sure none came before
+        await wait_until(lambda: cache.stats().invalidations_received >= 1, what="the event")
+        assert unlocked == []
+    assert await redis.get(lock_key(namespace, "k")) == b"holder"
+    assert not await redis.exists(f"{namespace}:v:{{k}}")
+    assert await redis.xlen(f"{namespace}:stream") == 1  # the other write's event only
