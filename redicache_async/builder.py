@@ -17,7 +17,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,7 +29,6 @@ from .errors import (
     FetchTimeout,
     InvalidArgumentError,
     InvalidArgumentTypeError,
-    InvalidResultError,
     UnknownRegistrationError,
     describe_error,
 )
@@ -621,9 +620,9 @@ class _Registration:
         try:
             result = await self._fetch(spec)
             self._check_stopping()
-            if not spec.allow_empty and isinstance(result, Sized) and len(result) == 0:
-                raise InvalidResultError("the result is empty and allow_empty is False")
-            prepared = await prepare(spec.targets, result, shared.serializer.dumps)
+            prepared = await prepare(
+                spec.targets, result, shared.serializer.dumps, allow_empty=spec.allow_empty
+            )
             writes = [
                 (shared.keys.temporary(p.target.key, f"{token}:{i}"), p)
                 for i, p in enumerate(prepared)

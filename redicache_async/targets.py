@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
@@ -127,23 +127,31 @@ class Prepared:
 
 
 async def prepare(
-    targets: Sequence[Target], result: Any, dumps: Callable[[Any], bytes]
+    targets: Sequence[Target],
+    result: Any,
+    dumps: Callable[[Any], bytes],
+    *,
+    allow_empty: bool = True,
 ) -> list[Prepared]:
-    """Check ``result`` against every target and serialize it; raises InvalidResultError."""
+    """Check ``result`` against every target and serialize it; raises InvalidResultError,
+    also for an empty result unless ``allow_empty``."""
     if result is None:
         raise InvalidResultError("the fetch function returned None")
-    items: list[Any] | None = None
-    payloads: list[bytes] = []
+    # A generator or an iterator tells its length only once read: read it first, once.
+    items = _as_items(result) if any(t.type != "string" for t in targets) else None
+    if not allow_empty and (
+        not items if items is not None else isinstance(result, Sized) and len(result) == 0
+    ):
+        raise InvalidResultError("the result is empty and allow_empty is False")
+    payloads = [] if items is None else await _dump_all(dumps, items)
     prepared = []
     for target in targets:
         if target.type == "string":
             payload = _dump(dumps, result, "the result")
             prepared.append(Prepared(target, [([payload], len(payload))], 1))
-            continue
-        if items is None:
-            items = _as_items(result)
-            payloads = await _dump_all(dumps, items)
-        prepared.append(_collection(target, items, payloads))
+        else:
+            assert items is not None
+            prepared.append(_collection(target, items, payloads))
     return prepared
 
 

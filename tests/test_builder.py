@@ -491,6 +491,65 @@ async def test_an_empty_result_empties_the_targets_unless_refused(
     assert await redis.llen(f"{namespace}-list") == 1
 
 
+class _Lengthless:
+    """Items that can be iterated over again but tell no length (not a Sized)."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+
+@pytest.mark.parametrize(
+    "empty",
+    [
+        pytest.param(lambda: (item for item in _items(0)), id="generator"),
+        pytest.param(lambda: iter([]), id="iterator"),
+        pytest.param(lambda: map(dict, []), id="map"),
+        pytest.param(lambda: _Lengthless([]), id="lengthless"),
+        pytest.param(lambda: (), id="tuple"),
+    ],
+)
+async def test_allow_empty_false_refuses_an_empty_result_of_any_kind(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str, empty: Callable[[], Any]
+) -> None:
+    builder = await make_builder()
+    source = Source()
+    targets = [Target(f"{namespace}-l", "list"), Target(f"{namespace}-h", "hash", id_field="id")]
+    name = await builder.register(source, targets=targets, refresh_interval=3600, allow_empty=False)
+    await _built(builder, name)
+    source.items = empty()
+    with pytest.raises(BuildError, match="empty and allow_empty is False"):
+        await builder.refresh(name)
+    assert await redis.llen(f"{namespace}-l") == 2  # the old data stays
+    assert await redis.hlen(f"{namespace}-h") == 2
+    # A generator with items is read once, for every target.
+    source.items = (item for item in _items(3))
+    await builder.refresh(name)
+    assert await redis.llen(f"{namespace}-l") == 3
+    assert await redis.hlen(f"{namespace}-h") == 3
+
+
+@pytest.mark.parametrize("empty", ["", [], {}])
+async def test_allow_empty_false_refuses_an_empty_result_for_a_string_target(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str, empty: Any
+) -> None:
+    builder = await make_builder()
+    source = Source()
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-s", "string")], refresh_interval=3600
+    )
+    await _built(builder, name)
+    await builder.update(name, allow_empty=False)
+    source.items = empty
+    with pytest.raises(BuildError, match="empty and allow_empty is False"):
+        await builder.refresh(name)
+    stored = await redis.get(f"{namespace}-s")
+    assert stored is not None
+    assert json.loads(stored) == _items(2)
+
+
 # -- readers never see a gap -------------------------------------------------------------------
 
 
