@@ -41,6 +41,7 @@ __all__ = [
     "decode_target",
     "describe",
     "empty_target",
+    "missing",
     "prepare",
     "swap",
     "write",
@@ -305,6 +306,30 @@ async def swap(
         if status != 1:
             reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
             raise Deposed(reason) if status == 0 else RedicacheError(reason)
+
+
+async def missing(
+    redis: Any, keys: KeySpace, targets: Sequence[Target], *, timeout: float
+) -> list[str]:
+    """The targets that no longer hold what their last swap left there: deleted, evicted or
+    overwritten with another type behind the builder's back. A target that an empty build
+    deleted (its meta says it holds nothing) is not missing; nor is one of the right type."""
+    pipe = redis.pipeline(transaction=False)
+    for target in targets:
+        pipe.type(target.key)
+        pipe.hget(keys.target_meta(target.key), "n")
+    replies = await bounded(pipe.execute(), timeout)
+    gone = []
+    for target, kind, count in zip(targets, replies[::2], replies[1::2], strict=True):
+        kind = _text(kind)
+        if kind == target.type or (kind == "none" and count is not None and _text(count) == "0"):
+            continue
+        gone.append(target.key)
+    return gone
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # -- reading -----------------------------------------------------------------------------------
