@@ -239,7 +239,15 @@ def _hash_field(item: Any, id_field: str, index: int) -> str:
         raise InvalidResultError(
             f"item {index}: {id_field!r} must be a str or a number, not {type(value).__name__}"
         )
-    return str(value)
+    field = str(value)
+    if not field.isascii():
+        try:
+            field.encode()
+        except UnicodeEncodeError:  # a lone surrogate: it would fail the write half-way
+            raise InvalidResultError(
+                f"item {index}: {id_field!r} cannot be encoded as UTF-8: {field!r}"
+            ) from None
+    return field
 
 
 def _score(item: Any, score_field: str, index: int) -> float:
