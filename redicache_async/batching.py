@@ -11,6 +11,11 @@ Nothing here runs in the background: each batch is sent by one of its callers. S
 caller be cancelled, the batch's other callers are not failed with its cancellation: they
 retry, in a batch of their own.
 
+A batch of several keys whose send raises is not blamed on all of them: each of its keys is
+read again alone, so that a failure that belongs to one key (a value that cannot be read back,
+say) reaches only that key's callers. A failure that belongs to none (a refused command) costs
+one send per key, as unbatched reads would.
+
 A write of a key makes its read in flight out of date: :meth:`ReadBatcher.forget` lets later
 callers send a read of their own instead of joining it.
 """
@@ -28,6 +33,8 @@ R = TypeVar("R")
 
 #: Told to the other callers of a batch whose sender was cancelled: read again.
 _RETRY: Final = object()
+#: Told to every caller of a batch of several keys whose send raised: read again, alone.
+_ALONE: Final = object()
 
 
 class _Flight:
@@ -68,16 +75,19 @@ class ReadBatcher(Generic[K, R]):
 
     async def read(self, key: K) -> R:
         """``key``'s result, from a send of its own or of a batch it joined."""
+        alone = False
         while True:
             if key in self._flights:
                 result = await self._wait(self._flights[key])
-            elif self._forming is not None and len(self._forming) < self._max_batch:
+            elif not alone and self._forming is not None and len(self._forming) < self._max_batch:
                 flight = self._flights[key] = _Flight()
                 self._forming.append((key, flight))
                 result = await self._wait(flight)
             else:
-                result = await self._lead(key)
-            if result is not _RETRY:
+                result = await self._lead(key, alone=alone)
+            if result is _ALONE:
+                alone = True
+            elif result is not _RETRY:
                 return result  # type: ignore[no-any-return]
 
     def forget(self, key: K) -> None:
@@ -89,11 +99,11 @@ class ReadBatcher(Generic[K, R]):
         flight.waiters.append(waiter)
         return await waiter
 
-    async def _lead(self, key: K) -> Any:
+    async def _lead(self, key: K, *, alone: bool = False) -> Any:
         flight = self._flights[key] = _Flight()
         batch = [(key, flight)]
         try:
-            if self._max_batch > 1 and (self._in_flight or self._forming is not None):
+            if not alone and self._max_batch > 1 and (self._in_flight or self._forming is not None):
                 # Others are reading: let this iteration's readers join, then send them all.
                 self._forming = batch
                 try:
@@ -109,6 +119,12 @@ class ReadBatcher(Generic[K, R]):
         except asyncio.CancelledError:
             self._settle(batch, lambda _: _RETRY)
             raise
+        except Exception as exc:
+            if len(batch) == 1:
+                self._settle(batch, None, exc)
+                raise
+            self._settle(batch, lambda _: _ALONE)
+            return _ALONE
         except BaseException as exc:
             self._settle(batch, None, exc)
             raise

@@ -17,7 +17,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,7 +29,6 @@ from .errors import (
     FetchTimeout,
     InvalidArgumentError,
     InvalidArgumentTypeError,
-    InvalidResultError,
     UnknownRegistrationError,
     describe_error,
 )
@@ -50,7 +49,7 @@ from .logs import Throttle
 from .scripts import Scripts
 from .serializers import JsonSerializer, Serializer
 from .stats import BuilderStats
-from .targets import Deposed, Prepared, Target, describe, prepare, swap, write
+from .targets import Deposed, Prepared, Target, describe, missing, prepare, swap, write
 from .tasks import OwnedTasks
 from .validation import check_callable, check_optional_seconds, check_seconds
 
@@ -408,6 +407,10 @@ def _check_kwargs(kwargs: object) -> Mapping[str, Any]:
     return dict(kwargs)
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgumentTypeError(f"{name} must be a bool, not {type(value).__name__}")
@@ -527,6 +530,7 @@ class _Registration:
             raise asyncio.CancelledError
 
     async def _run(self) -> None:
+        await self._ask_leader_if_missing()
         while True:
             self._check_stopping()
             lease, elected = await self._leadership.elect(self.wake, self.note_built)
@@ -562,6 +566,8 @@ class _Registration:
         try:
             async with asyncio.timeout(None) as scope:
                 async with lease.kept_alive(strict=True, on_lost=on_lost):
+                    if self._last_started is not None and await self._targets_missing():
+                        self._build_now = True
                     await self._build_on_schedule(lease)
         except TimeoutError:
             if not lost:
@@ -573,6 +579,50 @@ class _Registration:
             self.is_leader = False
             self._fail_waiters("this instance stopped leading before the build ran")
             await self._leadership.resign(lease, self._shared.origin)
+
+    async def _targets_missing(self) -> bool:
+        """Whether a target lost the data of the recorded build (deleted or evicted by hand or
+        by Redis), so that the schedule, fresh as it is, must not wait an interval to restore
+        it. False when Redis cannot tell: the schedule then goes on."""
+        shared = self._shared
+        try:
+            gone = await missing(
+                shared.redis, shared.keys, self.spec.targets, timeout=shared.redis_timeout
+            )
+        except REDIS_FAILURES as exc:
+            logger.debug("checking the targets of %r failed: %s", self.name, describe_error(exc))
+            return False
+        if gone:
+            logger.warning(
+                "%r: target %s lost its data (deleted or evicted); rebuilding now",
+                self.name,
+                ", ".join(repr(key) for key in gone),
+            )
+        return bool(gone)
+
+    async def _ask_leader_if_missing(self) -> None:
+        """On (re)registration, while another instance leads: ask it to rebuild at once if a
+        target lost the data of its recorded build. (Without a leader, whoever is elected
+        checks the targets itself as its term starts.)"""
+        shared = self._shared
+        pipe = shared.redis.pipeline(transaction=False)
+        pipe.exists(shared.keys.lease(self.name))
+        pipe.hmget(shared.keys.state(self.name), ["built_at", "spec"])
+        try:
+            leader, (built_at, spec) = await bounded(pipe.execute(), shared.redis_timeout)
+        except REDIS_FAILURES as exc:
+            logger.debug("reading the state of %r failed: %s", self.name, describe_error(exc))
+            return
+        recorded = spec is not None and _text(spec) == describe(self.spec.targets)
+        if not (leader and built_at and recorded) or not await self._targets_missing():
+            return
+        event = plain_event(OP_REFRESH, self.name, shared.origin)
+        try:
+            await bounded(
+                shared.redis.publish(shared.keys.builder_channel, event), shared.redis_timeout
+            )
+        except REDIS_FAILURES as exc:
+            logger.warning("could not ask the leader of %r to rebuild: %s", self.name, exc)
 
     def _next_build_at(self) -> float:
         if self._build_now or self._last_started is None:
@@ -625,9 +675,9 @@ class _Registration:
         try:
             result = await self._fetch(spec)
             self._check_stopping()
-            if not spec.allow_empty and isinstance(result, Sized) and len(result) == 0:
-                raise InvalidResultError("the result is empty and allow_empty is False")
-            prepared = await prepare(spec.targets, result, shared.serializer.dumps)
+            prepared = await prepare(
+                spec.targets, result, shared.serializer.dumps, allow_empty=spec.allow_empty
+            )
             writes = [
                 (shared.keys.temporary(p.target.key, f"{token}:{i}"), p)
                 for i, p in enumerate(prepared)

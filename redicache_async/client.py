@@ -43,7 +43,7 @@ from .invalidation import (
     event_prefix,
     unlock_event,
 )
-from .keys import KeySpace, validate_key
+from .keys import KeySpace, encoded, validate_key
 from .leases import Lease, new_token
 from .lifecycle import Lifecycle
 from .listener import InvalidationListener
@@ -58,6 +58,8 @@ from .tasks import OwnedTasks
 from .tls import tls_error
 from .topology import is_cluster
 from .validation import (
+    MAX_SECONDS,
+    MIN_TTL,
     check_callable,
     check_count,
     check_optional_seconds,
@@ -84,6 +86,8 @@ _UNREACHABLE: Final = object()
 _UNSHARED_FRESHNESS: Final = 1.0
 #: Seconds between two looks at a cluster's epoch (see ``failover.py``).
 _FAILOVER_POLL: Final = 1.0
+#: The ttl types that get_or_init's local hit checks inline (others go through ttl_to_ms).
+_PLAIN_NUMBERS: Final = (float, int)
 
 
 class _Guard:
@@ -232,10 +236,19 @@ class CacheClient(Lifecycle):
         Exactly one caller across all processes runs ``fetch`` for a missing key; the others
         wait for its value. A ``None`` result is returned but not cached.
         """
-        try:
-            entry = self._local.fresh(key)
-        except TypeError:
-            entry = None  # unhashable key: rejected by validate_key below
+        # Checked before the local layer, so that a call fails alike whether it would hit or
+        # not, for the price of a few comparisons (``__class__`` is read faster than ``type()``
+        # is called). Only valid keys enter the local layer, so a str key that hits is valid;
+        # a miss checks it in full below.
+        if not (
+            key.__class__ is str
+            and callable(fetch)
+            and (ttl is None or (ttl.__class__ in _PLAIN_NUMBERS and MIN_TTL <= ttl <= MAX_SECONDS))
+        ):
+            validate_key(key)
+            check_callable("fetch", fetch)
+            ttl_to_ms(ttl)
+        entry = self._local.fresh(key)
         if entry is not None:
             self._stats.local_hits += 1
             return entry.value
@@ -297,10 +310,9 @@ class CacheClient(Lifecycle):
 
     async def get(self, key: str) -> Any:
         """The value of ``key`` if any process stored one, else None. Never fetches."""
-        try:
-            entry = self._local.fresh(key)
-        except TypeError:
-            entry = None
+        if key.__class__ is not str:  # a tuple would find a builder target's local copy
+            validate_key(key)
+        entry = self._local.fresh(key)
         if entry is not None:
             self._stats.local_hits += 1
             return entry.value
@@ -326,22 +338,21 @@ class CacheClient(Lifecycle):
         A key that no builder wrote is read from Redis every time (nothing would invalidate
         a local copy).
         """
+        # Checked before the local layer, so that a call fails alike whether it would hit or
+        # not. A field is looked up in its own local copy, never in the whole target's: a dict
+        # there may be a string target's value, of which a cold read of a field raises.
+        if key.__class__ is not str:
+            validate_key(key)
+        if field is not None and field.__class__ is not str:
+            _check_field(field)
         local_key: LocalKey = ("target", key) if field is None else ("target", key, field)
-        try:
-            entry = self._local.fresh(local_key)
-            if entry is None and field is not None:
-                whole = self._local.fresh(("target", key))
-                if whole is not None and isinstance(whole.value, dict):
-                    self._stats.local_hits += 1
-                    return whole.value.get(field)
-        except TypeError:
-            entry = None  # unhashable key or field: rejected below
+        entry = self._local.fresh(local_key)
         if entry is not None:
             self._stats.local_hits += 1
             return entry.value
         validate_key(key)
-        if field is not None and not isinstance(field, str):
-            raise InvalidArgumentTypeError(f"field must be a str, not {type(field).__name__}")
+        if field is not None:
+            _check_field(field)
         self._check_open()
         return await self._join(self._reads, local_key, lambda: self._read_target(key, field))
 
@@ -412,6 +423,8 @@ class CacheClient(Lifecycle):
 
     def _local_value(self, key: str) -> Any:
         """The fresh local value of ``key`` (a local hit), else None (None is never kept)."""
+        if key.__class__ is not str:  # get_or_init says what is wrong with it
+            return None
         entry = self._local.fresh(key)
         if entry is None:
             return None
@@ -954,6 +967,16 @@ class CacheClient(Lifecycle):
 
     def _on_ignored(self) -> None:
         self._stats.invalidations_ignored += 1
+
+
+def _check_field(field: object) -> None:
+    """A hash field to read: a non-empty str (the read script takes '' for the whole hash)
+    that can be sent to Redis."""
+    if not isinstance(field, str):
+        raise InvalidArgumentTypeError(f"field must be a str, not {type(field).__name__}")
+    if not field:
+        raise InvalidArgumentError("field must not be empty")
+    encoded(field, "field")
 
 
 def _text(value: Any) -> str:

@@ -15,7 +15,14 @@ from redis.crc import key_slot
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["MAX_KEY_BYTES", "KeySpace", "slot_tag", "validate_key", "validate_namespace"]
+__all__ = [
+    "MAX_KEY_BYTES",
+    "KeySpace",
+    "encoded",
+    "slot_tag",
+    "validate_key",
+    "validate_namespace",
+]
 
 #: Longest user key accepted, in UTF-8 bytes. Redis allows 512 MB, but a key this long is a bug.
 MAX_KEY_BYTES = 1024
@@ -39,9 +46,22 @@ def validate_key(key: object) -> str:
         raise InvalidArgumentTypeError(f"key must be a str, not {type(key).__name__}")
     if not key:
         raise InvalidArgumentError("key must not be empty")
-    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode()) > MAX_KEY_BYTES:
+    # An ASCII key is its own UTF-8; only others need encoding to be measured (and checked).
+    if (len(key) if key.isascii() else len(encoded(key, "key"))) > MAX_KEY_BYTES:
         raise InvalidArgumentError(f"key is longer than {MAX_KEY_BYTES} bytes")
     return key
+
+
+def encoded(text: str, what: str) -> bytes:
+    """``text`` as the UTF-8 that Redis will be sent. A lone surrogate (``"\\ud800"``, from a
+    bad decode upstream) has none: refused here, before it can fail a command half-built."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            f"{what} cannot be encoded as UTF-8 (character {exc.object[exc.start]!r} at "
+            f"position {exc.start})"
+        ) from None
 
 
 def _tagged(key: str) -> str:

@@ -52,10 +52,10 @@ local version = string.format('%.0f', v)
 _READ_FROM_MASTER = "#!lua flags=allow-oom\n"
 
 # KEYS: value hashes. Returns, for each, {payload, version, pttl}, or false when it has no value
-# (a key of another type, written by hand, has none: pcall turns its WRONGTYPE into an error
-# table). Any other error is the server's (a cluster slot between two masters...) and is
-# returned as such: it must not read as "no value". One call reads the values that concurrent
-# callers asked for (``batching.py``).
+# (a key of another type, or a hash without both fields, written by hand, has none: pcall turns
+# a WRONGTYPE into an error table). Any other error is the server's (a cluster slot between two
+# masters...) and is returned as such: it must not read as "no value". One call reads the
+# values that concurrent callers asked for (``batching.py``).
 READ_MANY = (
     _READ_FROM_MASTER
     + """
@@ -65,7 +65,7 @@ for i, key in ipairs(KEYS) do
   if r.err then
     if not string.find(r.err, 'WRONGTYPE', 1, true) then return r end
     out[i] = false
-  elseif r[1] then
+  elseif r[1] and r[2] then
     out[i] = {r[1], r[2], redis.call('PTTL', key)}
   else
     out[i] = false
@@ -82,7 +82,7 @@ return out
 READ_OR_LOCK = """
 if ARGV[3] ~= '1' and redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
   local r = redis.call('HMGET', KEYS[1], 'd', 'v')
-  if r[1] then return {1, r[1], r[2], redis.call('PTTL', KEYS[1])} end
+  if r[1] and r[2] then return {1, r[1], r[2], redis.call('PTTL', KEYS[1])} end
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {3, redis.call('PTTL', KEYS[2])}

@@ -16,18 +16,22 @@ try:  # optional (``pip install "redicache-async[orjson]"``): decodes about 3x f
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson_loads = None
 
-# orjson reads an integer beyond 64 bits as a float, silently; the standard library keeps it an
-# int. A run of 20 digits marks a payload that may hold one (translating bytes and searching
-# costs about 1 µs a kilobyte, a regular expression ten times that).
+# orjson reads an integer outside [-2^63, 2^64 - 1] as a float, silently; the standard library
+# keeps it an int. Every integer of 18 digits or fewer is inside, and some of 19 are not
+# (-(2^63) - 1), so a run of 19 digits marks a payload that may hold one (translating bytes and
+# searching costs about 1 µs a kilobyte, a regular expression ten times that). A float never
+# makes such a run: repr() writes at most 17 significant digits, and 16 before an exponent.
 _DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))  # digit: "0"
-_LONG_NUMBER = b"0" * 20
+_LONG_NUMBER = b"0" * 19
 
 __all__ = ["JsonSerializer", "MsgpackSerializer", "PickleSerializer", "Serializer"]
 
 
 @runtime_checkable
 class Serializer(Protocol):
-    """What a client needs to store values: ``loads(dumps(v))`` must give back an equal value."""
+    """What a client needs to store values: ``loads(dumps(v))`` must give back an equal value,
+    and ``dumps`` raises :class:`SerializationError` for a value it cannot hold (whatever the
+    reason: a type it does not know, a cycle, a value nested too deeply)."""
 
     def dumps(self, value: Any) -> bytes: ...
 
@@ -70,7 +74,9 @@ class JsonSerializer:
     def dumps(self, value: Any) -> bytes:
         try:
             return self._encoder.encode(value).encode()
-        except (TypeError, ValueError) as exc:
+        except RecursionError as exc:
+            raise SerializationError("value is nested too deeply to be stored as JSON") from exc
+        except Exception as exc:  # a TypeError, a ValueError, or whatever ``default`` raised
             raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:
@@ -116,7 +122,9 @@ class MsgpackSerializer:
     def dumps(self, value: Any) -> bytes:
         try:
             return self._encode(value)
-        except (TypeError, ValueError, OverflowError) as exc:  # msgspec.EncodeError included
+        except RecursionError as exc:
+            raise SerializationError("value is nested too deeply to be stored as msgpack") from exc
+        except Exception as exc:  # msgspec.EncodeError, or whatever ``enc_hook`` raised
             raise SerializationError(f"value cannot be stored as msgpack: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:
@@ -140,7 +148,9 @@ class PickleSerializer:
     def dumps(self, value: Any) -> bytes:
         try:
             return pickle.dumps(value, protocol=self._protocol)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        except RecursionError as exc:
+            raise SerializationError("value is nested too deeply to be pickled") from exc
+        except Exception as exc:  # a class's own __reduce__ may raise anything
             raise SerializationError(f"value cannot be pickled: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:

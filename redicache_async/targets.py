@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
@@ -41,6 +41,7 @@ __all__ = [
     "decode_target",
     "describe",
     "empty_target",
+    "missing",
     "prepare",
     "swap",
     "write",
@@ -127,23 +128,31 @@ class Prepared:
 
 
 async def prepare(
-    targets: Sequence[Target], result: Any, dumps: Callable[[Any], bytes]
+    targets: Sequence[Target],
+    result: Any,
+    dumps: Callable[[Any], bytes],
+    *,
+    allow_empty: bool = True,
 ) -> list[Prepared]:
-    """Check ``result`` against every target and serialize it; raises InvalidResultError."""
+    """Check ``result`` against every target and serialize it; raises InvalidResultError,
+    also for an empty result unless ``allow_empty``."""
     if result is None:
         raise InvalidResultError("the fetch function returned None")
-    items: list[Any] | None = None
-    payloads: list[bytes] = []
+    # A generator or an iterator tells its length only once read: read it first, once.
+    items = _as_items(result) if any(t.type != "string" for t in targets) else None
+    if not allow_empty and (
+        not items if items is not None else isinstance(result, Sized) and len(result) == 0
+    ):
+        raise InvalidResultError("the result is empty and allow_empty is False")
+    payloads = [] if items is None else await _dump_all(dumps, items)
     prepared = []
     for target in targets:
         if target.type == "string":
             payload = _dump(dumps, result, "the result")
             prepared.append(Prepared(target, [([payload], len(payload))], 1))
-            continue
-        if items is None:
-            items = _as_items(result)
-            payloads = await _dump_all(dumps, items)
-        prepared.append(_collection(target, items, payloads))
+        else:
+            assert items is not None
+            prepared.append(_collection(target, items, payloads))
     return prepared
 
 
@@ -230,7 +239,15 @@ def _hash_field(item: Any, id_field: str, index: int) -> str:
         raise InvalidResultError(
             f"item {index}: {id_field!r} must be a str or a number, not {type(value).__name__}"
         )
-    return str(value)
+    field = str(value)
+    if not field.isascii():
+        try:
+            field.encode()
+        except UnicodeEncodeError:  # a lone surrogate: it would fail the write half-way
+            raise InvalidResultError(
+                f"item {index}: {id_field!r} cannot be encoded as UTF-8: {field!r}"
+            ) from None
+    return field
 
 
 def _score(item: Any, score_field: str, index: int) -> float:
@@ -297,6 +314,30 @@ async def swap(
         if status != 1:
             reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
             raise Deposed(reason) if status == 0 else RedicacheError(reason)
+
+
+async def missing(
+    redis: Any, keys: KeySpace, targets: Sequence[Target], *, timeout: float
+) -> list[str]:
+    """The targets that no longer hold what their last swap left there: deleted, evicted or
+    overwritten with another type behind the builder's back. A target that an empty build
+    deleted (its meta says it holds nothing) is not missing; nor is one of the right type."""
+    pipe = redis.pipeline(transaction=False)
+    for target in targets:
+        pipe.type(target.key)
+        pipe.hget(keys.target_meta(target.key), "n")
+    replies = await bounded(pipe.execute(), timeout)
+    gone = []
+    for target, kind, count in zip(targets, replies[::2], replies[1::2], strict=True):
+        kind = _text(kind)
+        if kind == target.type or (kind == "none" and count is not None and _text(count) == "0"):
+            continue
+        gone.append(target.key)
+    return gone
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -118,6 +118,35 @@ def once(holds: Callable[[tuple[Any, ...]], bool]) -> Callable[[tuple[Any, ...]]
     return first
 
 
+#: Every command this library sends that could write or announce something (a script, a lock's
+#: SET, a build's pipeline), by their ``INFO commandstats`` names. PUBLISH is left out: Sentinel
+#: publishes its hellos on the master; the library's own events go through scripts.
+WRITING_COMMANDS = (
+    "evalsha",
+    "eval",
+    "script|load",
+    "set",
+    "del",
+    "unlink",
+    "hset",
+    "xadd",
+    "rpush",
+    "sadd",
+    "zadd",
+    "pexpire",
+    "rename",
+)
+
+
+async def command_calls(r: aioredis.Redis, names: tuple[str, ...] = WRITING_COMMANDS) -> int:
+    """Calls of the commands ``names`` that the server (every master of a cluster) received.
+    Unlike ``commands_processed``, not moved by Sentinel's or the replicas' own traffic."""
+    infos = await _infos(r, "commandstats")
+    return sum(
+        int(info.get(f"cmdstat_{name}", {}).get("calls", 0)) for info in infos for name in names
+    )
+
+
 class GatedRedis(aioredis.Redis):
     """A real client whose replies to the commands that ``holds`` matches (every EVALSHA,
     unless told otherwise) wait at a gate while it is closed.

@@ -126,6 +126,29 @@ async def test_a_failed_send_fails_every_caller_of_its_batch_and_no_other() -> N
     assert batcher.in_flight == 0
 
 
+async def test_a_key_whose_read_fails_fails_only_its_own_callers() -> None:
+    sent: list[list[str]] = []
+
+    async def send(keys: list[str]) -> list[str]:
+        sent.append(list(keys))
+        await asyncio.sleep(0)  # in flight a while: the next reads gather into one batch
+        if "bad" in keys:
+            raise ValueError("bad cannot be read")
+        return [f"value of {key}" for key in keys]
+
+    batcher: ReadBatcher[str, str] = ReadBatcher(send)
+    results = await asyncio.gather(
+        *(batcher.read(key) for key in ("k0", "k1", "bad", "k2", "bad")), return_exceptions=True
+    )
+    assert results[:2] == ["value of k0", "value of k1"]
+    assert results[3] == "value of k2"
+    for result in (results[2], results[4]):
+        assert isinstance(result, ValueError)
+    assert sent[:2] == [["k0"], ["k1", "bad", "k2"]]
+    assert sorted(sent[2:]) == [["bad"], ["k1"], ["k2"]]  # each read again alone, once
+    assert batcher.in_flight == 0
+
+
 async def test_a_cancelled_caller_leaves_its_batch_to_the_others() -> None:
     sender = Sender()
     batcher, first = await _busy(sender)

@@ -28,7 +28,7 @@ from redicache_async import (
 )
 from redicache_async.keys import KeySpace
 from redicache_async.scripts import Scripts
-from redicache_async.targets import Deposed, prepare, swap, write
+from redicache_async.targets import Deposed, missing, prepare, swap, write
 
 from .faults.proxy import FaultProxy
 from .helpers import ns_keys, wait_until
@@ -489,6 +489,147 @@ async def test_an_empty_result_empties_the_targets_unless_refused(
     with pytest.raises(BuildError, match="empty and allow_empty is False"):
         await builder.refresh(name)
     assert await redis.llen(f"{namespace}-list") == 1
+
+
+class _Lengthless:
+    """Items that can be iterated over again but tell no length (not a Sized)."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+
+@pytest.mark.parametrize(
+    "empty",
+    [
+        pytest.param(lambda: (item for item in _items(0)), id="generator"),
+        pytest.param(lambda: iter([]), id="iterator"),
+        pytest.param(lambda: map(dict, []), id="map"),
+        pytest.param(lambda: _Lengthless([]), id="lengthless"),
+        pytest.param(lambda: (), id="tuple"),
+    ],
+)
+async def test_allow_empty_false_refuses_an_empty_result_of_any_kind(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str, empty: Callable[[], Any]
+) -> None:
+    builder = await make_builder()
+    source = Source()
+    targets = [Target(f"{namespace}-l", "list"), Target(f"{namespace}-h", "hash", id_field="id")]
+    name = await builder.register(source, targets=targets, refresh_interval=3600, allow_empty=False)
+    await _built(builder, name)
+    source.items = empty()
+    with pytest.raises(BuildError, match="empty and allow_empty is False"):
+        await builder.refresh(name)
+    assert await redis.llen(f"{namespace}-l") == 2  # the old data stays
+    assert await redis.hlen(f"{namespace}-h") == 2
+    # A generator with items is read once, for every target.
+    source.items = (item for item in _items(3))
+    await builder.refresh(name)
+    assert await redis.llen(f"{namespace}-l") == 3
+    assert await redis.hlen(f"{namespace}-h") == 3
+
+
+@pytest.mark.parametrize("empty", ["", [], {}])
+async def test_allow_empty_false_refuses_an_empty_result_for_a_string_target(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str, empty: Any
+) -> None:
+    builder = await make_builder()
+    source = Source()
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-s", "string")], refresh_interval=3600
+    )
+    await _built(builder, name)
+    await builder.update(name, allow_empty=False)
+    source.items = empty
+    with pytest.raises(BuildError, match="empty and allow_empty is False"):
+        await builder.refresh(name)
+    stored = await redis.get(f"{namespace}-s")
+    assert stored is not None
+    assert json.loads(stored) == _items(2)
+
+
+# -- targets lost behind the builder's back ----------------------------------------------------
+
+
+async def test_what_counts_as_a_lost_target(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    keys = KeySpace(namespace)
+    kinds = ("list", "hash", "set", "zset", "string")
+    targets = _all_targets(namespace)
+    builder = await make_builder()
+    source = Source()
+    name = await builder.register(source, targets=targets, refresh_interval=3600)
+    await _built(builder, name)
+    assert await missing(redis, keys, targets, timeout=1.0) == []
+
+    await redis.delete(f"{namespace}-list")  # deleted by hand, or evicted
+    await redis.delete(f"{namespace}-hash")
+    await redis.set(f"{namespace}-set", "overwritten")  # another type
+    assert await missing(redis, keys, targets, timeout=1.0) == [
+        f"{namespace}-{kind}" for kind in ("list", "hash", "set")
+    ]
+    never_built = [Target(f"{namespace}-new", "list")]
+    assert await missing(redis, keys, never_built, timeout=1.0) == [f"{namespace}-new"]
+
+    source.items = []  # an empty build deletes its collections: that is its data, not a loss
+    await builder.refresh(name)
+    assert [await redis.exists(f"{namespace}-{kind}") for kind in kinds] == [0, 0, 0, 0, 1]
+    assert await missing(redis, keys, targets, timeout=1.0) == []
+
+
+async def test_a_lost_target_is_rebuilt_at_once_when_a_leader_takes_over(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    first, second = await make_builder(), await make_builder()
+    sources = Source(), Source()
+    targets = [Target(f"{namespace}-l", "list"), Target(f"{namespace}-h", "hash", id_field="id")]
+    await first.register(sources[0], targets=targets, refresh_interval=3600, name="lost")
+    await _built(first, "lost")
+    await second.register(sources[1], targets=targets, refresh_interval=3600, name="lost")
+    # a follower that found the targets intact, and was refused the lease
+    await wait_until(lambda: second.status("lost").last_built_at is not None, what="a campaign")
+    assert not second.status("lost").is_leader
+
+    await redis.delete(f"{namespace}-h")  # evicted, or deleted by hand
+    await first.aclose()  # a graceful handover: the schedule would wait an hour
+    await _built(second, "lost")
+    assert await redis.hlen(f"{namespace}-h") == 2
+    assert (sources[0].calls, sources[1].calls) == (1, 1)
+
+
+async def test_a_lost_target_is_rebuilt_at_once_when_registered_again(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    builder = await make_builder()
+    source = Source()
+    targets = [Target(f"{namespace}-l", "list")]
+    name = await builder.register(source, targets=targets, refresh_interval=3600)
+    await _built(builder, name)
+    await builder.unregister(name)
+    await redis.delete(f"{namespace}-l")
+    await builder.register(source, targets=targets, refresh_interval=3600, name=name)
+    await _built(builder, name)
+    assert source.calls == 2
+    assert await redis.llen(f"{namespace}-l") == 2
+
+
+async def test_a_follower_registering_asks_the_leader_to_rebuild_a_lost_target(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    leader, follower = await make_builder(), await make_builder()
+    sources = Source(), Source()
+    targets = [Target(f"{namespace}-l", "list")]
+    await leader.register(sources[0], targets=targets, refresh_interval=3600, name="ask")
+    await _built(leader, "ask")
+    await redis.delete(f"{namespace}-l")
+    await follower.register(sources[1], targets=targets, refresh_interval=3600, name="ask")
+    await _built(leader, "ask", 2)
+    assert await redis.llen(f"{namespace}-l") == 2
+    assert sources[1].calls == 0
+    assert not follower.status("ask").is_leader
 
 
 # -- readers never see a gap -------------------------------------------------------------------

@@ -402,9 +402,9 @@ async def test_attempt_regeneration_while_a_load_runs_in_this_process(
 async def test_watchdog_keeps_the_lock_of_a_fetch_slower_than_lock_ttl(
     make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:
-    holder = await make_cache(lock_ttl=0.2)
-    other = await make_cache(lock_ttl=0.2)
-    fetch = Counter(delay=0.8)  # four times the lock's ttl
+    holder = await make_cache(lock_ttl=0.4)
+    other = await make_cache(lock_ttl=0.4)
+    fetch = Counter(delay=1.6)  # four times the lock's ttl
     loading = asyncio.create_task(holder.get_or_init("k", fetch))
     await wait_until(lambda: holder.stats().fetches == 1, what="the fetch to start")
     loop = asyncio.get_running_loop()
@@ -416,7 +416,7 @@ async def test_watchdog_keeps_the_lock_of_a_fetch_slower_than_lock_ttl(
         last_refused = loop.time()
         await asyncio.sleep(0.05)
     # still held three lock ttls after the fetch began: renewed, not merely not yet expired
-    assert last_refused - fetch_started > 3 * 0.2
+    assert last_refused - fetch_started > 3 * 0.4
     assert await loading == {"value": "v1"}
     assert rival.calls == 0
     assert await other.get_or_init("k", rival) == {"value": "v1"}

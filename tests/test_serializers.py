@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import math
 from typing import Any
+from unittest import mock
 
 import msgspec
+import orjson
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from redicache_async import (
     CacheBuilder,
@@ -17,6 +23,7 @@ from redicache_async import (
     MsgpackSerializer,
     SerializationError,
     Target,
+    serializers,
 )
 from redicache_async.keys import KeySpace
 
@@ -66,6 +73,95 @@ def test_an_object_hook_is_used_with_or_without_orjson() -> None:
     payload = b'{"$datetime":"2026-11-23T14:30:00+00:00"}'
     assert JsonSerializer(object_hook=_date_hook).loads(payload) == WHEN
     assert JsonSerializer().loads(payload) == {"$datetime": "2026-11-23T14:30:00+00:00"}
+
+
+# -- JSON reads back exactly what the standard library reads, with orjson or without -----------
+
+#: The integers around orjson's edges (i64 and u64), where it once answered floats.
+EDGE_INTEGERS = [
+    sign * (base + delta)
+    for sign in (1, -1)
+    for base in (2**63, 2**64, 10**18, 10**19, 10**20)
+    for delta in (-1, 0, 1)
+]
+
+
+def _orjson_serializer() -> JsonSerializer:
+    serializer = JsonSerializer()
+    # orjson is in the test extras: this test must not pass by quietly testing json twice
+    assert serializer._fast is orjson.loads
+    return serializer
+
+
+def _plain_serializer() -> JsonSerializer:
+    with mock.patch.object(serializers, "_orjson_loads", None):
+        serializer = JsonSerializer()
+    assert serializer._fast is None
+    return serializer
+
+
+SERIALIZERS = [
+    pytest.param(_orjson_serializer(), id="orjson"),
+    pytest.param(_plain_serializer(), id="stdlib"),
+]
+
+#: Every JSON value: null, booleans, integers of any size, finite floats (-0.0 and subnormals
+#: included), text (surrogate-free: such text has no UTF-8), arrays and objects.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from(EDGE_INTEGERS)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=6)
+    ),
+    max_leaves=40,
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (1 is not 1.0, -0.0 is not 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[key], b[key]) for key in a)
+    return bool(a == b)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+@example(value=-(2**63) - 1)
+@example(value=-(10**19) + 1)
+@example(value=[-0.0, 5e-324, 1.7976931348623157e308, 2**64, {"": -(2**63)}])
+def test_a_json_value_reads_back_as_the_standard_library_reads_it(
+    serializer: JsonSerializer, value: Any
+) -> None:
+    expected = json.loads(json.dumps(value))
+    assert _same(serializer.loads(serializer.dumps(value)), expected)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+@settings(max_examples=200, deadline=None)
+@given(value=json_values, ascii_only=st.booleans(), indent=st.none() | st.integers(0, 2))
+def test_json_written_by_others_reads_as_the_standard_library_reads_it(
+    serializer: JsonSerializer, value: Any, ascii_only: bool, indent: int | None
+) -> None:
+    """Another writer's spacing and escapes (``\\u00e9``) change nothing."""
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    assert _same(serializer.loads(text.encode()), json.loads(text))
+
+
+def test_the_integers_orjson_misread_read_back_as_ints() -> None:
+    for serializer in (_orjson_serializer(), _plain_serializer()):
+        for value in (-(2**63) - 1, -(10**19) + 1):
+            assert _same(serializer.loads(serializer.dumps(value)), value)
 
 
 class Point(msgspec.Struct):
