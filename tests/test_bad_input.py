@@ -433,7 +433,7 @@ async def test_a_value_that_breaks_its_read_fails_no_other_caller_of_its_batch(
     )
     # A hash without both fields holds no value of ours: it reads as missing, its neighbours
     # get their values, and a get_or_init fetches and replaces it.
-    assert results == [None, 1, None, 2]
+    assert list(results) == [None, 1, None, 2]
     fetch = Fetch("fetched")
     assert await cache.get_or_init("odd", fetch) == "fetched"
     assert fetch.calls == 1
