@@ -431,6 +431,15 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(_T_OUTAGES, "test_an_expired_value_is_served_stale_when_its_fetch_fails"),
     ),
     Mutant(
+        id="regeneration-serves-stale",
+        promise="S: fetch raises",
+        removes="attempt_regeneration always raising (it would answer with the stale copy)",
+        file=_CLIENT,
+        before="guard, fail_safe=False)",
+        after="guard, fail_safe=True)",
+        tests=_t(_T_OUTAGES, "test_an_expired_value_is_served_stale_when_its_fetch_fails"),
+    ),
+    Mutant(
         id="fetcher-gets-the-raw-value",
         promise="S: values",
         removes="giving the fetching process the JSON round-tripped value, as the others get",
