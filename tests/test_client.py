@@ -282,8 +282,8 @@ async def test_fetch_error_reaches_every_waiter_releases_lock_and_keeps_old_valu
 @pytest.fixture
 def no_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stretch a waiter's fallback poll (first at 100 ms) to an hour, so that only an event on
-    the channel can wake it; its holders take their lock for a minute, so that the lock's
-    expiry cannot either."""
+    the channel can wake it. The tests that use it give their lock holders ``lock_ttl=60``, so
+    that the lock's expiry cannot wake it either."""
     monkeypatch.setattr("redicache_async.client._FIRST_POLL", 3600.0)
 
 
@@ -340,7 +340,8 @@ async def test_a_release_deletes_only_the_holders_own_lock(
             await regenerating
     else:
         assert await regenerating is None
-    assert await redis.get(lock) == b"successor"  # its own lock it does release: see above
+    # (that it does release its own lock: test_fetch_error_reaches_every_waiter_...)
+    assert await redis.get(lock) == b"successor"
     assert not await redis.exists(f"{namespace}:v:{{k}}")
 
 
