@@ -54,10 +54,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D1",
         removes="get_or_init answering from the local layer",
         file=_CLIENT,
-        before="entry = None  # unhashable key: rejected by validate_key below",
-        after=(
-            "entry = None  # unhashable key: rejected by validate_key below\n        entry = None"
-        ),
+        before="            return entry.value\n        validate_key(key)\n        check_callable(",
+        after="            pass\n        validate_key(key)\n        check_callable(",
         tests=_t(_T_CLIENT, "test_local_hit_sends_nothing_to_redis"),
     ),
     Mutant(
@@ -214,8 +212,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D3",
         removes="treating local entries as suspect after a reconnection that could not replay",
         file=_CLIENT,
-        before="            self._local.expire(stale_ttl=self._stale_ttl)\n",
-        after="",
+        before="self._local.expire(stale_ttl=self._stale_ttl)\n",
+        after="pass\n",
         tests=_t(_T_CLIENT, "test_reconnected_listener_flushes_when_the_gap_was_trimmed"),
     ),
     Mutant(
@@ -464,8 +462,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: keys",
         removes="the 1,024-byte bound on keys",
         file="redicache_async/keys.py",
-        before="if len(key) > MAX_KEY_BYTES // 4 and len(key.encode()) > MAX_KEY_BYTES:",
-        after="if False:",
+        before='raise InvalidArgumentError(f"key is longer than {MAX_KEY_BYTES} bytes")',
+        after="pass",
         tests=_t(_T_CLIENT, "test_bad_arguments_raise_clear_errors_and_write_nothing"),
     ),
     # -- D6: builder leadership -------------------------------------------------------------------
