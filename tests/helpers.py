@@ -1,6 +1,6 @@
-"""Helpers shared by the tests: waiting on conditions (never fixed sleeps), a Redis client
-whose script replies can be held back, to make races deterministic, and what an OpenTelemetry
-reader collected."""
+"""Helpers shared by the tests: waiting on conditions (never fixed sleeps), a subscriber that
+shows what is published on a channel, a Redis client whose script replies can be held back, to
+make races deterministic, and what an OpenTelemetry reader collected."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from redis.asyncio.cluster import RedisCluster
+
+from redicache_async.topology import open_subscriber
 
 
 async def wait_until(
@@ -145,6 +147,50 @@ async def command_calls(r: aioredis.Redis, names: tuple[str, ...] = WRITING_COMM
     return sum(
         int(info.get(f"cmdstat_{name}", {}).get("calls", 0)) for info in infos for name in names
     )
+
+
+class ChannelTap:
+    """A plain subscriber of one channel, to see what the library publishes there, byte for
+    byte: ``async with ChannelTap(r, channel) as tap: ...; await tap.until(predicate)``."""
+
+    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._pubsub: Any = None
+        #: Every payload received so far, in order of arrival.
+        self.payloads: list[bytes] = []
+
+    async def __aenter__(self) -> ChannelTap:
+        # Any node of a cluster hears every classic PUBLISH (see redicache_async.topology).
+        self._pubsub = await open_subscriber(self._redis, 0)
+        await self._pubsub.subscribe(self._channel)
+        while True:  # subscribed once the server confirmed it: nothing published later is lost
+            message = await self._pubsub.get_message(timeout=5.0)
+            assert message is not None, f"no confirmation of the subscription to {self._channel}"
+            if message["type"] == "subscribe":
+                return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._pubsub.aclose()
+
+    async def until(
+        self, predicate: Callable[[list[bytes]], bool], *, timeout: float = 5.0, what: str = ""
+    ) -> list[bytes]:
+        """Receive until ``predicate(payloads)`` holds; fail after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self.payloads):
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what or predicate} on "
+                    f"{self._channel}; received {self.payloads}"
+                )
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if message is not None and message["type"] == "message":
+                data = message["data"]
+                self.payloads.append(data if isinstance(data, bytes) else data.encode())
+        return self.payloads
 
 
 class GatedRedis(aioredis.Redis):

@@ -59,10 +59,22 @@ def test_a_successful_probe_closes_it_and_an_abandoned_one_frees_the_slot() -> N
     assert breaker.allow()
 
 
-def test_close_resets_the_window() -> None:
-    breaker = CircuitBreaker(threshold=1, first_window=0.5, max_window=8.0)
-    breaker.failed()
+def test_close_starts_afresh() -> None:
+    """Once closed, the breaker is as new: failures from before no longer count, and the next
+    outage opens it for the first window, not for the window the last outage grew to."""
+    breaker = CircuitBreaker(threshold=3, first_window=0.001, max_window=60.0)
+    for _ in range(3):
+        breaker.failed()
+    for _ in range(8):  # a failed probe per window: 2 ms, 4 ms ... 256 ms
+        while not breaker.allow():
+            pass
+        breaker.failed(probe=True)
+    assert breaker._open_until - time.monotonic() > 0.2
     breaker.close()
     assert not breaker.is_open
     breaker.failed()
-    assert breaker._open_until - time.monotonic() <= 0.5
+    breaker.failed()
+    assert not breaker.is_open  # two failures in a row, not three
+    breaker.failed()
+    assert breaker.is_open
+    assert breaker._open_until - time.monotonic() <= 0.001  # the first window again

@@ -23,6 +23,7 @@ from redicache_async import (
     ClientClosedError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
+    RedicacheError,
     Target,
     UnknownRegistrationError,
 )
@@ -62,13 +63,14 @@ async def reader(redis: aioredis.Redis, namespace: str) -> AsyncIterator[CacheCl
 
 class Source:
     """A fetch function over a list of items that the test changes between builds; counts its
-    calls and how many run at once."""
+    calls, how many run at once and how many were cancelled."""
 
     def __init__(self, items: Any = None, *, delay: float = 0.0) -> None:
         self.items = items if items is not None else _items(2)
         self.delay = delay
         self.calls = 0
         self.running = 0
+        self.cancelled = 0
         self.most_at_once = 0
         self.error: BaseException | None = None
         self.gate: asyncio.Event | None = None
@@ -85,6 +87,9 @@ class Source:
             if self.error is not None:
                 raise self.error
             return self.items
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         finally:
             self.running -= 1
 
@@ -333,7 +338,7 @@ async def test_foreign_messages_on_the_builders_channel_are_ignored_and_counted(
 
 
 async def test_a_new_leader_continues_the_schedule_instead_of_rebuilding(
-    make_builder: MakeBuilder, namespace: str
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
 ) -> None:
     first = await make_builder()
     targets = [Target(f"{namespace}-l", "list")]
@@ -342,15 +347,23 @@ async def test_a_new_leader_continues_the_schedule_instead_of_rebuilding(
     built_at = first.status(name).last_built_at
     assert built_at is not None
     await first.aclose()
+    # The last build is recorded as 20 s old, two thirds into its interval, so that resuming
+    # its schedule (next build in 10 s) and starting a new one (in 30 s) differ by far more
+    # than the test's own delays.
+    state = KeySpace(namespace).state(name)
+    recorded_ms = int(await redis.hget(state, "built_at") or 0)
+    assert recorded_ms == pytest.approx(built_at * 1000, abs=500)
+    await redis.hset(state, "built_at", recorded_ms - 20_000)
+    built_at -= 20
 
     second = await make_builder()
     source = Source()
     await second.register(source, targets=targets, refresh_interval=30, name="sched")
     await wait_until(lambda: second.status(name).is_leader, what="the takeover")
     status = second.status(name)
-    assert source.calls == 0
+    assert source.calls == 0  # the data is fresh: no extra build
     assert status.last_built_at == pytest.approx(built_at, abs=0.5)
-    assert status.next_build_at == pytest.approx(built_at + 30, abs=0.5)
+    assert status.next_build_at == pytest.approx(built_at + 30, abs=0.5)  # no gap either
 
 
 async def test_a_new_leader_with_other_targets_builds_at_once(
@@ -738,25 +751,56 @@ async def test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once(
 async def test_registrations_spread_across_instances(
     make_builder: MakeBuilder, namespace: str
 ) -> None:
+    """Both instances register both names, as every instance of an application does; each
+    name has its own leader, so one instance need not build them all."""
     first, second = await make_builder(), await make_builder()
-    await first.register(
-        Source(), targets=[Target(f"{namespace}-a", "list")], refresh_interval=100, name="a"
-    )
-    await second.register(
-        Source(), targets=[Target(f"{namespace}-b", "list")], refresh_interval=100, name="b"
-    )
-    await wait_until(lambda: first.status("a").is_leader and second.status("b").is_leader)
+
+    async def register(builder: CacheBuilder, name: str) -> None:
+        target = Target(f"{namespace}-{name}", "list")
+        await builder.register(Source(), targets=[target], refresh_interval=100, name=name)
+
+    await register(first, "a")
+    await _built(first, "a")
+    await register(second, "b")
+    await _built(second, "b")
+    await register(first, "b")
+    await register(second, "a")
+    # A follower learns of the leader's build from its first refused campaign.
+    await first.wait_built("b", timeout=5)
+    await second.wait_built("a", timeout=5)
+    assert first.status("a").is_leader
+    assert second.status("b").is_leader
+    assert not first.status("b").is_leader
+    assert not second.status("a").is_leader
+    assert (first.stats().leading, second.stats().leading) == (1, 1)
 
 
 async def test_a_deposed_leader_cannot_overwrite_its_successor(
     make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
 ) -> None:
+    await _deposed_leader_finishes_a_build(make_builder, redis, namespace, successor_built=True)
+
+
+@pytest.mark.single_node
+async def test_a_deposed_leader_cannot_swap_even_before_its_successor_builds(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    """The targets still carry the deposed leader's own epoch, so only the lease token, checked
+    in the swap where the lease shares the node, refuses it."""
+    await _deposed_leader_finishes_a_build(make_builder, redis, namespace, successor_built=False)
+
+
+async def _deposed_leader_finishes_a_build(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str, *, successor_built: bool
+) -> None:
     keys = KeySpace(namespace)
     old = await make_builder(lease_ttl=6.0)  # renewed every 2 s: not during this test
     slow = Source(_items(1, "old"))
-    targets = [Target(f"{namespace}-l", "list")]
-    await old.register(slow, targets=targets, refresh_interval=100, name="fenced")
-    await wait_until(lambda: old.status("fenced").is_leader)
+    target = f"{namespace}-l"
+    await old.register(slow, targets=[Target(target, "list")], refresh_interval=100, name="fenced")
+    await _built(old, "fenced")
+    first_build = await redis.lrange(target, 0, -1)
+    slow.items = _items(1, "deposed")
     slow.gate = asyncio.Event()
     refresh = asyncio.ensure_future(old.refresh("fenced"))
     await wait_until(lambda: slow.running == 1, what="the old leader's fetch")
@@ -765,16 +809,26 @@ async def test_a_deposed_leader_cannot_overwrite_its_successor(
     await redis.delete(keys.lease("fenced"))
     new = await make_builder(lease_ttl=6.0)
     await new.register(
-        Source(_items(1, "new")), targets=targets, refresh_interval=100, name="fenced"
+        Source(_items(1, "new")),
+        targets=[Target(target, "list")],
+        refresh_interval=100,
+        name="fenced",
     )
     await wait_until(lambda: new.status("fenced").is_leader, what="the new leader")
-    await new.refresh("fenced")
+    if successor_built:
+        await new.refresh("fenced")
 
     slow.gate.set()
     with pytest.raises(BuildError, match="stopped leading"):
         await refresh
-    assert await redis.lrange(f"{namespace}-l", 0, -1) == [b'{"id":"id1","value":"new1","score":1}']
+    if successor_built:
+        assert await redis.lrange(target, 0, -1) == [b'{"id":"id1","value":"new1","score":1}']
+    else:
+        assert await redis.lrange(target, 0, -1) == first_build
     assert not old.status("fenced").is_leader
+    # Stepping down, the old leader released nothing of its successor's (compare-and-delete).
+    assert new.status("fenced").is_leader
+    assert await redis.get(keys.lease("fenced")) is not None
     assert not [k for k in await ns_keys(redis, namespace) if b":tmp:" in k]
 
 
@@ -809,6 +863,99 @@ async def test_the_swap_refuses_an_epoch_older_than_the_targets(
     assert await redis.lrange(target.key, 0, -1) == [repr(_items(1, "newer")[0]).encode()]
     await build("200", "same")  # the same term builds again
     assert await redis.hget(keys.target_meta(target.key), "epoch") == b"200"
+
+
+async def test_an_incomplete_copy_is_never_swapped_in(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """A temporary copy that lacks part of the build (a batch that never landed, a copy that
+    expired before its swap) is refused by the swap, and the target keeps its data."""
+    keys, scripts = KeySpace(namespace), Scripts(redis)
+    target = Target(f"{namespace}-l", "list")
+
+    async def build(tag: str, *, lose: int = 0) -> None:
+        temporary = keys.temporary(target.key, f"{tag}:0")
+        prepared = await prepare([target], _items(3, tag), lambda v: json.dumps(v).encode())
+        writes = [(temporary, prepared[0])]
+        await write(redis, writes, timeout=1.0)
+        if lose:
+            await redis.rpop(temporary, lose)
+        await swap(
+            redis,
+            scripts,
+            keys,
+            writes,
+            name="n",
+            origin="o",
+            token="",
+            lease_key=keys.lease("n"),
+            epoch="1",
+            timeout=1.0,
+        )
+
+    await build("complete")
+    with pytest.raises(RedicacheError, match="incomplete"):
+        await build("partial", lose=1)
+    assert [json.loads(item) for item in await redis.lrange(target.key, 0, -1)] == _items(
+        3, "complete"
+    )
+
+
+async def test_a_crashed_leaders_lease_is_taken_as_soon_as_it_expires(
+    make_builder: MakeBuilder, redis: aioredis.Redis, namespace: str
+) -> None:
+    """A crashed leader announces nothing: its lease just expires. A follower asks again just
+    after that expiry (it read the lease's PTTL), not a whole lease of its own later."""
+    await redis.set(KeySpace(namespace).lease("crashed"), "a-dead-leader", px=300)
+    builder = await make_builder(lease_ttl=10.0)
+    source = Source()
+    name = await builder.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=100, name="crashed"
+    )
+    await _built(builder, name)  # within 5 s, not 10
+    assert builder.status(name).is_leader
+    assert source.calls == 1
+
+
+@pytest.mark.single_node
+async def test_a_failed_renewal_stops_the_build_at_once(
+    make_builder: MakeBuilder,
+    make_redis: Callable[..., aioredis.Redis],
+    redis: aioredis.Redis,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One renewal fails (the server refuses it) while the lease has most of its time left and
+    the next renewal would succeed: the leader steps down at once all the same, cancelling its
+    build, because it cannot confirm that it still leads. It then campaigns again."""
+    user = f"builder-{namespace}"
+
+    async def acl(*commands: str) -> None:
+        await redis.acl_setuser(user, enabled=True, commands=commands)
+
+    await redis.acl_setuser(
+        user, enabled=True, passwords="+pw", keys=["*"], channels=["*"], categories=["+@all"]
+    )
+    try:
+        client = make_redis(username=user, password="pw")
+        builder = await make_builder(client, lease_ttl=1.5)  # renewed every 0.5 s
+        source = Source()
+        source.gate = asyncio.Event()
+        name = await builder.register(
+            source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=100
+        )
+        await wait_until(lambda: source.running == 1, what="the first build's fetch")
+        await acl("-evalsha")  # the scripts: renewals among them
+        await wait_until(lambda: "renewing" in caplog.text, what="a refused renewal")
+        await acl("+evalsha")
+        await wait_until(lambda: builder.stats().terms == 2, what="a new term")
+        assert source.cancelled == 1  # the first term's build never finished
+        source.gate.set()
+        await _built(builder, name)
+        status = builder.status(name)
+        assert (source.calls, status.builds, status.is_leader) == (2, 1, True)
+    finally:
+        await redis.acl_deluser(user)
 
 
 async def test_close_releases_every_lease_and_leaves_nothing_running(

@@ -303,10 +303,18 @@ async def test_closed_leader_hands_over_at_once(
     spawn: Spawn, registration: Registration, record_property: Callable[[str, object], None]
 ) -> None:
     # A lease this long would make a takeover by expiry take seconds: only the announced
-    # release can explain a fast one.
-    builders = await spawn(2, lease_ttl=5.0)
-    await wait_until(lambda: _at_least(registration.builds(), 2), what="two builds")
+    # release can explain a fast one. The leader is closed half-way through a long interval,
+    # so that the new leader's first build tells its three possible schedules far apart: one
+    # interval after the old leader's last build (the schedule continues), right after the
+    # handover (an extra build), or a whole interval after the handover (a gap).
+    interval = 2.0
+    builders = await spawn(2, lease_ttl=5.0, interval=interval)
+    await wait_until(lambda: _at_least(registration.builds(), 1), what="the first build")
     old = by_instance(builders, await registration.leader())
+    first = (await registration.fetches())[0]
+    await wait_until(
+        lambda: _reached(registration, first.at + interval / 2), what="half an interval"
+    )
 
     stopping_at = await registration.server_time()
     closing = await old.close()
@@ -318,19 +326,27 @@ async def test_closed_leader_hands_over_at_once(
     state = await registration.state()
     (new,) = [b for b in builders if b is not old]
     assert state["leader"] == new.instance
-    await wait_until(lambda: _fetched_by(registration, new.pid), what="the new leader's build")
+    await wait_until(
+        lambda: _fetched_by(registration, new.pid),
+        timeout=3 * interval,
+        what="the new leader's build",
+    )
 
     handover = int(state["elected_at"]) / 1000 - stopping_at
     fetches = await registration.fetches()
     last_old = max(f.at for f in fetches if f.pid == old.pid)
     first_new = min(f.at for f in fetches if f.pid == new.pid)
+    gap = first_new - last_old
     print(
         f"\ngraceful handover: elected {handover:.3f} s after SIGTERM; first build of the new "
-        f"leader {first_new - last_old:.3f} s after the old leader's last (interval {INTERVAL} s)"
+        f"leader {gap:.3f} s after the old leader's last (interval {interval} s)"
     )
     record_property("graceful_handover_s", round(handover, 4))
+    record_property("graceful_handover_build_gap_s", round(gap, 4))
     assert closing["is_leader"]
     assert handover < 0.5
+    # One interval between the two builds: none extra at the handover, and no gap after it.
+    assert interval - 0.25 < gap < interval + 0.5, gap
     assert (await new.status())["is_leader"]
     complete_build(await registration.snapshot(), ITEMS)
 
@@ -507,6 +523,10 @@ async def _at_least(value: Coroutine[Any, Any, int], minimum: int) -> bool:
 
 async def _differs(value: Coroutine[Any, Any, str], old: str) -> bool:
     return await value not in ("", old)
+
+
+async def _reached(registration: Registration, server_time: float) -> bool:
+    return await registration.server_time() >= server_time
 
 
 async def _fetched_by(registration: Registration, pid: int) -> bool:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
+import functools
 import json
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +32,7 @@ from redicache_async.keys import KeySpace
 
 from .conftest import MakeCache
 from .helpers import (
+    ChannelTap,
     GatedRedis,
     commands_processed,
     masters,
@@ -275,10 +279,18 @@ async def test_fetch_error_reaches_every_waiter_releases_lock_and_keeps_old_valu
     assert await redis.exists(f"{namespace}:lock:{{old}}") == 0
 
 
+@pytest.fixture
+def no_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stretch a waiter's fallback poll (first at 100 ms) to an hour, so that only an event on
+    the channel can wake it. The tests that use it give their lock holders ``lock_ttl=60``, so
+    that the lock's expiry cannot wake it either."""
+    monkeypatch.setattr("redicache_async.client._FIRST_POLL", 3600.0)
+
+
 async def test_failed_fetch_wakes_waiters_in_other_processes_at_once(
-    make_cache: MakeCache,
+    make_cache: MakeCache, no_polling: None
 ) -> None:
-    holder, waiter = await make_cache(), await make_cache()
+    holder, waiter = await make_cache(lock_ttl=60), await make_cache()
     fetch_started = asyncio.Event()
     fail_now = asyncio.Event()
 
@@ -295,9 +307,74 @@ async def test_failed_fetch_wakes_waiters_in_other_processes_at_once(
     fail_now.set()
     with pytest.raises(LookupError):
         await holding
-    # woken by the unlock event, it takes the lock and fetches itself
-    assert await asyncio.wait_for(waiting, 0.5) == {"value": "w1"}
+    # woken by the unlock event (it would poll in an hour), it takes the lock and fetches
+    assert await asyncio.wait_for(waiting, 5) == {"value": "w1"}
     assert waiter_fetch.calls == 1
+
+
+@pytest.mark.parametrize("outcome", ["raises", "returns-none"])
+async def test_a_release_deletes_only_the_holders_own_lock(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str, outcome: str
+) -> None:
+    """A holder whose lock expired and went to another caller, and whose fetch then fails or
+    finds nothing, releases nothing: compare-and-delete, never a plain DEL."""
+    holder = await make_cache()
+    lock = f"{namespace}:lock:{{k}}"
+    started, proceed = asyncio.Event(), asyncio.Event()
+
+    async def fetch() -> Any:
+        started.set()
+        await proceed.wait()
+        if outcome == "raises":
+            raise LookupError("backend down")
+        return None
+
+    regenerating = asyncio.create_task(holder.attempt_regeneration("k", fetch))
+    await started.wait()
+    assert await redis.exists(lock)
+    # its lease ran out and another caller took the lock
+    await redis.set(lock, "successor", px=10_000)
+    proceed.set()
+    if outcome == "raises":
+        with pytest.raises(LookupError):
+            await regenerating
+    else:
+        assert await regenerating is None
+    # (that it does release its own lock: test_fetch_error_reaches_every_waiter_...)
+    assert await redis.get(lock) == b"successor"
+    assert not await redis.exists(f"{namespace}:v:{{k}}")
+
+
+async def test_a_release_without_a_value_is_announced_once(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    """A fetch that raises or returns None releases the lock with an ``unlock`` event, so that
+    waiters elsewhere retry at once; a write announces itself with its own event instead."""
+    cache = await make_cache()
+
+    async def fails() -> Any:
+        raise LookupError("backend down")
+
+    async def finds_nothing() -> Any:
+        return None
+
+    async with ChannelTap(redis, f"{namespace}:events") as tap:
+        with pytest.raises(LookupError):
+            await cache.get_or_init("failed", fails)
+        assert await cache.get_or_init("empty", finds_nothing) is None
+        assert await cache.get_or_init("written", Counter()) == {"value": "v1"}
+
+        def seen(payloads: list[bytes]) -> collections.Counter[tuple[str, str]]:
+            return collections.Counter(
+                (event["op"], event["key"]) for event in map(json.loads, payloads)
+            )
+
+        await tap.until(lambda p: len(seen(p)) == 3, what="three kinds of event")
+    assert seen(tap.payloads) == {
+        ("unlock", "failed"): 1,
+        ("unlock", "empty"): 1,
+        ("set", "written"): 1,
+    }
 
 
 async def test_fetch_timeout_bounds_a_hung_fetch(
@@ -309,7 +386,8 @@ async def test_fetch_timeout_bounds_a_hung_fetch(
         await asyncio.Event().wait()
 
     with pytest.raises(FetchTimeout) as info:
-        await cache.get_or_init("k", hangs)
+        async with asyncio.timeout(10):  # a plain TimeoutError here: fetch_timeout did nothing
+            await cache.get_or_init("k", hangs)
     assert isinstance(info.value, TimeoutError)
     assert await redis.exists(f"{namespace}:lock:{{k}}") == 0
 
@@ -327,12 +405,32 @@ async def test_a_fetch_that_raises_timeout_error_itself_is_not_a_fetch_timeout(
     assert not isinstance(info.value, FetchTimeout)
 
 
-async def test_sync_fetch_runs_in_a_worker_thread(make_cache: MakeCache) -> None:
-    import threading
-
+async def test_each_kind_of_fetch_is_called_as_the_readme_says(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
     cache = await make_cache()
-    main = threading.get_ident()
-    assert await cache.get_or_init("k", lambda: threading.get_ident() != main) is True
+    loop_thread = threading.get_ident()
+
+    async def on_the_loop(tag: str = "async") -> list[Any]:
+        return [tag, threading.get_ident() == loop_thread]
+
+    def in_a_thread() -> list[Any]:
+        return ["plain", threading.get_ident() == loop_thread]
+
+    # an async def (or a partial of one) is awaited, in the event loop's thread
+    assert await cache.get_or_init("a", on_the_loop) == ["async", True]
+    assert await cache.get_or_init("p", functools.partial(on_the_loop, "partial")) == [
+        "partial",
+        True,
+    ]
+    # a plain function runs in a worker thread, so it cannot block the loop
+    assert await cache.get_or_init("t", in_a_thread) == ["plain", False]
+    # a plain function that returns a coroutine is refused, with the fix in the message
+    with pytest.raises(InvalidArgumentTypeError, match=r"functools\.partial"):
+        await cache.get_or_init("c", lambda: on_the_loop())
+    assert await ns_keys(redis, namespace) == [
+        f"{namespace}:v:{{{key}}}".encode() for key in ("a", "p", "t")
+    ]
 
 
 async def test_caller_cancelled_does_not_cancel_the_shared_load(make_cache: MakeCache) -> None:
@@ -446,8 +544,10 @@ async def test_fencing_rejects_the_write_of_a_holder_that_lost_its_lock(
     assert await holder.get("k") == "current"  # nor kept locally
 
 
-async def test_waiter_is_woken_by_the_new_value_not_by_polling(make_cache: MakeCache) -> None:
-    holder, waiter = await make_cache(), await make_cache()
+async def test_waiter_is_woken_by_the_new_value_not_by_polling(
+    make_cache: MakeCache, no_polling: None
+) -> None:
+    holder, waiter = await make_cache(lock_ttl=60), await make_cache()
     release = asyncio.Event()
 
     async def fetch() -> str:
@@ -460,8 +560,8 @@ async def test_waiter_is_woken_by_the_new_value_not_by_polling(make_cache: MakeC
     await wait_until(lambda: waiter.stats().lock_waits == 1, what="the waiter to wait")
     release.set()
     await holding
-    # the first fallback poll is 100 ms away: an answer well before it came from the event
-    assert await asyncio.wait_for(waiting, 0.08) == "done"
+    # its next poll is an hour away: only the new value's event can explain an answer
+    assert await asyncio.wait_for(waiting, 5) == "done"
     assert waiter.stats().lock_takeovers == 0  # it got the holder's value
 
 
@@ -488,7 +588,8 @@ async def test_wait_timeout_answers_with_an_in_process_fetch(
     waiter = await make_cache(wait_timeout=0.2)
     await redis.set(f"{namespace}:lock:{{k}}", "stuck-holder", px=60_000)
     fetch = Counter()
-    assert await waiter.get_or_init("k", fetch) == {"value": "v1"}
+    async with asyncio.timeout(10):  # not a minute, until the stuck lock expires
+        assert await waiter.get_or_init("k", fetch) == {"value": "v1"}
     assert waiter.stats().lock_wait_timeouts == 1
     # not written: only the lock holder may write
     assert await redis.exists(f"{namespace}:v:{{k}}") == 0
@@ -509,6 +610,31 @@ async def test_invalidation_reaches_other_clients_under_both_protocols(
     await wait_until(lambda: b._local.fresh("k") is None, what="b to drop its copy")
     assert await b.get("k") == 2
     assert b.stats().invalidations_received == 2
+
+
+async def test_events_carry_the_key_and_version_never_the_value(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    secret = f"secret-{namespace}"
+
+    async def fetch() -> dict[str, str]:
+        return {"payload": secret}
+
+    async with ChannelTap(redis, f"{namespace}:events") as tap:
+        await cache.set("written", {"payload": secret})
+        await cache.get_or_init("fetched", fetch)
+        await cache.delete("written")
+        await tap.until(lambda payloads: len(payloads) == 3, what="three events")
+    stream = f"{namespace}:stream"
+    streamed = []
+    for _, fields in await redis.xrange(stream) or []:  # none on a cluster
+        assert fields is not None
+        event = fields[b"e"]
+        streamed.append(event if isinstance(event, bytes) else event.encode())
+    for payload in tap.payloads + streamed:
+        assert secret.encode() not in payload
+        assert set(json.loads(payload)) <= {"op", "key", "origin", "version", "id"}
 
 
 async def test_decode_responses_clients_work_too(

@@ -1,0 +1,647 @@
+"""The mutants: one small edit each, removing one promise of DESIGN.md ("D2" is its behaviour 2)
+or of a row of the README's semantics table ("S: fetch raises").
+
+Each names the tests that must notice (pytest node ids, run in that order with ``-x``). Keep
+snippets short, one line where it is unique in its file: when the code moves on, a snippet that
+no longer matches exactly once makes the run fail loudly ("stale mutant") rather than test
+nothing; refresh it then (``python -m tests.mutants --check`` lists the stale ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MUTANTS", "Mutant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Mutant:
+    id: str
+    #: The promise it removes: ``D<n>`` (DESIGN.md behaviour n) or ``S: <row>`` (semantics).
+    promise: str
+    #: What the edit takes away, in a few words.
+    removes: str
+    #: The edited file, relative to the project root.
+    file: str
+    #: Text that must occur exactly once in ``file``, and what replaces it.
+    before: str
+    after: str
+    #: The tests that must fail once the edit is made.
+    tests: tuple[str, ...]
+
+
+_CLIENT = "redicache_async/client.py"
+_SCRIPTS = "redicache_async/scripts.py"
+_BUILDER = "redicache_async/builder.py"
+_ELECTION = "redicache_async/election.py"
+_LOCAL = "redicache_async/local.py"
+_LISTENER = "redicache_async/listener.py"
+
+_T_CLIENT = "tests/test_client.py"
+_T_BUILDER = "tests/test_builder.py"
+_T_BUILDER_PROCESSES = "tests/test_builder_processes.py"
+_T_OUTAGES = "tests/faults/test_outages.py"
+
+
+def _t(module: str, *names: str) -> tuple[str, ...]:
+    return tuple(f"{module}::{name}" for name in names)
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    # -- D1: local hits are local; single-flight in a process -----------------------------------
+    Mutant(
+        id="local-hit-skipped",
+        promise="D1",
+        removes="get_or_init answering from the local layer",
+        file=_CLIENT,
+        before="            return entry.value\n        validate_key(key)\n        check_callable(",
+        after="            pass\n        validate_key(key)\n        check_callable(",
+        tests=_t(_T_CLIENT, "test_local_hit_sends_nothing_to_redis"),
+    ),
+    Mutant(
+        id="single-flight-off",
+        promise="D1",
+        removes="concurrent callers of one key joining the running load",
+        file="redicache_async/locks.py",
+        before="task = self._tasks.get(key)",
+        after="task = None",
+        tests=_t(_T_CLIENT, "test_concurrent_callers_share_one_read_and_one_fetch"),
+    ),
+    # -- D2: one fetch across processes -----------------------------------------------------------
+    Mutant(
+        id="lock-not-exclusive",
+        promise="D2",
+        removes="NX of the write lock: every process takes it and fetches",
+        file=_SCRIPTS,
+        before="if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end",
+        after="if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) then return {2} end",
+        tests=(
+            *_t(_T_CLIENT, "test_waiter_is_woken_by_the_new_value_not_by_polling"),
+            "tests/test_processes.py::test_cold_key_is_fetched_once_across_processes",
+        ),
+    ),
+    Mutant(
+        id="release-not-compare-and-delete",
+        promise="D2",
+        removes="the token check of the release: a holder that lost its lock deletes the next's",
+        file=_SCRIPTS,
+        before="if redis.call('GET', KEYS[1]) == ARGV[1] then\n  redis.call('DEL', KEYS[1])",
+        after="if true then\n  redis.call('DEL', KEYS[1])",
+        tests=_t(_T_CLIENT, "test_a_release_deletes_only_the_holders_own_lock"),
+    ),
+    Mutant(
+        id="release-not-announced",
+        promise="D2",
+        removes="the unlock event of a lock released without a value",
+        file=_CLIENT,
+        before="keys=[lock_key], args=[token, self._keys.channel, unlock_event(key, self._origin)]",
+        after='keys=[lock_key], args=[token, "", unlock_event(key, self._origin)]',
+        tests=_t(
+            _T_CLIENT,
+            "test_a_release_without_a_value_is_announced_once",
+            "test_failed_fetch_wakes_waiters_in_other_processes_at_once",
+        ),
+    ),
+    Mutant(
+        id="release-announcement-dropped-by-script",
+        promise="D2",
+        removes="the PUBLISH in the release script (lock and lease releases alike)",
+        file=_SCRIPTS,
+        before="if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end",
+        after="",
+        tests=_t(_T_CLIENT, "test_a_release_without_a_value_is_announced_once"),
+    ),
+    Mutant(
+        id="waiter-not-woken",
+        promise="D2",
+        removes="waking the waiters of a key when its event arrives (polling only)",
+        file=_CLIENT,
+        before="        self._wakeups.notify(event.key)",
+        after="        pass",
+        tests=_t(_T_CLIENT, "test_waiter_is_woken_by_the_new_value_not_by_polling"),
+    ),
+    Mutant(
+        id="lock-watchdog-off",
+        promise="S: the lock holder is slow but alive",
+        removes="renewing the write lock while the fetch runs",
+        file=_CLIENT,
+        before="async with lease.kept_alive():",
+        after="async with asyncio.timeout(None):",
+        tests=_t(_T_CLIENT, "test_watchdog_keeps_the_lock_of_a_fetch_slower_than_lock_ttl"),
+    ),
+    Mutant(
+        id="renew-does-not-extend",
+        promise="D2",
+        removes="the PEXPIRE of a renewal (it answers success and extends nothing)",
+        file=_SCRIPTS,
+        before="  return redis.call('PEXPIRE', KEYS[1], ARGV[2])",
+        after="  return 1",
+        tests=_t(_T_CLIENT, "test_watchdog_keeps_the_lock_of_a_fetch_slower_than_lock_ttl"),
+    ),
+    Mutant(
+        id="write-not-fenced",
+        promise="S: the holder lost its lease",
+        removes="the write script's check that the writer still holds the lock",
+        file=_SCRIPTS,
+        before="if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end",
+        after="",
+        tests=_t(_T_CLIENT, "test_fencing_rejects_the_write_of_a_holder_that_lost_its_lock"),
+    ),
+    Mutant(
+        id="fetch-timeout-ignored",
+        promise="S: fetch runs past fetch_timeout",
+        removes="the bound on a client fetch",
+        file=_CLIENT,
+        before="async with asyncio.timeout(self._fetch_timeout) as deadline:",
+        after="async with asyncio.timeout(None) as deadline:",
+        tests=_t(_T_CLIENT, "test_fetch_timeout_bounds_a_hung_fetch"),
+    ),
+    Mutant(
+        id="dead-holder-lock-never-expires",
+        promise="S: the lock holder dies",
+        removes="the expiry of the write lock (a dead holder keeps it forever)",
+        file=_SCRIPTS,
+        before="if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end",
+        after="if redis.call('SET', KEYS[2], ARGV[1], 'NX') then return {2} end",
+        tests=(
+            "tests/test_processes.py::test_lock_holder_killed_mid_fetch_is_taken_over_after_its_lease",
+        ),
+    ),
+    Mutant(
+        id="waiter-never-gives-up",
+        promise="S: a waiter waits longer than wait_timeout",
+        removes="wait_timeout: a waiter waits for the holder however long it takes",
+        file=_CLIENT,
+        before="if remaining <= 0:",
+        after="if remaining < -1e9:",
+        tests=_t(_T_CLIENT, "test_wait_timeout_answers_with_an_in_process_fetch"),
+    ),
+    # -- D3: coherent local layers ----------------------------------------------------------------
+    Mutant(
+        id="value-in-events",
+        promise="D3",
+        removes="'never the value': the write's event carries the payload",
+        file=_SCRIPTS,
+        before="announce(KEYS[3], ARGV[4], ARGV[5] .. version .. '}')",
+        after=(
+            "announce(KEYS[3], ARGV[4], "
+            "ARGV[5] .. version .. ',\"d\":' .. cjson.encode(ARGV[2]) .. '}')"
+        ),
+        tests=_t(_T_CLIENT, "test_events_carry_the_key_and_version_never_the_value"),
+    ),
+    Mutant(
+        id="event-does-not-invalidate",
+        promise="D3",
+        removes="dropping the local copy when another process's write is announced",
+        file=_CLIENT,
+        before="self._local.discard(key, below_version=version)",
+        after="pass",
+        tests=_t(_T_CLIENT, "test_invalidation_reaches_other_clients_under_both_protocols"),
+    ),
+    Mutant(
+        id="raced-read-kept",
+        promise="D3",
+        removes="refusing to keep a read older than an event that arrived meanwhile",
+        file=_CLIENT,
+        before="if guard.void or version < guard.min_version:",
+        after="if guard.void:",
+        tests=_t(_T_CLIENT, "test_a_read_that_raced_an_invalidation_is_not_kept"),
+    ),
+    Mutant(
+        id="reconnect-trusts-local",
+        promise="D3",
+        removes="treating local entries as suspect after a reconnection that could not replay",
+        file=_CLIENT,
+        before="self._local.expire(stale_ttl=self._stale_ttl)\n",
+        after="pass\n",
+        tests=_t(_T_CLIENT, "test_reconnected_listener_flushes_when_the_gap_was_trimmed"),
+    ),
+    Mutant(
+        id="missed-events-not-replayed",
+        promise="D3",
+        removes="replaying the events missed while the listener was away",
+        file=_LISTENER,
+        before="        for event in events:\n            self._on_event(event)",
+        after="        for event in events:\n            pass",
+        tests=_t(_T_CLIENT, "test_reconnected_listener_replays_missed_events_from_the_stream"),
+    ),
+    Mutant(
+        id="idle-pings-off",
+        promise="D3",
+        removes="the PING that checks a quiet pub/sub connection",
+        file=_LISTENER,
+        before="await pubsub.ping()",
+        after="pass",
+        tests=_t(
+            "tests/test_invalidation.py", "test_idle_pings_keep_the_subscription_and_events_flow"
+        ),
+    ),
+    Mutant(
+        id="local-outlives-ttl",
+        promise="S: ttl",
+        removes="a local copy's deadline from the key's TTL in Redis",
+        file=_CLIENT,
+        before="expires_at = started + ttl_ms / 1000 if ttl_ms > 0 else math.inf",
+        after="expires_at = math.inf",
+        tests=_t(_T_CLIENT, "test_local_copy_never_outlives_the_redis_ttl"),
+    ),
+    Mutant(
+        id="read-ignores-pttl",
+        promise="S: ttl",
+        removes="PTTL in the read's reply: a reader's copy never expires",
+        file=_SCRIPTS,
+        before="out[i] = {r[1], r[2], redis.call('PTTL', key)}",
+        after="out[i] = {r[1], r[2], -1}",
+        tests=_t(_T_CLIENT, "test_local_copy_never_outlives_the_redis_ttl"),
+    ),
+    Mutant(
+        id="no-stale-window",
+        promise="D3",
+        removes="keeping an expired entry for stale_ttl, for fail-safe use",
+        file=_LOCAL,
+        before="stale_until = expires_at + stale_ttl if not math.isinf(expires_at) else expires_at",
+        after="stale_until = expires_at",
+        tests=(
+            "tests/test_local.py::test_stale_window_keeps_an_expired_entry_for_fail_safe_use_only",
+        ),
+    ),
+    # -- D4: bounded memory -----------------------------------------------------------------------
+    Mutant(
+        id="entries-unbounded",
+        promise="D4",
+        removes="the bound on local entries",
+        file=_LOCAL,
+        before="while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:",
+        after="while self.bytes > self.max_bytes:",
+        tests=("tests/test_local.py::test_lru_evicts_least_recently_used_beyond_max_entries",),
+    ),
+    Mutant(
+        id="bytes-unbounded",
+        promise="D4",
+        removes="the bound on local bytes",
+        file=_LOCAL,
+        before="while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:",
+        after="while len(self._entries) > self.max_entries:",
+        tests=("tests/test_local.py::test_bytes_bound_evicts_until_it_fits",),
+    ),
+    Mutant(
+        id="lru-is-fifo",
+        promise="D4",
+        removes="marking a hit as recently used (eviction by insertion order)",
+        file=_LOCAL,
+        before="        self._entries.move_to_end(key)\n        return entry",
+        after="        return entry",
+        tests=("tests/test_local.py::test_lru_evicts_least_recently_used_beyond_max_entries",),
+    ),
+    # -- D5: Redis outages ------------------------------------------------------------------------
+    Mutant(
+        id="outage-read-raises",
+        promise="S: Redis unreachable",
+        removes="answering reads without Redis (local, stale, in-process fetch)",
+        file=_CLIENT,
+        before="                return [_UNREACHABLE] * len(keys)",
+        after="                raise",
+        tests=_t(_T_OUTAGES, "test_new_key_with_redis_dead_is_fetched_in_process_then_converges"),
+    ),
+    Mutant(
+        id="redis-call-unbounded",
+        promise="S: Redis unreachable",
+        removes="redis_timeout on the client's commands",
+        file=_CLIENT,
+        before="result = await bounded(command, self._redis_timeout)",
+        after="result = await command",
+        tests=_t(_T_OUTAGES, "test_a_paused_server_does_not_hang_callers"),
+    ),
+    Mutant(
+        id="breaker-never-opens",
+        promise="D5",
+        removes="the circuit breaker opening after failures in a row",
+        file="redicache_async/breaker.py",
+        before="if self._failures < self._threshold:",
+        after="if True:",
+        tests=_t(_T_OUTAGES, "test_a_dead_server_trips_the_breaker_so_calls_stop_trying_it"),
+    ),
+    Mutant(
+        id="breaker-keeps-failures-when-closed",
+        promise="D5",
+        removes="the breaker starting afresh after it closes: failures counted before still count",
+        file="redicache_async/breaker.py",
+        before="        self._failures = 0\n        self._window = self._first_window",
+        after="        self._window = self._first_window",
+        tests=("tests/test_breaker.py::test_close_starts_afresh",),
+    ),
+    Mutant(
+        id="breaker-keeps-window-when-closed",
+        promise="D5",
+        removes="the breaker starting afresh after it closes: the next outage's window stays long",
+        file="redicache_async/breaker.py",
+        before="        self._failures = 0\n        self._window = self._first_window",
+        after="        self._failures = 0",
+        tests=("tests/test_breaker.py::test_close_starts_afresh",),
+    ),
+    Mutant(
+        id="outage-value-never-rechecked",
+        promise="D5",
+        removes="converging on Redis's value: a value fetched without Redis stays fresh",
+        file=_CLIENT,
+        before="fresh_until = started + _UNSHARED_FRESHNESS if version == 0 else math.inf",
+        after="fresh_until = math.inf",
+        tests=_t(_T_OUTAGES, "test_a_value_fetched_during_a_short_freeze_gives_way_to_redis_s"),
+    ),
+    Mutant(
+        id="refusal-taken-for-outage",
+        promise="S: Redis refuses the client",
+        removes="telling a refusal (password, ACL) from an outage",
+        file=_CLIENT,
+        before='raise RedisPermissionError(f"Redis refused this client:',
+        after='raise RedisUnavailableError(f"Redis refused this client:',
+        tests=(
+            "tests/faults/test_security.py::test_acl_user_is_refused_outside_its_namespace_and_targets",
+        ),
+    ),
+    # -- semantics rows of the fetch ------------------------------------------------------------
+    Mutant(
+        id="async-fetch-in-a-thread",
+        promise="S: fetch is an async def",
+        removes="awaiting coroutine functions (they would be run in a thread)",
+        file="redicache_async/fetching.py",
+        before="    if is_async_callable(fetch):",
+        after="    if False:",
+        tests=_t(_T_CLIENT, "test_each_kind_of_fetch_is_called_as_the_readme_says"),
+    ),
+    Mutant(
+        id="sync-fetch-on-the-loop",
+        promise="S: fetch is a plain function",
+        removes="running plain functions in a worker thread",
+        file="redicache_async/fetching.py",
+        before="        result = await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)",
+        after="        result = fetch()",
+        tests=_t(_T_CLIENT, "test_each_kind_of_fetch_is_called_as_the_readme_says"),
+    ),
+    Mutant(
+        id="coroutine-result-accepted",
+        promise="S: a plain function returns a coroutine",
+        removes="refusing a coroutine returned by a plain function",
+        file="redicache_async/fetching.py",
+        before="    if inspect.isawaitable(result):",
+        after="    if False:",
+        tests=_t(_T_CLIENT, "test_each_kind_of_fetch_is_called_as_the_readme_says"),
+    ),
+    Mutant(
+        id="none-keeps-the-lock",
+        promise="S: fetch returns None",
+        removes="releasing the lock when the fetch returns None",
+        file=_CLIENT,
+        before=(
+            "            if value is None:\n"
+            "                await self._release(lease, key)\n"
+            "                return None"
+        ),
+        after="            if value is None:\n                return None",
+        tests=_t(_T_CLIENT, "test_none_is_returned_but_not_cached"),
+    ),
+    Mutant(
+        id="failure-keeps-the-lock",
+        promise="S: fetch raises",
+        removes="releasing the lock when the fetch raises",
+        file=_CLIENT,
+        before=(
+            "        except BaseException:\n"
+            "            await self._release(lease, key)\n"
+            "            raise"
+        ),
+        after="        except BaseException:\n            raise",
+        tests=_t(
+            _T_CLIENT, "test_fetch_error_reaches_every_waiter_releases_lock_and_keeps_old_value"
+        ),
+    ),
+    Mutant(
+        id="failure-not-served-stale",
+        promise="S: fetch raises",
+        removes="answering a failed fetch with the stale copy within stale_ttl",
+        file=_CLIENT,
+        before=(
+            "                stale = self._local.stale(key)\n"
+            "                if stale is None:\n"
+            "                    raise"
+        ),
+        after="                raise",
+        tests=_t(_T_OUTAGES, "test_an_expired_value_is_served_stale_when_its_fetch_fails"),
+    ),
+    Mutant(
+        id="regeneration-serves-stale",
+        promise="S: fetch raises",
+        removes="attempt_regeneration always raising (it would answer with the stale copy)",
+        file=_CLIENT,
+        before="guard, fail_safe=False)",
+        after="guard, fail_safe=True)",
+        tests=_t(_T_OUTAGES, "test_an_expired_value_is_served_stale_when_its_fetch_fails"),
+    ),
+    Mutant(
+        id="fetcher-gets-the-raw-value",
+        promise="S: values",
+        removes="giving the fetching process the JSON round-tripped value, as the others get",
+        file=_CLIENT,
+        before=(
+            "            canonical = self._serializer.loads(payload)\n        except BaseException:"
+        ),
+        after="            canonical = value\n        except BaseException:",
+        tests=_t(_T_CLIENT, "test_values_are_json_round_tripped_the_same_in_every_process"),
+    ),
+    Mutant(
+        id="undecodable-not-counted",
+        promise="S: a value in Redis that cannot be decoded",
+        removes="counting undecodable values in stats().decode_errors",
+        file=_CLIENT,
+        before='            self._stats.decode_errors += 1\n            logger.warning("the value',
+        after='            logger.warning("the value',
+        tests=_t(_T_CLIENT, "test_undecodable_value_in_redis_is_a_miss_and_is_refetched"),
+    ),
+    Mutant(
+        id="long-keys-accepted",
+        promise="S: keys",
+        removes="the 1,024-byte bound on keys",
+        file="redicache_async/keys.py",
+        before='raise InvalidArgumentError(f"key is longer than {MAX_KEY_BYTES} bytes")',
+        after="pass",
+        tests=_t(_T_CLIENT, "test_bad_arguments_raise_clear_errors_and_write_nothing"),
+    ),
+    # -- D6: builder leadership -------------------------------------------------------------------
+    Mutant(
+        id="leader-lease-not-exclusive",
+        promise="D6",
+        removes="NX of the leader lease: every instance leads",
+        file=_SCRIPTS,
+        before="if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then",
+        after="if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) then",
+        tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
+    ),
+    Mutant(
+        id="one-lease-for-every-registration",
+        promise="D6",
+        removes="one lease per registration (one leader would build every registration)",
+        file="redicache_async/keys.py",
+        before='return f"{self.namespace}:builder:{{{name}}}:lease"',
+        after='return f"{self.namespace}:builder:{{leader}}:lease"',
+        tests=_t(_T_BUILDER, "test_registrations_spread_across_instances"),
+    ),
+    Mutant(
+        id="renewal-not-strict",
+        promise="D6",
+        removes="strict renewal: a leader whose renewal fails carries on until its lease ends",
+        file=_BUILDER,
+        before="async with lease.kept_alive(strict=True, on_lost=on_lost):",
+        after="async with lease.kept_alive(strict=False, on_lost=on_lost):",
+        tests=_t(_T_BUILDER, "test_a_failed_renewal_stops_the_build_at_once"),
+    ),
+    Mutant(
+        id="lost-lease-build-goes-on",
+        promise="D6",
+        removes="cancelling the build in flight when the lease is lost",
+        file=_BUILDER,
+        before="            scope.reschedule(loop.time())",
+        after="            pass",
+        tests=_t(_T_BUILDER, "test_a_failed_renewal_stops_the_build_at_once"),
+    ),
+    Mutant(
+        id="close-keeps-the-lease",
+        promise="D6",
+        removes="releasing the lease when a leader stops",
+        file=_BUILDER,
+        before="            await self._leadership.resign(lease, self._shared.origin)",
+        after="            pass",
+        tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
+    ),
+    Mutant(
+        id="resign-not-announced",
+        promise="D6",
+        removes="announcing a released lease, so that a follower takes over at once",
+        file=_ELECTION,
+        before="lease.release(channel=self._keys.builder_channel, event=event), self._timeout",
+        after="lease.release(), self._timeout",
+        tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
+    ),
+    Mutant(
+        id="follower-deaf-to-resign",
+        promise="D6",
+        removes="a follower campaigning as soon as a release is announced",
+        file=_BUILDER,
+        before="            registration.wake.set()  # the lease is free: try to take it now",
+        after="            pass",
+        tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
+    ),
+    Mutant(
+        id="follower-ignores-lease-expiry",
+        promise="D6",
+        removes="a follower asking again as soon as the lease expires (crashed leader)",
+        file=_ELECTION,
+        before="pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._ttl",
+        after="pause = self._ttl",
+        tests=_t(_T_BUILDER, "test_a_crashed_leaders_lease_is_taken_as_soon_as_it_expires"),
+    ),
+    Mutant(
+        id="takeover-rebuilds-fresh-data",
+        promise="D6",
+        removes="continuing the schedule on takeover: a new leader builds at once",
+        file=_BUILDER,
+        before="if elected.built_at_ms is not None and elected.spec == describe(",
+        after="if False and elected.spec == describe(",
+        tests=_t(_T_BUILDER, "test_a_new_leader_continues_the_schedule_instead_of_rebuilding"),
+    ),
+    Mutant(
+        id="takeover-restarts-the-interval",
+        promise="D6",
+        removes="continuing the schedule on takeover: the interval restarts at the takeover",
+        file=_BUILDER,
+        before="self._last_started = loop.time() - age",
+        after="self._last_started = loop.time()",
+        tests=(
+            *_t(_T_BUILDER, "test_a_new_leader_continues_the_schedule_instead_of_rebuilding"),
+            *_t(_T_BUILDER_PROCESSES, "test_closed_leader_hands_over_at_once"),
+        ),
+    ),
+    Mutant(
+        id="swap-ignores-the-lease",
+        promise="D6",
+        removes="the swap's check that the writer still holds the lease",
+        file=_SCRIPTS,
+        before="if ARGV[1] ~= '' and redis.call('GET', KEYS[3*n+1]) ~= ARGV[1] then",
+        after="if false then",
+        tests=_t(_T_BUILDER, "test_a_deposed_leader_cannot_swap_even_before_its_successor_builds"),
+    ),
+    Mutant(
+        id="swap-ignores-the-epoch",
+        promise="D6",
+        removes="the swap's check of the epoch beside each target",
+        file=_SCRIPTS,
+        before="if last and last > epoch then return {0, 'a newer leader has written '",
+        after="if false then return {0, 'a newer leader has written '",
+        tests=_t(_T_BUILDER, "test_the_swap_refuses_an_epoch_older_than_the_targets"),
+    ),
+    # -- D7: zero-downtime rebuilds ---------------------------------------------------------------
+    Mutant(
+        id="hash-id-unchecked",
+        promise="D7",
+        removes="refusing an item whose id_field is not a string or a number",
+        file="redicache_async/targets.py",
+        before="    if isinstance(value, bool) or not isinstance(value, str | int | float):",
+        after="    if False:",
+        tests=_t(_T_BUILDER, "test_a_result_that_does_not_fit_keeps_the_old_data"),
+    ),
+    Mutant(
+        id="failed-build-not-reported",
+        promise="D7",
+        removes="reporting a failed build in status().last_error",
+        file=_BUILDER,
+        before="            self._last_error = describe_error(exc)\n",
+        after="",
+        tests=_t(_T_BUILDER, "test_a_fetch_that_raises_keeps_the_old_data_and_is_retried"),
+    ),
+    Mutant(
+        id="swap-takes-an-incomplete-copy",
+        promise="D7",
+        removes="the swap's check that every temporary copy is complete",
+        file=_SCRIPTS,
+        before="  if want > 0 and (redis.call('TYPE', temp)['ok'] ~= kind",
+        after="  if false and (redis.call('TYPE', temp)['ok'] ~= kind",
+        tests=_t(_T_BUILDER, "test_an_incomplete_copy_is_never_swapped_in"),
+    ),
+    # -- D8: cluster-safe keys --------------------------------------------------------------------
+    Mutant(
+        id="lock-without-hash-tag",
+        promise="D8",
+        removes="the hash tag that puts a value's lock in the value's slot",
+        file="redicache_async/keys.py",
+        before='return f"{self.namespace}:lock:{_tagged(key)}"',
+        after='return f"{self.namespace}:lock:{key}"',
+        tests=_t(_T_CLIENT, "test_keys_with_braces_keep_value_and_lock_in_one_slot"),
+    ),
+    Mutant(
+        id="target-meta-in-another-slot",
+        promise="D8",
+        removes="the hash tag that puts a target's meta hash in the target's slot",
+        file="redicache_async/keys.py",
+        before='return f"{self.namespace}:target:{{{slot_tag(target)}}}{target}"',
+        after='return f"{self.namespace}:target:{target}"',
+        tests=_t(_T_BUILDER, "test_keys_the_builder_writes_beside_targets_share_their_slot"),
+    ),
+    # -- D9: lifecycles ---------------------------------------------------------------------------
+    Mutant(
+        id="client-close-leaves-the-listener",
+        promise="D9",
+        removes="the client's close stopping its listener",
+        file=_CLIENT,
+        before="        await self._listener.aclose()\n",
+        after="",
+        tests=_t(_T_CLIENT, "test_aclose_leaves_no_task_and_no_connection"),
+    ),
+    Mutant(
+        id="builder-close-leaves-the-loops",
+        promise="D9",
+        removes="the builder's close stopping its refresh loops",
+        file=_BUILDER,
+        before="await asyncio.gather(*(registration.stop() for registration in registrations))",
+        after="pass",
+        tests=_t(_T_BUILDER, "test_close_releases_every_lease_and_leaves_nothing_running"),
+    ),
+)
