@@ -41,6 +41,10 @@ _T_CLIENT = "tests/test_client.py"
 _T_BUILDER = "tests/test_builder.py"
 _T_BUILDER_PROCESSES = "tests/test_builder_processes.py"
 _T_OUTAGES = "tests/faults/test_outages.py"
+_T_COHERENCE = "tests/test_coherence.py"
+_T_CLAIMS = "tests/test_claims.py"
+_T_FAILOVER = "tests/test_failover.py"
+_T_SECURITY = "tests/faults/test_security.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -164,7 +168,8 @@ MUTANTS: tuple[Mutant, ...] = (
         before="if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end",
         after="if redis.call('SET', KEYS[2], ARGV[1], 'NX') then return {2} end",
         tests=(
-            "tests/test_processes.py::test_lock_holder_killed_mid_fetch_is_taken_over_after_its_lease",
+            "tests/test_processes.py::test_lock_holder_killed_mid_fetch_is_taken_over_after_i"
+            "ts_lease",
         ),
     ),
     Mutant(
@@ -356,7 +361,8 @@ MUTANTS: tuple[Mutant, ...] = (
         before='raise RedisPermissionError(f"Redis refused this client:',
         after='raise RedisUnavailableError(f"Redis refused this client:',
         tests=(
-            "tests/faults/test_security.py::test_acl_user_is_refused_outside_its_namespace_and_targets",
+            "tests/faults/test_security.py::test_acl_user_is_refused_outside_its_namespace_an"
+            "d_targets",
         ),
     ),
     # -- semantics rows of the fetch ------------------------------------------------------------
@@ -636,6 +642,42 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(_T_CLIENT, "test_aclose_leaves_no_task_and_no_connection"),
     ),
     Mutant(
+        id="load-started-after-close",
+        promise="D9",
+        removes="the task group refusing work once the client is closed",
+        file="redicache_async/tasks.py",
+        before="        if self._closed:\n            coro.close()",
+        after="        if False:\n            coro.close()",
+        tests=_t(
+            "tests/test_tasks.py",
+            "test_a_task_is_refused_once_the_group_is_closed_and_its_coroutine_never_runs",
+        ),
+    ),
+    Mutant(
+        id="command-sent-after-close",
+        promise="D9",
+        removes="the sealed client refusing to send a command (a read retried after close)",
+        file=_CLIENT,
+        before="        if self._sealed:\n            command.close()",
+        after="        if False:\n            command.close()",
+        tests=_t(_T_CLAIMS, "test_a_read_retried_after_close_is_not_sent"),
+    ),
+    Mutant(
+        id="regeneration-outlives-its-caller",
+        promise="D9",
+        removes="a cancelled attempt_regeneration waiting for its task's clean-up",
+        file=_CLIENT,
+        before=(
+            "            await cancel_and_wait(task)  # its clean-up (releasing the lock)"
+            " ends first"
+        ),
+        after="            task.cancel()",
+        tests=_t(
+            _T_CLAIMS,
+            "test_a_regeneration_cancelled_during_its_fetch_releases_and_announces_the_lock",
+        ),
+    ),
+    Mutant(
         id="builder-close-leaves-the-loops",
         promise="D9",
         removes="the builder's close stopping its refresh loops",
@@ -643,5 +685,246 @@ MUTANTS: tuple[Mutant, ...] = (
         before="await asyncio.gather(*(registration.stop() for registration in registrations))",
         after="pass",
         tests=_t(_T_BUILDER, "test_close_releases_every_lease_and_leaves_nothing_running"),
+    ),
+    # -- D10: no write is undone (lease invalidation) --------------------------------------------
+    Mutant(
+        id="set-keeps-the-lock",
+        promise="D10",
+        removes="an unlocked write revoking the key's lock",
+        file=_SCRIPTS,
+        before="redis.call('DEL', KEYS[2])\nannounce",
+        after="if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end\nannounce",
+        tests=_t(
+            _T_COHERENCE,
+            "test_a_fetch_that_started_before_a_change_never_stores_its_result[single-set]",
+        ),
+    ),
+    Mutant(
+        id="delete-keeps-the-lock",
+        promise="D10",
+        removes="a delete revoking the key's lock",
+        file=_SCRIPTS,
+        before="redis.call('DEL', KEYS[1], KEYS[2])",
+        after="redis.call('DEL', KEYS[1])",
+        tests=_t(
+            _T_COHERENCE,
+            "test_a_fetch_that_started_before_a_change_never_stores_its_result[single-delete]",
+        ),
+    ),
+    Mutant(
+        id="write-leaves-older-reads-unguarded",
+        promise="D10",
+        removes="a write raising the guards of this process's reads in flight",
+        file=_CLIENT,
+        before=(
+            "            if version > guard.min_version:\n"
+            "                guard.min_version = version\n"
+            "        self._loads.detach(key)"
+        ),
+        after="            pass\n        self._loads.detach(key)",
+        tests=_t(
+            _T_COHERENCE,
+            "test_a_reply_older_than_this_process_s_write_is_not_kept_while_the_listener_lags",
+        ),
+    ),
+    Mutant(
+        id="write-leaves-the-load-attached",
+        promise="D10",
+        removes="a write detaching the load of the key that started before it",
+        file=_CLIENT,
+        before="                guard.min_version = version\n        self._loads.detach(key)\n",
+        after="                guard.min_version = version\n",
+        tests=_t(
+            _T_COHERENCE,
+            "test_a_change_in_the_same_process_is_not_undone_by_its_running_load[single-delete]",
+        ),
+    ),
+    Mutant(
+        id="write-leaves-the-read-joinable",
+        promise="D10",
+        removes="a write making later reads send their own instead of joining an older one",
+        file=_CLIENT,
+        before="        self._values.forget(key)\n\n    def _write_unknown",
+        after="\n    def _write_unknown",
+        tests=_t(
+            _T_COHERENCE, "test_a_read_in_flight_before_a_write_is_not_joined_after_it[single-0]"
+        ),
+    ),
+    Mutant(
+        id="event-leaves-the-load-attached",
+        promise="D10",
+        removes="another process's write detaching this process's running load",
+        file=_CLIENT,
+        before=(
+            "            self._loads.detach(event.key)\n            self._values.forget(event.key)"
+        ),
+        after="            pass",
+        tests=_t(_T_COHERENCE, "test_a_change_elsewhere_detaches_this_process_s_running_load"),
+    ),
+    Mutant(
+        id="local-version-goes-backwards",
+        promise="D10",
+        removes="the local layer refusing a put older than its fresh entry",
+        file=_LOCAL,
+        before="            return False  # never backwards: the newer entry stays",
+        after="            pass",
+        tests=_t(
+            "tests/test_local.py",
+            "test_a_put_never_replaces_a_fresh_entry_with_an_older_version",
+        ),
+    ),
+    # -- D3: a listener away, a failover no listener hears ----------------------------------------
+    Mutant(
+        id="local-trusted-while-deaf",
+        promise="D3",
+        removes="local copies not being answers while the listener is away",
+        file=_LOCAL,
+        before="        if entry is None or not self.trusted:",
+        after="        if entry is None:",
+        tests=_t(
+            _T_COHERENCE,
+            "test_local_copies_are_not_answers_while_the_listener_is_away[single]",
+            "test_a_listener_refused_its_channel_cannot_keep_local_copies_fresh[single]",
+        ),
+    ),
+    Mutant(
+        id="listener-loss-not-reported",
+        promise="D3",
+        removes="the listener telling its owner that its connection is lost",
+        file=_LISTENER,
+        before="                self._on_lost()\n",
+        after="",
+        tests=(
+            *_t(
+                _T_COHERENCE,
+                "test_a_listener_refused_its_channel_cannot_keep_local_copies_fresh[single]",
+            ),
+            "tests/faults/test_network.py::test_a_silent_partition_ends_local_freshness_withi"
+            "n_the_detection_bound",
+        ),
+    ),
+    Mutant(
+        id="trust-never-restored",
+        promise="D3",
+        removes="the local layer trusted again once the listener has caught up",
+        file=_CLIENT,
+        before="        self._local.trusted = True\n        self._wakeups.notify_all()",
+        after="        self._wakeups.notify_all()",
+        tests=_t(
+            _T_COHERENCE,
+            "test_a_listener_refused_its_channel_cannot_keep_local_copies_fresh[single]",
+        ),
+    ),
+    Mutant(
+        id="cluster-failover-unwatched",
+        promise="S: a failover loses writes",
+        removes="the watch of the cluster's epoch",
+        file=_CLIENT,
+        before=(
+            '            self._tasks.spawn(self._failovers.run(), name="redicache-failover-watch")'
+        ),
+        after="            pass",
+        tests=_t(
+            _T_FAILOVER,
+            "test_a_write_lost_in_a_cluster_failover_is_not_served_from_local_layers",
+        ),
+    ),
+    # -- D11: every claim is released -------------------------------------------------------------
+    Mutant(
+        id="refused-write-keeps-the-lock",
+        promise="D11",
+        removes="releasing the lock when the server refuses the fenced write",
+        file=_CLIENT,
+        before=(
+            "            # be left to expire while others wait on it.\n"
+            "            await self._release(lease, key)"
+        ),
+        after="            # be left to expire while others wait on it.\n            pass",
+        tests=_t(_T_CLAIMS, "test_a_refused_write_releases_and_announces_the_lock"),
+    ),
+    Mutant(
+        id="regeneration-claim-on-the-wire-kept",
+        promise="D11",
+        removes="remembering a regeneration's claim cancelled with its reply on the wire",
+        file=_CLIENT,
+        before=(
+            "            except asyncio.CancelledError:\n"
+            "                self._orphans.add(key, lease.key, lease.token)  # the claim may"
+            " have run"
+        ),
+        after="            except asyncio.CancelledError:\n                pass",
+        tests=_t(
+            _T_CLAIMS,
+            "test_a_regeneration_cancelled_while_its_claim_is_on_the_wire_releases_it",
+        ),
+    ),
+    Mutant(
+        id="load-claim-on-the-wire-kept",
+        promise="D11",
+        removes="remembering a load's claim cancelled (by aclose) with its reply on the wire",
+        file=_CLIENT,
+        before=(
+            "                    except asyncio.CancelledError:\n"
+            "                        self._orphans.add(key, lock_key, token)  # the claim"
+            " may have run"
+        ),
+        after="                    except asyncio.CancelledError:\n                        pass",
+        tests=_t(_T_CLAIMS, "test_aclose_while_a_claim_is_on_the_wire_leaves_no_lock"),
+    ),
+    Mutant(
+        id="close-skips-the-last-releases",
+        promise="D11",
+        removes="aclose() releasing the remembered claims before it returns",
+        file=_CLIENT,
+        before="await self._orphans.aclose(last_round=self._redis_timeout)",
+        after="await self._orphans.aclose()",
+        tests=_t(_T_CLAIMS, "test_aclose_while_a_claim_is_on_the_wire_leaves_no_lock"),
+    ),
+    Mutant(
+        id="campaign-on-the-wire-kept",
+        promise="D11",
+        removes="remembering a builder's campaign cancelled with its reply on the wire",
+        file=_ELECTION,
+        before=(
+            "            except asyncio.CancelledError:\n"
+            "                self._orphans.add(self._name, lease.key, lease.token)  # it may"
+            " have run"
+        ),
+        after="            except asyncio.CancelledError:\n                pass",
+        tests=_t(
+            _T_CLAIMS,
+            "test_a_builder_closed_while_its_campaign_is_on_the_wire_leaves_no_lease",
+        ),
+    ),
+    Mutant(
+        id="write-script-half-applied",
+        promise="S: ttl",
+        removes="the write script checking its ttl before it writes anything",
+        file=_SCRIPTS,
+        before="    _ANNOUNCE\n    + _CHECK_TTL",
+        after='    _ANNOUNCE\n    + "local ttl = tonumber(ARGV[3]) or 0"',
+        tests=_t(
+            _T_CLAIMS,
+            "test_the_write_script_checks_its_ttl_before_it_writes_anything[single-9007199254740992]",
+        ),
+    ),
+    # -- configuration errors are not outages -----------------------------------------------------
+    Mutant(
+        id="tls-mistake-taken-for-outage",
+        promise="S: a TLS mistake",
+        removes="a failed TLS handshake read as a configuration error",
+        file="redicache_async/tls.py",
+        before="        if isinstance(cause, ssl.SSLError) and not isinstance(cause, _TRANSIENT):",
+        after="        if False:",
+        tests=_t(_T_SECURITY, "test_tls_mistakes_are_configuration_errors_at_start"),
+    ),
+    Mutant(
+        id="plain-to-tls-port-taken-for-outage",
+        promise="S: a TLS mistake",
+        removes="the TLS handshake that recognises a plain client at a TLS port",
+        file="redicache_async/tls.py",
+        before="        or not await speaks_tls(host, port, timeout)",
+        after="        or True",
+        tests=_t(_T_SECURITY, "test_tls_mistakes_are_configuration_errors_at_start"),
     ),
 )
