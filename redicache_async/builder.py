@@ -26,6 +26,7 @@ from .election import Elected, Leadership
 from .errors import (
     REDIS_FAILURES,
     BuildError,
+    ClientClosedError,
     FetchTimeout,
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -199,7 +200,7 @@ class CacheBuilder(Lifecycle):
     async def _shutdown(self) -> None:
         registrations = list(self._registrations.values())
         self._registrations.clear()
-        await asyncio.gather(*(registration.stop() for registration in registrations))
+        await asyncio.gather(*(registration.stop(closing=True) for registration in registrations))
         await self._tasks.aclose()
         await self._listener.aclose()
 
@@ -329,7 +330,7 @@ class CacheBuilder(Lifecycle):
         registration = self._get(name)
         self._check_open()
         async with asyncio.timeout(check_optional_seconds("timeout", timeout)):
-            await registration.built.wait()
+            await registration.wait_built()
 
     def names(self) -> list[str]:
         """The names registered on this builder."""
@@ -438,6 +439,9 @@ class _Registration:
         self.wake = asyncio.Event()
         #: Set once a build of this registration is known, by any instance.
         self.built = asyncio.Event()
+        #: Set when the registration is stopped (unregistered, or its builder closed).
+        self._stopped = asyncio.Event()
+        self._stop_error: Callable[[str], Exception] = self._build_error
         self.is_leader = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -462,7 +466,12 @@ class _Registration:
     def start(self, tasks: OwnedTasks) -> None:
         self._task = tasks.spawn(self._run(), name=f"redicache-builder:{self.name}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, closing: bool = False) -> None:
+        """End the loop (its clean-up releases the lease); calls waiting on it end with
+        :class:`ClientClosedError` when the builder is ``closing``, else :class:`BuildError`."""
+        if closing:
+            self._stop_error = _closed_error
+        self._stopped.set()
         task, self._task = self._task, None
         if task is None:
             return
@@ -497,6 +506,19 @@ class _Registration:
     def request_build(self) -> None:
         self._build_now = True
         self.wake.set()
+
+    async def wait_built(self) -> None:
+        """Return once a build is known; raise if the registration stops first."""
+        if not self.built.is_set():
+            built = asyncio.ensure_future(self.built.wait())
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            try:
+                await asyncio.wait({built, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                built.cancel()
+                stopped.cancel()
+            if not self.built.is_set():
+                raise self._stop_error("the registration was stopped before it was built")
 
     async def refresh(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
@@ -761,8 +783,15 @@ class _Registration:
                 "removing the temporary keys of %r failed: %s", self.name, describe_error(exc)
             )
 
+    def _build_error(self, reason: str) -> Exception:
+        return BuildError(self.name, reason)
+
     def _fail_waiters(self, reason: str) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_exception(BuildError(self.name, reason))
+                waiter.set_exception(self._stop_error(reason))
+
+
+def _closed_error(reason: str) -> Exception:
+    return ClientClosedError(f"the builder was closed: {reason}")

@@ -1194,6 +1194,47 @@ async def test_wait_built_returns_when_any_instance_has_built(
     await late.wait_built("ready", timeout=5)
 
 
+async def test_calls_waiting_on_a_builder_end_with_client_closed_when_it_closes(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    """``wait_built`` on a follower and ``refresh`` on the leader are in flight when their
+    builder closes: they end at once with ``ClientClosedError``, instead of waiting for a
+    build that will not come (for ever, without a timeout)."""
+    leader = await make_builder()
+    source = Source()
+    source.gate = asyncio.Event()
+    targets = [Target(f"{namespace}-l", "list")]
+    await leader.register(source, targets=targets, refresh_interval=100, name="slow")
+    await wait_until(lambda: source.running == 1, what="the first build")
+    follower = await make_builder()
+    await follower.register(Source(), targets=targets, refresh_interval=100, name="slow")
+    waiting = asyncio.ensure_future(follower.wait_built("slow"))
+    refreshing = asyncio.ensure_future(leader.refresh("slow"))  # behind the running build
+    await follower.aclose()
+    with pytest.raises(ClientClosedError, match="closed"):
+        await asyncio.wait_for(waiting, 5)
+    await leader.aclose()
+    with pytest.raises(ClientClosedError, match="closed"):
+        await asyncio.wait_for(refreshing, 5)
+    assert source.cancelled == 1
+
+
+async def test_unregistering_ends_a_wait_for_the_first_build_with_a_build_error(
+    make_builder: MakeBuilder, namespace: str
+) -> None:
+    leader = await make_builder()
+    source = Source()
+    source.gate = asyncio.Event()
+    await leader.register(
+        source, targets=[Target(f"{namespace}-l", "list")], refresh_interval=100, name="slow"
+    )
+    waiting = asyncio.ensure_future(leader.wait_built("slow"))
+    await wait_until(lambda: source.running == 1, what="the first build")
+    await leader.unregister("slow")
+    with pytest.raises(BuildError, match="stopped before it was built"):
+        await asyncio.wait_for(waiting, 5)
+
+
 async def test_close_never_hangs_on_a_cancellation_lost_in_the_users_fetch(
     make_redis: Callable[..., aioredis.Redis], namespace: str
 ) -> None:

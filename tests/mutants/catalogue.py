@@ -682,9 +682,25 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D9",
         removes="the builder's close stopping its refresh loops",
         file=_BUILDER,
-        before="await asyncio.gather(*(registration.stop() for registration in registrations))",
-        after="pass",
+        before=(
+            "        await asyncio.gather(*(registration.stop(closing=True) for registration in "
+            "registrations))\n        await self._tasks.aclose()\n"
+        ),
+        after="",
         tests=_t(_T_BUILDER, "test_close_releases_every_lease_and_leaves_nothing_running"),
+    ),
+    Mutant(
+        id="builder-calls-outlive-close",
+        promise="D9",
+        removes="calls waiting on a registration ending when it stops",
+        file=_BUILDER,
+        before="        self._stopped.set()\n",
+        after="",
+        tests=_t(
+            _T_BUILDER,
+            "test_calls_waiting_on_a_builder_end_with_client_closed_when_it_closes",
+            "test_unregistering_ends_a_wait_for_the_first_build_with_a_build_error",
+        ),
     ),
     # -- D10: no write is undone (lease invalidation) --------------------------------------------
     Mutant(
