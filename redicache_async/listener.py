@@ -140,9 +140,6 @@ class InvalidationListener:
                     )
             except Exception:
                 logger.exception("invalidation listener failed; reconnecting")
-            finally:
-                self.connected = False
-                self._on_lost()
             attempt += 1
             if self._subscribed.is_set():
                 backoff = 0.05
@@ -157,11 +154,22 @@ class InvalidationListener:
         logger.error("the invalidation listener cannot subscribe: %s. Retrying.", error)
 
     async def _listen(self, attempt: int) -> None:
-        pubsub = await bounded(open_subscriber(self._redis, attempt), self._timeout)
+        try:
+            pubsub = await bounded(open_subscriber(self._redis, attempt), self._timeout)
+        except BaseException:
+            self._lost()
+            raise
         try:
             await self._consume(pubsub)
+        except BaseException:
+            self._lost()  # at once: before the clean-up, the diagnosis and the back-off
+            raise
         finally:
             await _close_quietly(pubsub)
+
+    def _lost(self) -> None:
+        self.connected = False
+        self._on_lost()
 
     async def _consume(self, pubsub: Any) -> None:
         await bounded(pubsub.subscribe(self._channel), self._timeout)
