@@ -808,7 +808,10 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D3",
         removes="the listener telling its owner that its connection is lost",
         file=_LISTENER,
-        before="    def _lost(self) -> None:\n        self.connected = False\n        self._on_lost()\n",
+        before=(
+            "    def _lost(self) -> None:\n        self.connected = False\n"
+            "        self._on_lost()\n"
+        ),
         after="    def _lost(self) -> None:\n        self.connected = False\n",
         tests=(
             *_t(
