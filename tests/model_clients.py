@@ -1,0 +1,222 @@
+"""Real redis-py clients for ``tests/test_model.py``, with two deterministic faults a test can
+switch on, and the connections of a topology (a single server, a cluster, Sentinel).
+
+- A **delayed listener**: while a client's :class:`Hooks` ``listening`` gate is closed, the
+  pub/sub objects it hands out deliver nothing. ``get_message`` waits for the gate until its
+  own timeout and answers "no message", as a network that holds the packets back would; what
+  the server sent waits in the socket and is delivered, in order, once the gate opens.
+- A **held reply**: :meth:`Hooks.hold_next_script` holds back the reply of the next script
+  call (``EVALSHA``) that names a given Redis key, :meth:`Hooks.hold_command` that of the n-th
+  command. The server has run it; only its delivery to the caller waits: the window in which
+  a racing write can land, or a cancellation finds a claim's reply still on the wire.
+
+Nothing here reaches into the library: it only sees an ordinary client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+__all__ = ["Connections", "GatedPubSub", "Hooks", "ReplyHold", "Topology"]
+
+
+class ReplyHold:
+    """The reply of one command, held until :meth:`release`: the first command, after the
+    hold was made, for which ``wanted(args)`` is true."""
+
+    def __init__(self, wanted: Callable[[tuple[Any, ...]], bool]) -> None:
+        self.wanted = wanted
+        self.held = asyncio.Event()
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def hold(self) -> None:
+        self.held.set()
+        await self._released.wait()
+
+
+class Hooks:
+    """The switches of one hooked client."""
+
+    def __init__(self) -> None:
+        self.listening = asyncio.Event()
+        self.listening.set()
+        self._hold: ReplyHold | None = None
+
+    def hold_next_script(self, key: str) -> ReplyHold:
+        """Hold the reply of the next script call that names ``key``."""
+
+        def wanted(args: tuple[Any, ...]) -> bool:
+            return bool(args) and str(args[0]).upper() == "EVALSHA" and key in args
+
+        self._hold = ReplyHold(wanted)
+        return self._hold
+
+    def hold_command(self, n: int) -> ReplyHold:
+        """Hold the reply of the ``n``-th command sent from now on (1: the next one)."""
+        sent = 0
+
+        def wanted(args: tuple[Any, ...]) -> bool:
+            nonlocal sent
+            sent += 1
+            return sent == n
+
+        self._hold = ReplyHold(wanted)
+        return self._hold
+
+    def disarm(self) -> None:
+        self._hold = None
+
+    async def after_command(self, args: tuple[Any, ...]) -> None:
+        hold = self._hold
+        if hold is not None and hold.wanted(args):
+            self._hold = None
+            await hold.hold()
+
+
+class GatedPubSub:
+    """A redis-py pub/sub object whose messages wait while the client's listener is delayed.
+
+    A message that arrives while the gate is closed (a call may have been waiting since before
+    it closed) is kept, and delivered first once the gate opens."""
+
+    def __init__(self, inner: Any, hooks: Hooks) -> None:
+        self._inner = inner
+        self._hooks = hooks
+        self._kept: collections.deque[Any] = collections.deque()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get_message(
+        self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        listening = self._hooks.listening
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            if listening.is_set():
+                if self._kept:
+                    return self._kept.popleft()
+                message = await self._inner.get_message(
+                    ignore_subscribe_messages=ignore_subscribe_messages, timeout=remaining
+                )
+                if message is None or listening.is_set():
+                    return message
+                self._kept.append(message)
+                continue
+            if remaining == 0.0:
+                return None
+            try:
+                async with asyncio.timeout(remaining):
+                    await listening.wait()
+            except TimeoutError:
+                return None
+
+
+class ModelRedis(aioredis.Redis):
+    """A ``Redis`` (or, through ``master_for(redis_class=...)``, a Sentinel master) with
+    :class:`Hooks`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hooks = Hooks()
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        return GatedPubSub(super().pubsub(**kwargs), self.hooks)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        await self.hooks.after_command(args)
+        return result
+
+
+class ModelCluster(RedisCluster):
+    """A ``RedisCluster`` with :class:`Hooks`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hooks = Hooks()
+
+    def pubsub(self, *args: Any, **kwargs: Any) -> Any:
+        return GatedPubSub(super().pubsub(*args, **kwargs), self.hooks)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        result = await super().execute_command(*args, **kwargs)
+        await self.hooks.after_command(args)
+        return result
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where the servers are: ``kind`` is ``single``, ``cluster`` or ``sentinel``."""
+
+    kind: str
+    #: The server's or a cluster node's URL (unused for Sentinel).
+    url: str = ""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str = ""
+    #: Every server that holds data (where a listener may be connected).
+    nodes: tuple[tuple[str, int], ...] = ()
+
+
+class Connections:
+    """Clients of one topology, all closed by :meth:`aclose`. Make them on the loop that will
+    use them."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def client(self, *, protocol: int = 3, name: str | None = None, hooked: bool = False) -> Any:
+        """A client of the topology; ``hooked``: a :class:`ModelRedis` or :class:`ModelCluster`
+        (its ``hooks`` switch the faults). ``name``: its connections' ``CLIENT SETNAME``."""
+        topology = self.topology
+        options: dict[str, Any] = {"protocol": protocol}
+        if name is not None:
+            options["client_name"] = name
+        client: Any
+        if topology.kind == "cluster":
+            cluster_class = ModelCluster if hooked else RedisCluster
+            client = cluster_class.from_url(topology.url, **options)
+        elif topology.kind == "sentinel":
+            # redis-py's Sentinel.__init__ has no annotations
+            sentinel = Sentinel(list(topology.sentinels), protocol=protocol)  # type: ignore[no-untyped-call]
+            self._closers.extend(node.aclose for node in sentinel.sentinels)
+            redis_class = ModelRedis if hooked else aioredis.Redis
+            client = sentinel.master_for(topology.master_name, redis_class=redis_class, **options)
+        else:
+            redis_class = ModelRedis if hooked else aioredis.Redis
+            client = redis_class.from_url(topology.url, **options)
+        self._closers.insert(0, client.aclose)
+        return client
+
+    async def kill_listeners(self, name: str) -> int:
+        """``CLIENT KILL`` every pub/sub connection named ``name``, on every data node; returns
+        how many there were."""
+        killed = 0
+        for host, port in self.topology.nodes:
+            node = aioredis.Redis(host=host, port=port, protocol=3)
+            try:
+                for entry in await node.client_list(_type="pubsub"):
+                    if entry.get("name") == name:
+                        killed += await node.client_kill_filter(_id=entry["id"])
+            finally:
+                await node.aclose()
+        return killed
+
+    async def aclose(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in closers:
+            await close()
