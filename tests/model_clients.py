@@ -25,7 +25,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-__all__ = ["Connections", "GatedPubSub", "Hooks", "ReplyHold", "Topology"]
+__all__ = ["MARKER", "Connections", "GatedPubSub", "Hooks", "ReplyHold", "Topology"]
+
+#: How a test's own messages on a namespace's channel begin (the library ignores them).
+MARKER = b"model-marker:"
 
 
 class ReplyHold:
@@ -51,6 +54,11 @@ class Hooks:
     def __init__(self) -> None:
         self.listening = asyncio.Event()
         self.listening.set()
+        #: Every :data:`MARKER` message handed to the listener: the listener had taken in
+        #: every message that came before it on its connection.
+        self.markers: set[bytes] = set()
+        #: Commands answered so far.
+        self.answered = 0
         self._hold: ReplyHold | None = None
 
     def hold_next_script(self, key: str) -> ReplyHold:
@@ -78,6 +86,7 @@ class Hooks:
         self._hold = None
 
     async def after_command(self, args: tuple[Any, ...]) -> None:
+        self.answered += 1
         hold = self._hold
         if hold is not None and hold.wanted(args):
             self._hold = None
@@ -108,12 +117,12 @@ class GatedPubSub:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             if listening.is_set():
                 if self._kept:
-                    return self._kept.popleft()
+                    return self._delivered(self._kept.popleft())
                 message = await self._inner.get_message(
                     ignore_subscribe_messages=ignore_subscribe_messages, timeout=remaining
                 )
                 if message is None or listening.is_set():
-                    return message
+                    return self._delivered(message)
                 self._kept.append(message)
                 continue
             if remaining == 0.0:
@@ -123,6 +132,15 @@ class GatedPubSub:
                     await listening.wait()
             except TimeoutError:
                 return None
+
+    def _delivered(self, message: Any) -> Any:
+        if message is not None and message.get("type") == "message":
+            data = message.get("data")
+            if isinstance(data, str):
+                data = data.encode()
+            if isinstance(data, bytes) and data.startswith(MARKER):
+                self._hooks.markers.add(data)
+        return message
 
 
 class ModelRedis(aioredis.Redis):
@@ -201,6 +219,23 @@ class Connections:
             client = redis_class.from_url(topology.url, **options)
         self._closers.insert(0, client.aclose)
         return client
+
+    async def publish_everywhere(self, client: Any, channel: str, marker: bytes) -> list[bytes]:
+        """Publish a message that begins with ``marker`` from every master (each its own: the
+        ``i``-th master's ends with ``:i``); returns them. A listener that has received the
+        ``i``-th has received everything that master published before (a cluster forwards one
+        master's messages to the other nodes in order, but those of two masters in no order
+        between them)."""
+        if self.topology.kind != "cluster":
+            await client.publish(channel, marker + b":0")
+            return [marker + b":0"]
+        await client.initialize()  # a no-op once it knows the nodes
+        sent = []
+        for i, node in enumerate(sorted(client.get_primaries(), key=lambda node: node.name)):
+            message = marker + b":%d" % i
+            await client.execute_command("PUBLISH", channel, message, target_nodes=node)
+            sent.append(message)
+        return sent
 
     async def kill_listeners(self, name: str) -> int:
         """``CLIENT KILL`` every pub/sub connection named ``name``, on every data node; returns
