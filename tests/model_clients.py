@@ -59,6 +59,13 @@ class Hooks:
         self.markers: set[bytes] = set()
         #: Commands answered so far.
         self.answered = 0
+        #: Set when the pub/sub connection failed under the listener (an error came out of
+        #: ``get_message``: the listener knows); cleared once it has subscribed again and taken
+        #: that in (it asks for the next message). Meanwhile it hears nothing.
+        self.deaf = False
+        self.losses = 0
+        self.subscriptions = 0
+        self._catching_up = False
         self._hold: ReplyHold | None = None
 
     def hold_next_script(self, key: str) -> ReplyHold:
@@ -85,6 +92,11 @@ class Hooks:
     def disarm(self) -> None:
         self._hold = None
 
+    def new_listener(self) -> None:
+        """The client was replaced: its listener is neither delayed nor lost."""
+        self.listening.set()
+        self.deaf = self._catching_up = False
+
     async def after_command(self, args: tuple[Any, ...]) -> None:
         self.answered += 1
         hold = self._hold
@@ -110,6 +122,23 @@ class GatedPubSub:
     async def get_message(
         self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0
     ) -> Any:
+        hooks = self._hooks
+        if hooks._catching_up:  # it asks for more: it has taken in its new subscription
+            hooks._catching_up = hooks.deaf = False
+        try:
+            message = await self._gated_message(ignore_subscribe_messages, timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            hooks.deaf = True
+            hooks.losses += 1
+            raise
+        if message is not None and message.get("type") == "subscribe":
+            hooks.subscriptions += 1
+            hooks._catching_up = hooks.deaf
+        return message
+
+    async def _gated_message(self, ignore_subscribe_messages: bool, timeout: float | None) -> Any:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         listening = self._hooks.listening

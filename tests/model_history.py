@@ -99,7 +99,8 @@ class History:
             if known:
                 problem = (
                     f"the write it came from, {known[-1]}, is older than #{low}, which c{client} "
-                    "must see or newer (its own write, an answer it gave, or a quiet point)"
+                    "must see or newer (its own write, an answer it gave, a quiet point, or the "
+                    "last write while its listener is known to be lost)"
                 )
             else:
                 problem = "no write ever stored that value"

@@ -248,9 +248,20 @@ class CacheModel(RuleBasedStateMachine):
             return None
         return self.regenerated(client, key, fetch, answer)
 
+    def floor(self, client: int, key: str) -> int | None:
+        """The floor of a read that starts now, when stricter than the client's own: while its
+        listener is known to have lost its connection (and until it has caught up), a client
+        must not answer from its local copies, so it answers what Redis holds."""
+        if self.hooks[client].deaf:
+            return max(self.history.current(key).seq, self.history.floor(client, key))
+        return None
+
     async def read(self, client: int, key: str, what: str = "get") -> None:
+        floor = self.floor(client, key)
         answer = await self.call(f"c{client}.get({key!r})", self.caches[client].get(key))
-        self.history.check_read(client, key, answer, what)
+        if floor is not None:
+            what += " (its listener known to be lost)"
+        self.history.check_read(client, key, answer, what, floor=floor)
 
     # -- plain calls -------------------------------------------------------------------------
 
@@ -273,10 +284,12 @@ class CacheModel(RuleBasedStateMachine):
     @step
     def get_or_init(self, c: int, k: str) -> None:
         fetch = Fetch(self.fresh())
+        floor = self.floor(c, k)
         answer = self.run(
             self.call(f"c{c}.get_or_init({k!r})", self.caches[c].get_or_init(k, fetch))
         )
-        self.loaded(c, k, fetch, answer, "get_or_init")
+        what = "get_or_init" if floor is None else "get_or_init (its listener known to be lost)"
+        self.loaded(c, k, fetch, answer, what, floor=floor)
 
     @rule(c=clients, k=keys)
     @step
@@ -553,7 +566,7 @@ class CacheModel(RuleBasedStateMachine):
             if fetch.calls and await self.redis_value(k) == fetch.value:
                 self.history.wrote(k, fetch.value, f"c{c}.{op} (closed) fetched", by=None)
         self.caches[c] = self.cache(c)
-        hooks.listening.set()  # a new process: its listener is not delayed
+        hooks.new_listener()
         await self.caches[c].start()
 
     # -- faults ------------------------------------------------------------------------------
@@ -565,7 +578,14 @@ class CacheModel(RuleBasedStateMachine):
         self.run(self._kill_listener(c, then))
 
     async def _kill_listener(self, c: int, then: tuple[int, str, str] | None) -> None:
-        await self.connections.kill_listeners(self.name(c))
+        hooks = self.hooks[c]
+        seen = hooks.losses, hooks.subscriptions
+        if await self.connections.kill_listeners(self.name(c)) and hooks.listening.is_set():
+            # A listener that reads learns of the loss at once (redis-py may also reconnect
+            # by itself, and the listener then sees a new subscription instead).
+            await self.until(
+                lambda: (hooks.losses, hooks.subscriptions) != seen, f"c{c}'s listener to notice"
+            )
         if then is not None:
             await self.write(*then)
 
