@@ -1,5 +1,6 @@
 """Sessions: ``tests`` (the suite), ``lint`` (ruff, mypy --strict), ``mutants`` (every promise
-has a test that fails without it), ``demo``, ``bench``.
+has a test that fails without it), ``model`` (the long run of the stateful model), ``demo``,
+``bench``.
 
 ``python3 -m nox -s tests`` runs the suite against a server it starts itself (see
 ``redicache_async.testing``); ``REDICACHE_REDIS_SERVER`` picks the server binary and
@@ -38,6 +39,23 @@ def mutants(session: nox.Session) -> None:
     and ``-- --check`` (do the snippets still apply?) are passed to the runner."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "tests.mutants", *session.posargs, env=_passthrough_env())
+
+
+@nox.session
+def model(session: nox.Session) -> None:
+    """The stateful model of the cache (``tests/test_model.py``), long and random: on every
+    topology, ``REDICACHE_MODEL_EXAMPLES`` examples (500) of ``REDICACHE_MODEL_STEPS`` steps
+    (50), where the suite runs 20 of 25, always the same. ``-- --topologies single`` narrows
+    it; a failure prints the ``@reproduce_failure`` that replays it."""
+    session.install("-e", ".[test]")
+    env = {
+        **_passthrough_env(),
+        "REDICACHE_MODEL_EXAMPLES": os.environ.get("REDICACHE_MODEL_EXAMPLES", "500"),
+        "REDICACHE_MODEL_STEPS": os.environ.get("REDICACHE_MODEL_STEPS", "50"),
+    }
+    if "REDICACHE_TOPOLOGIES" in os.environ:
+        env["REDICACHE_TOPOLOGIES"] = os.environ["REDICACHE_TOPOLOGIES"]
+    session.run("pytest", "tests/test_model.py::test_model", *session.posargs, env=env)
 
 
 @nox.session
