@@ -927,6 +927,46 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_the_write_script_checks_its_ttl_before_it_writes_anything[single-9007199254740992]",
         ),
     ),
+    # -- the rows of bad input --------------------------------------------------------------------
+    Mutant(
+        id="local-hit-skips-argument-checks",
+        promise="S: bad arguments",
+        removes="get_or_init checking its arguments before the local layer answers",
+        file=_CLIENT,
+        before=(
+            '            validate_key(key)\n            check_callable("fetch", fetch)\n'
+            "            ttl_to_ms(ttl)\n        entry = self._local.fresh(key)"
+        ),
+        after="            pass\n        entry = self._local.fresh(key)",
+        tests=_t("tests/test_bad_input.py", "test_a_call_fails_alike_whether_or_not_it_would_hit"),
+    ),
+    Mutant(
+        id="keys-without-utf8-accepted",
+        promise="S: keys",
+        removes="refusing a key that has no UTF-8 form (a lone surrogate)",
+        file="redicache_async/keys.py",
+        before='    if (len(key) if key.isascii() else len(encoded(key, "key"))) > MAX_KEY_BYTES:',
+        after=(
+            "    if (len(key) if key.isascii() else "
+            'len(key.encode("utf-8", "replace"))) > MAX_KEY_BYTES:'
+        ),
+        tests=_t(
+            "tests/test_bad_input.py",
+            "test_a_bad_key_never_fails_the_other_callers_of_its_batch",
+        ),
+    ),
+    Mutant(
+        id="deep-value-raises-recursion-error",
+        promise="S: values",
+        removes="a value nested too deeply raising SerializationError",
+        file="redicache_async/serializers.py",
+        before=(
+            "        except RecursionError as exc:\n            raise SerializationError("
+            '"value is nested too deeply to be stored as JSON") from exc'
+        ),
+        after="        except RecursionError:\n            raise",
+        tests=_t("tests/test_bad_input.py", "test_every_encoding_failure_is_a_serialization_error"),
+    ),
     # -- configuration errors are not outages -----------------------------------------------------
     Mutant(
         id="tls-mistake-taken-for-outage",
