@@ -88,7 +88,7 @@ async def _worker(url: str, namespace: str, channel: str) -> None:
                 for task in done:
                     task.result()  # a failed loop raises here
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated in redis-py
     finally:
         await r.aclose()
 

@@ -84,7 +84,7 @@ async def _read(args: argparse.Namespace) -> NamespaceStatus:
         client = RedisCluster.from_url(args.url, **timeouts)
     elif args.sentinel:
         addresses = [_address(text) for text in args.sentinel]
-        sentinel = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call, unused-ignore]
         client = sentinel.master_for(args.service, **timeouts)
         closers.extend(node.aclose for node in sentinel.sentinels)
     else:

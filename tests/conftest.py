@@ -206,7 +206,7 @@ async def make_redis(
 
         def make(protocol: int = 3, **kwargs: Any) -> Any:
             # redis-py's Sentinel.__init__ has no annotations
-            sentinel = Sentinel(servers.sentinel_addresses, protocol=protocol)  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(servers.sentinel_addresses, protocol=protocol)  # type: ignore[no-untyped-call, unused-ignore]
             client = sentinel.master_for(servers.master_name, protocol=protocol, **kwargs)
             closers.append(client.aclose)
             closers.extend(node.aclose for node in sentinel.sentinels)

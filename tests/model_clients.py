@@ -239,7 +239,7 @@ class Connections:
             client = cluster_class.from_url(topology.url, **options)
         elif topology.kind == "sentinel":
             # redis-py's Sentinel.__init__ has no annotations
-            sentinel = Sentinel(list(topology.sentinels), protocol=protocol)  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(list(topology.sentinels), protocol=protocol)  # type: ignore[no-untyped-call, unused-ignore]
             self._closers.extend(node.aclose for node in sentinel.sentinels)
             redis_class = ModelRedis if hooked else aioredis.Redis
             client = sentinel.master_for(topology.master_name, redis_class=redis_class, **options)

@@ -60,7 +60,7 @@ async def unlock_events(redis: aioredis.Redis, namespace: str) -> AsyncIterator[
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
 
 async def test_a_refused_write_releases_and_announces_the_lock(

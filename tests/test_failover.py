@@ -88,7 +88,7 @@ async def failure(
 
         def connect() -> Any:
             # redis-py's Sentinel.__init__ has no annotations
-            sentinel = Sentinel(sentinel_servers.sentinel_addresses)  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(sentinel_servers.sentinel_addresses)  # type: ignore[no-untyped-call, unused-ignore]
             client = sentinel.master_for(sentinel_servers.master_name, protocol=3)
             clients.append(client)
             clients.extend(sentinel.sentinels)
@@ -475,7 +475,7 @@ async def test_a_write_lost_in_a_sentinel_failover_is_not_served_from_local_laye
     """Under Sentinel every listener is on the master that dies: each reconnects, and its
     replay finds the stream shorter than what it saw, so it drops every local copy."""
     options: dict[str, Any] = {"namespace": namespace, "redis_timeout": 1.0}
-    sentinel = Sentinel(sentinels.sentinel_addresses)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(sentinels.sentinel_addresses)  # type: ignore[no-untyped-call, unused-ignore]
     clients = [sentinel.master_for(sentinels.master_name, protocol=p) for p in (3, 2)]
     master = sentinels.master()
     (replica,) = sentinels.replicas()

@@ -66,7 +66,7 @@ async def sentinel_client(sentinel_setup: SentinelServers) -> AsyncIterator[Sent
     """redis-py's own Sentinel client of the set-up; its connections to the Sentinels are
     closed after the test."""
     addresses = sentinel_setup.sentinel_addresses
-    sentinel = Sentinel(addresses, socket_timeout=2.0)  # type: ignore[no-untyped-call]  # unannotated
+    sentinel = Sentinel(addresses, socket_timeout=2.0)  # type: ignore[no-untyped-call, unused-ignore]  # unannotated
     yield sentinel
     for client in sentinel.sentinels:
         await client.aclose()
