@@ -4,26 +4,34 @@ checked against a reference model (``model_history.py``), and the invariants aft
 The clients differ where bugs hide: a full local layer over RESP3, a two-entry layer (three
 keys: it evicts) over RESP2, and none at all over RESP3. Steps: ``set``, ``delete``, ``get``,
 ``get_or_init`` and ``attempt_regeneration``; a fetch that a write or delete overtakes, with
-another client waiting on its lock; a read whose reply is held while the same or another client
-writes; calls cancelled while a reply of theirs is on the wire, or during their fetch; a killed
-pub/sub connection (``CLIENT KILL``); a delayed listener; and quiet points, where every
-listener has caught up. Every race and cancellation is placed by holding a reply or a fetch,
-never by timing, so that a failing example fails again when replayed.
+another client waiting on its lock and a later caller that must not join it; a read whose reply
+is held while the same or another client writes; calls cancelled, or their client closed, while
+a reply of theirs is on the wire or during their fetch; a killed pub/sub connection (``CLIENT
+KILL``); a delayed listener; and quiet points, where every listener has caught up. Every race
+and cancellation is placed by holding a reply or a fetch, never by timing, so that a failing
+example fails again when replayed.
 
 Checked at every answer: read-your-writes in each client, no client going back in time, no
-value that a write overtook ever seen (DESIGN 10). After every step: Redis holds the last
-completed write, and no lock is left behind (DESIGN 11: ``lock_ttl`` is 30 s, and a lock still
-there 3 s after every call returned is a claim nobody holds; a call that takes 5 s fails the
-same way). At every quiet point and at the end: every client answers what Redis holds.
+value that a write overtook ever seen but by the overtaken call's own callers (DESIGN 10), and
+no local copy answered while the client's listener is known to have lost its connection.
+After every step: Redis holds the last completed write, and no lock is left behind (DESIGN 11:
+``lock_ttl`` is 30 s, and a lock still there 3 s after every call returned is a claim nobody
+holds; a call that takes 5 s fails the same way). A closed client starts no fetch and sends
+no command (DESIGN 9). At every quiet point and at the end: every client answers what Redis
+holds. Between quiet points a client may answer an older write than another client's last
+one: its listener may lag (DESIGN 3).
 
-CI runs a small, derandomized set of examples on every topology (seconds each);
-``REDICACHE_MODEL_EXAMPLES`` (and ``REDICACHE_MODEL_STEPS``) ask for a long random run, which
-``nox -s model`` does.
+``test_model`` explores at random: CI runs a small, derandomized set of examples on every
+topology (seconds each); ``REDICACHE_MODEL_EXAMPLES`` (and ``REDICACHE_MODEL_STEPS``) ask for a
+long random run, which ``nox -s model`` does. ``test_model_scenario`` runs each race,
+cancellation, close and fault once, on purpose. To replay a failure hypothesis printed, put its
+``@reproduce_failure(...)`` on :class:`CacheModel`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -160,12 +168,14 @@ class CacheModel(RuleBasedStateMachine):
                 "(DESIGN 11)"
             ) from exc
 
-    async def until(self, condition: Callable[[], bool], what: str) -> None:
+    async def until(
+        self, condition: Callable[[], bool], what: str, *, bound: float = CALL_BOUND
+    ) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + CALL_BOUND
+        deadline = loop.time() + bound
         while not condition():
             if loop.time() > deadline:
-                raise ModelViolation(f"waited {CALL_BOUND} s for {what}")
+                raise ModelViolation(f"waited {bound} s for {what}")
             await asyncio.sleep(0.001)
 
     async def redis_value(self, key: str) -> Any:
@@ -329,9 +339,12 @@ class CacheModel(RuleBasedStateMachine):
             else cache.attempt_regeneration(k, fetch)
         )
         waiting: asyncio.Task[Any] | None = None
+        late: asyncio.Task[Any] | None = None
         w = a if offset is None else (a + offset) % len(CLIENTS)
-        waiter_fetch = Fetch(self.fresh())
-        floor_w = self.history.floor(w, k)
+        #: Loads that end with the overtaken one: (client, its fetch, its task, floor, what).
+        others: list[tuple[int, Fetch, asyncio.Task[Any], int, str]] = []
+        #: The late caller may join the overtaken load while c{a} cannot know of the write.
+        late_may_join = False
         try:
             await self.until(lambda: fetch.calls > 0 or loading.done(), f"c{a}'s fetch to start")
             if loading.done():
@@ -344,21 +357,27 @@ class CacheModel(RuleBasedStateMachine):
                     "own delete"
                 )
             if offset is not None:
-                cache_w = self.caches[w]
+                cache_w, waiter_fetch = self.caches[w], Fetch(self.fresh())
                 waits = cache_w.stats().lock_waits
+                floor_w = self.history.floor(w, k)
                 waiting = asyncio.create_task(cache_w.get_or_init(k, waiter_fetch))
                 await self.until(
                     lambda: waiting.done() or cache_w.stats().lock_waits > waits,
                     f"c{w} to wait on c{a}'s lock",
                 )
+                others.append((w, waiter_fetch, waiting, floor_w, "get_or_init (waiting)"))
             overtaking = await self.write(b, k, kind)
+            late, late_fetch, late_floor, late_may_join = await self._late_caller(
+                a, k, overtaking, b
+            )
+            others.append((a, late_fetch, late, late_floor, "get_or_init (after the write)"))
             fetch.release.set()
             answer = await self.call(f"c{a}.{loader}({k!r}) (overtaken)", loading)
-            if waiting is not None:
-                answer_w = await self.call(f"c{w}.get_or_init({k!r}) (waiting)", waiting)
+            for client, _, task, _, what in others:
+                await self.call(f"c{client}.{what}", task)
         finally:
             fetch.release.set()
-            await self._settle(loading, waiting)
+            await self._settle(loading, waiting, late)
         if answer != fetch.value:
             raise ModelViolation(
                 f"c{a}.{loader}({k!r}) answered {answer!r}, not what its fetch returned "
@@ -370,10 +389,43 @@ class CacheModel(RuleBasedStateMachine):
             self.history.forbid(
                 k, fetch.value, f"c{a}.{loader} fetched it before {overtaking} completed"
             )
-        if waiting is not None:
-            self.loaded(w, k, waiter_fetch, answer_w, "get_or_init (waiting)", floor=floor_w)
+        # A load that fetched stored a write (the one whose value Redis holds came last); the
+        # others answered one of those, or an older one.
+        stored = await self.redis_value(k)
+        others.sort(key=lambda other: (other[1].calls == 0, other[1].value == stored))
+        for client, other_fetch, task, floor, what in others:
+            if task is late and late_may_join and task.result() == fetch.value:
+                continue  # it joined the overtaken load, as its callers do
+            self.loaded(client, k, other_fetch, task.result(), what, floor=floor)
         for client in sorted({a, b, w}):
             await self.read(client, k, "get (after the race)")
+
+    async def _late_caller(
+        self, a: int, k: str, overtaking: Write | None, b: int
+    ) -> tuple[asyncio.Task[Any], Fetch, int, bool]:
+        """A ``get_or_init`` of ``k`` on c{a} that starts after the write that overtook c{a}'s
+        running load, once c{a} knows of it (its own write, or its listener caught up): it
+        must not join that load (DESIGN 10). Returns it once it has joined a load, sent a
+        command of its own, or ended; with its floor, and whether it may join the load (c{a}
+        cannot know of the write: its listener is delayed)."""
+        floor = self.history.floor(a, k)
+        hooks = self.hooks[a]
+        knows = overtaking is not None and (b == a or hooks.listening.is_set())
+        if overtaking is not None and knows:
+            if b != a:
+                await self._caught_up([a])
+            floor = max(floor, overtaking.seq)
+        late_fetch = Fetch(self.fresh())
+        answered = hooks.answered
+        late = asyncio.create_task(self.caches[a].get_or_init(k, late_fetch))
+        # Its read of Redis comes first; then it joins a load, or starts its own, at once.
+        await self.until(
+            lambda: late.done() or late_fetch.calls > 0 or hooks.answered > answered,
+            f"c{a}'s late get_or_init({k!r}) to read Redis",
+        )
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return late, late_fetch, floor, not knows
 
     @rule(
         c=clients,
@@ -408,6 +460,7 @@ class CacheModel(RuleBasedStateMachine):
         reading = asyncio.create_task(
             cache.get(k) if reader == "get" else cache.get_or_init(k, fetch)
         )
+        late: asyncio.Task[Any] | None = None
         try:
             await self.until(lambda: hold.held.is_set() or reading.done(), f"c{c}'s read")
             hooks.disarm()
@@ -417,16 +470,33 @@ class CacheModel(RuleBasedStateMachine):
             else:
                 concurrent = True
                 await self.write(b, k, kind)
+                if b == c:
+                    # A read that starts after c{c}'s own write must not join the held one
+                    # (another client's write, c{c} cannot know of: its listener is delayed).
+                    answered, late_floor = hooks.answered, self.history.floor(c, k)
+                    late = asyncio.create_task(cache.get(k))
+                    with contextlib.suppress(ModelViolation):  # joined: it waits for the held one
+                        await self.until(
+                            lambda: late.done() or hooks.answered > answered,
+                            f"c{c}'s late read of {k!r}",
+                            bound=1.0,
+                        )
                 hold.release()
                 answer = await self.call(f"c{c}.{reader}({k!r}) (held)", reading)
+                if late is not None:
+                    late_answer = await self.call(f"c{c}.get({k!r}) (after the write)", late)
         finally:
             hooks.disarm()
             hold.release()
-            await self._settle(reading)
+            await self._settle(reading, late)
         if reader == "get":
             self.history.check_read(c, k, answer, what, floor=floor if concurrent else None)
         else:
             self.loaded(c, k, fetch, answer, what, floor=floor if concurrent else None)
+        if late is not None:
+            self.history.check_read(
+                c, k, late_answer, "get (after its write, an older read held)", floor=late_floor
+            )
         if not concurrent:
             await self.write(b, k, kind)
         await self.read(c, k, "get (after the race)")
@@ -836,6 +906,14 @@ def _scenarios() -> list[Any]:
         ("kill_listener", {"c": 0, "then": (1, "k0", "set")}),
         ("get_key", {"c": 0, "k": "k0"}),
         ("quiet", {}),
+    )
+    add(
+        "kill_listener-then-race_fetch",
+        ("kill_listener", {"c": 1, "then": None}),
+        (
+            "race_fetch",
+            {"a": 1, "loader": "get_or_init", "b": 0, "k": "k0", "kind": "delete", "waiter": None},
+        ),
     )
     add(
         "delayed_listener",
