@@ -90,6 +90,10 @@ class ReadBatcher(Generic[K, R]):
             elif result is not _RETRY:
                 return result  # type: ignore[no-any-return]
 
+    def forget_all(self) -> None:
+        """:meth:`forget` every key."""
+        self._flights.clear()
+
     def forget(self, key: K) -> None:
         """Later reads of ``key`` do not join the one in flight (its callers still get it)."""
         self._flights.pop(key, None)

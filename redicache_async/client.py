@@ -951,10 +951,14 @@ class CacheClient(Lifecycle):
 
     def _flush_local(self, *, count: bool) -> None:
         """Nothing held locally is fresh any more (copies stay for fail-safe use within
-        stale_ttl), and reads in flight are not kept."""
+        stale_ttl), reads in flight are not kept, and later callers join none of the loads and
+        reads running now (a write they did not hear of may have overtaken them)."""
         if count:
             self._stats.local_flushes += 1
         self._local.expire(stale_ttl=self._stale_ttl)
+        self._loads.detach_all()
+        self._reads.detach_all()
+        self._values.forget_all()
         self._target_fields.clear()
         for guards in self._guards.values():
             for guard in guards:

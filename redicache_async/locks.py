@@ -40,6 +40,10 @@ class SingleFlight(Generic[T]):
             task.add_done_callback(lambda t: self._forget(key, t))
         return asyncio.shield(task)
 
+    def detach_all(self) -> None:
+        """:meth:`detach` every key."""
+        self._tasks.clear()
+
     def detach(self, key: Hashable) -> None:
         """Let the next :meth:`run` of ``key`` start a new task; the running one goes on for
         the callers that joined it."""

@@ -11,6 +11,7 @@ be explained by the revocation or the wake-up under test, never by an expiry or 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -225,3 +226,28 @@ async def test_a_listener_refused_its_channel_cannot_keep_local_copies_fresh(
     finally:
         await limited.aclose()
         await redis.acl_deluser(user)
+
+
+@pytest.mark.single_node
+async def test_a_flush_detaches_the_loads_a_missed_write_may_have_overtaken(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    """The listener missed a delete and cannot replay it (the stream was trimmed): it drops
+    its local copies, and later callers must not join a load that started before, either."""
+    a = await make_cache(**LONG)
+    old = HeldFetch("old")
+    loading = asyncio.create_task(a.get_or_init("p", old))
+    await old.started.wait()
+    # A delete (and its revocation) that a's listener never hears, and whose stream entry is
+    # trimmed before a can replay it: as if a had been away past the stream's horizon.
+    await redis.delete(f"{namespace}:v:{{p}}", f"{namespace}:lock:{{p}}")
+    event = {"op": "del", "key": "p", "origin": "elsewhere", "version": 2**53}
+    await redis.xadd(f"{namespace}:stream", {"e": json.dumps(event)})
+    await redis.xtrim(f"{namespace}:stream", maxlen=0, approximate=False)
+    flushes = a.stats().local_flushes
+    await redis.client_kill_filter(_type="pubsub")
+    await wait_until(lambda: a.stats().local_flushes > flushes, what="a to resubscribe")
+    fresh = Fetch("fresh")
+    assert await asyncio.wait_for(a.get_or_init("p", fresh), 2.0) == "fresh"
+    old.release.set()
+    assert await loading == "old"

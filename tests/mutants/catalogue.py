@@ -778,6 +778,18 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(_T_COHERENCE, "test_a_change_elsewhere_detaches_this_process_s_running_load"),
     ),
     Mutant(
+        id="flush-leaves-loads-joinable",
+        promise="D10",
+        removes="a flush detaching the loads and reads a missed write may have overtaken",
+        file=_CLIENT,
+        before=(
+            "        self._loads.detach_all()\n        self._reads.detach_all()\n"
+            "        self._values.forget_all()\n"
+        ),
+        after="",
+        tests=_t(_T_COHERENCE, "test_a_flush_detaches_the_loads_a_missed_write_may_have_overtaken"),
+    ),
+    Mutant(
         id="local-version-goes-backwards",
         promise="D10",
         removes="the local layer refusing a put older than its fresh entry",
