@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -47,6 +49,30 @@ class Fetch:
         if self.delay:
             await asyncio.sleep(self.delay)
         return self.value
+
+
+@asynccontextmanager
+async def acl_user(
+    redis: aioredis.Redis, url: str, commands: list[str]
+) -> AsyncIterator[tuple[str, aioredis.Redis]]:
+    """A throw-away ACL user on the server of ``redis`` (every key and channel, ``commands``),
+    and a client of ``url`` logged in as it: ``async with acl_user(r, url, ["+@all"]) as
+    (name, client)``. The client is closed and the user deleted on the way out."""
+    user, password = f"u{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await redis.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        channels=["*"],
+        commands=commands,
+    )
+    client = aioredis.Redis.from_url(url, username=user, password=password)
+    try:
+        yield user, client
+    finally:
+        await client.aclose()
+        await redis.acl_deluser(user)
 
 
 class HeldFetch:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,7 +21,7 @@ from redicache_async import CacheBuilder, ClientClosedError, Target
 from redicache_async.scripts import ACQUIRE_LEADER, READ_MANY, READ_OR_LOCK
 
 from .conftest import MakeCache
-from .helpers import Fetch, GatedRedis, HeldFetch, once, runs_script, wait_until
+from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, once, runs_script, wait_until
 
 LOCK_TTL = 30.0
 
@@ -69,17 +68,7 @@ async def test_a_refused_write_releases_and_announces_the_lock(
     """The server refuses the write script (here an ACL without HSET; a script error or OOM
     alike): the callers get what was fetched, and the lock is released and announced at once
     instead of being left for ``lock_ttl``."""
-    user, password = f"u{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    await redis.acl_setuser(
-        user,
-        enabled=True,
-        passwords=[f"+{password}"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-hset"],
-    )
-    limited = aioredis.Redis.from_url(redis_url, username=user, password=password)
-    try:
+    async with acl_user(redis, redis_url, ["+@all", "-hset"]) as (_, limited):
         cache = await make_cache(limited, lock_ttl=LOCK_TTL)
         async with unlock_events(redis, namespace) as unlocked:
             fetch = Fetch("fetched")
@@ -89,9 +78,6 @@ async def test_a_refused_write_releases_and_announces_the_lock(
             assert not await redis.exists(f"{namespace}:v:{{k}}")
             await wait_until(lambda: unlocked == ["k"], what="the release's announcement")
         await cache.aclose()
-    finally:
-        await limited.aclose()
-        await redis.acl_deluser(user)
 
 
 async def test_a_regeneration_cancelled_while_its_claim_is_on_the_wire_releases_it(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from redicache_async import CacheClient
 from redicache_async.scripts import READ_MANY
 
 from .conftest import MakeCache
-from .helpers import Fetch, GatedRedis, HeldFetch, once, runs_script, wait_until
+from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, once, runs_script, wait_until
 
 pytestmark = pytest.mark.topologies
 
@@ -200,17 +199,7 @@ async def test_a_listener_refused_its_channel_cannot_keep_local_copies_fresh(
 ) -> None:
     """Revoking the channel drops the listener's connection and refuses its resubscription,
     while commands still work: a read must then go to Redis, and see a write made meanwhile."""
-    user, password = f"u{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    await redis.acl_setuser(
-        user,
-        enabled=True,
-        passwords=[f"+{password}"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all"],
-    )
-    limited = aioredis.Redis.from_url(redis_url, username=user, password=password)
-    try:
+    async with acl_user(redis, redis_url, ["+@all"]) as (user, limited):
         reader, writer = await make_cache(limited), await make_cache()
         await writer.set("k", "v1")
         assert await reader.get("k") == "v1"
@@ -223,9 +212,6 @@ async def test_a_listener_refused_its_channel_cannot_keep_local_copies_fresh(
         await wait_until(lambda: reader._local.trusted, timeout=10, what="it to be back")
         assert await reader.get("k") == "v2"
         await reader.aclose()
-    finally:
-        await limited.aclose()
-        await redis.acl_deluser(user)
 
 
 @pytest.mark.single_node

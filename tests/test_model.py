@@ -57,7 +57,7 @@ from redicache_async import CacheClient, ClientClosedError, RegenerationInProgre
 from redicache_async.keys import KeySpace
 
 from .helpers import Fetch, HeldFetch
-from .model_clients import MARKER, Connections, Hooks, Topology
+from .model_clients import MARKER, Connections, Hooks, ReplyHold, Topology
 from .model_history import History, ModelViolation, Write
 
 pytestmark = pytest.mark.topologies
@@ -514,9 +514,14 @@ class CacheModel(RuleBasedStateMachine):
         is released, and what it stored, if anything, is its fetch's value."""
         self.run(self._cancel(c, k, op, at))
 
-    async def _cancel(self, c: int, k: str, op: str, at: int | str) -> None:
+    def _start_call(
+        self, c: int, k: str, op: str, at: int | str
+    ) -> tuple[asyncio.Task[Any], HeldFetch, ReplyHold | None]:
+        """Start ``op`` of ``k`` in client ``c``, set to stop at its ``at``-th command's reply
+        (held on the wire) or, with ``at="fetch"``, in its fetch."""
         cache, hooks = self.caches[c], self.hooks[c]
         fetch = HeldFetch(self.fresh())
+        hold = None
         if isinstance(at, int):
             fetch.release.set()
             hold = hooks.hold_command(at)
@@ -525,21 +530,37 @@ class CacheModel(RuleBasedStateMachine):
             if op == "get_or_init"
             else cache.attempt_regeneration(k, fetch)
         )
+        return calling, fetch, hold
+
+    async def _reach(
+        self,
+        c: int,
+        k: str,
+        op: str,
+        at: int | str,
+        calling: asyncio.Task[Any],
+        fetch: HeldFetch,
+        hold: ReplyHold | None,
+    ) -> None:
+        """Wait until the call started by :meth:`_start_call` is where it was set to stop (or
+        has ended), then stop holding replies."""
+        await self.until(
+            lambda: calling.done() or (hold.held.is_set() if hold is not None else fetch.calls > 0),
+            f"c{c}.{op}({k!r}) to reach {at}",
+        )
+        self.hooks[c].disarm()
+
+    async def _cancel(self, c: int, k: str, op: str, at: int | str) -> None:
+        cache, hooks = self.caches[c], self.hooks[c]
+        calling, fetch, hold = self._start_call(c, k, op, at)
         try:
-            await self.until(
-                lambda: (
-                    calling.done()
-                    or (hold.held.is_set() if isinstance(at, int) else fetch.calls > 0)
-                ),
-                f"c{c}.{op}({k!r}) to reach {at}",
-            )
-            hooks.disarm()
+            await self._reach(c, k, op, at, calling, fetch, hold)
             if not calling.done():
                 calling.cancel()
                 await asyncio.wait([calling], timeout=CALL_BOUND)
         finally:
             hooks.disarm()
-            if isinstance(at, int):
+            if hold is not None:
                 hold.release()
             fetch.release.set()
             await self._settle(calling)
@@ -583,29 +604,14 @@ class CacheModel(RuleBasedStateMachine):
 
     async def _close_during_call(self, c: int, k: str, op: str, at: int | str) -> None:
         cache, hooks = self.caches[c], self.hooks[c]
-        fetch = HeldFetch(self.fresh())
-        if isinstance(at, int):
-            fetch.release.set()
-            hold = hooks.hold_command(at)
-        calling = asyncio.create_task(
-            cache.get_or_init(k, fetch)
-            if op == "get_or_init"
-            else cache.attempt_regeneration(k, fetch)
-        )
+        calling, fetch, hold = self._start_call(c, k, op, at)
         try:
-            await self.until(
-                lambda: (
-                    calling.done()
-                    or (hold.held.is_set() if isinstance(at, int) else fetch.calls > 0)
-                ),
-                f"c{c}.{op}({k!r}) to reach {at}",
-            )
-            hooks.disarm()
+            await self._reach(c, k, op, at, calling, fetch, hold)
             await self.call(f"c{c}.aclose() during {op}({k!r})", cache.aclose())
             fetches, answered = fetch.calls, hooks.answered
         finally:
             hooks.disarm()
-            if isinstance(at, int):
+            if hold is not None:
                 hold.release()
             fetch.release.set()
             await asyncio.wait([calling], timeout=CALL_BOUND)
