@@ -7,8 +7,12 @@ switch on, and the connections of a topology (a single server, a cluster, Sentin
   the server sent waits in the socket and is delivered, in order, once the gate opens.
 - A **held reply**: :meth:`Hooks.hold_next_script` holds back the reply of the next script
   call (``EVALSHA``) that names a given Redis key, :meth:`Hooks.hold_command` that of the n-th
-  command. The server has run it; only its delivery to the caller waits: the window in which
-  a racing write can land, or a cancellation finds a claim's reply still on the wire.
+  command that names one of some keys. The server has run it; only its delivery to the caller
+  waits: the window in which a racing write can land, or a cancellation finds a claim's reply
+  still on the wire.
+
+And what the listener was handed: the test's own marker messages (:data:`MARKER`, to know
+that it has caught up), and whether its connection failed under it (``Hooks.deaf``).
 
 Nothing here reaches into the library: it only sees an ordinary client.
 """
@@ -57,8 +61,10 @@ class Hooks:
         #: Every :data:`MARKER` message handed to the listener: the listener had taken in
         #: every message that came before it on its connection.
         self.markers: set[bytes] = set()
-        #: Commands answered so far.
-        self.answered = 0
+        #: Commands sent so far.
+        self.sent = 0
+        #: Commands answered so far, by each Redis key they named.
+        self.answered: collections.Counter[str] = collections.Counter()
         #: Set when the pub/sub connection failed under the listener (an error came out of
         #: ``get_message``: the listener knows); cleared once it has subscribed again and taken
         #: that in (it asks for the next message). Meanwhile it hears nothing.
@@ -77,13 +83,15 @@ class Hooks:
         self._hold = ReplyHold(wanted)
         return self._hold
 
-    def hold_command(self, n: int) -> ReplyHold:
-        """Hold the reply of the ``n``-th command sent from now on (1: the next one)."""
+    def hold_command(self, n: int, keys: tuple[str, ...]) -> ReplyHold:
+        """Hold the reply of the ``n``-th command sent from now on that names one of ``keys``
+        (1: the next one): a call's own, not the listener's."""
         sent = 0
 
         def wanted(args: tuple[Any, ...]) -> bool:
             nonlocal sent
-            sent += 1
+            if any(key in args for key in keys):
+                sent += 1
             return sent == n
 
         self._hold = ReplyHold(wanted)
@@ -97,8 +105,11 @@ class Hooks:
         self.listening.set()
         self.deaf = self._catching_up = False
 
+    def before_command(self) -> None:
+        self.sent += 1
+
     async def after_command(self, args: tuple[Any, ...]) -> None:
-        self.answered += 1
+        self.answered.update(arg for arg in set(args) if isinstance(arg, str))
         hold = self._hold
         if hold is not None and hold.wanted(args):
             self._hold = None
@@ -184,6 +195,7 @@ class ModelRedis(aioredis.Redis):
         return GatedPubSub(super().pubsub(**kwargs), self.hooks)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.hooks.before_command()
         result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         await self.hooks.after_command(args)
         return result
@@ -200,6 +212,7 @@ class ModelCluster(RedisCluster):
         return GatedPubSub(super().pubsub(*args, **kwargs), self.hooks)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self.hooks.before_command()
         result = await super().execute_command(*args, **kwargs)
         await self.hooks.after_command(args)
         return result

@@ -416,11 +416,12 @@ class CacheModel(RuleBasedStateMachine):
                 await self._caught_up([a])
             floor = max(floor, overtaking.seq)
         late_fetch = Fetch(self.fresh())
-        answered = hooks.answered
+        value_key = self.keys.value(k)
+        answered = hooks.answered[value_key]
         late = asyncio.create_task(self.caches[a].get_or_init(k, late_fetch))
         # Its read of Redis comes first; then it joins a load, or starts its own, at once.
         await self.until(
-            lambda: late.done() or late_fetch.calls > 0 or hooks.answered > answered,
+            lambda: late.done() or late_fetch.calls > 0 or hooks.answered[value_key] > answered,
             f"c{a}'s late get_or_init({k!r}) to read Redis",
         )
         for _ in range(3):
@@ -473,11 +474,13 @@ class CacheModel(RuleBasedStateMachine):
                 if b == c:
                     # A read that starts after c{c}'s own write must not join the held one
                     # (another client's write, c{c} cannot know of: its listener is delayed).
-                    answered, late_floor = hooks.answered, self.history.floor(c, k)
+                    value_key = self.keys.value(k)
+                    answered = hooks.answered[value_key]
+                    late_floor = self.history.floor(c, k)
                     late = asyncio.create_task(cache.get(k))
                     with contextlib.suppress(ModelViolation):  # joined: it waits for the held one
                         await self.until(
-                            lambda: late.done() or hooks.answered > answered,
+                            lambda: late.done() or hooks.answered[value_key] > answered,
                             f"c{c}'s late read of {k!r}",
                             bound=1.0,
                         )
@@ -524,7 +527,7 @@ class CacheModel(RuleBasedStateMachine):
         hold = None
         if isinstance(at, int):
             fetch.release.set()
-            hold = hooks.hold_command(at)
+            hold = hooks.hold_command(at, (self.keys.value(k), self.keys.lock(k)))
         calling = asyncio.create_task(
             cache.get_or_init(k, fetch)
             if op == "get_or_init"
@@ -608,7 +611,7 @@ class CacheModel(RuleBasedStateMachine):
         try:
             await self._reach(c, k, op, at, calling, fetch, hold)
             await self.call(f"c{c}.aclose() during {op}({k!r})", cache.aclose())
-            fetches, answered = fetch.calls, hooks.answered
+            fetches, sent = fetch.calls, hooks.sent
         finally:
             hooks.disarm()
             if hold is not None:
@@ -616,11 +619,11 @@ class CacheModel(RuleBasedStateMachine):
             fetch.release.set()
             await asyncio.wait([calling], timeout=CALL_BOUND)
             await self._settle(calling)
-        if fetch.calls > fetches or hooks.answered > answered:
+        if fetch.calls > fetches or hooks.sent > sent:
             raise ModelViolation(
                 f"c{c}.{op}({k!r}) went on after aclose() returned: "
                 f"{fetch.calls - fetches} fetch(es) started and "
-                f"{hooks.answered - answered} command(s) sent since (DESIGN 9)"
+                f"{hooks.sent - sent} command(s) sent since (DESIGN 9)"
             )
         if calling.cancelled():
             raise ModelViolation(
