@@ -24,7 +24,7 @@ from .errors import (
 from .invalidation import Event, decode_event
 from .logs import Throttle
 from .replay import StreamCursor
-from .tls import diagnose_tls
+from .tls import diagnose_tls, tls_error
 from .topology import first_attempt, open_subscriber
 
 __all__ = ["InvalidationListener"]
@@ -128,7 +128,7 @@ class InvalidationListener:
                 refusal.__cause__ = exc
                 self._refuse(refusal)
             except REDIS_FAILURES as exc:
-                mistake = await diagnose_tls(self._redis, exc, self._timeout)
+                mistake = await self._diagnose(exc)
                 if mistake is not None:
                     self._refuse(mistake)
                 else:
@@ -147,6 +147,15 @@ class InvalidationListener:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
             self.reconnects += 1
+
+    async def _diagnose(self, exc: BaseException) -> RedisConfigurationError | None:
+        """The configuration mistake behind a failed attempt, if any. Only an attempt that
+        never subscribed may have been a plain client at a TLS port: once the server has
+        answered in plain text, a reset is an outage, and probing it would hold every
+        reconnection for up to ``timeout``."""
+        if self._subscribed.is_set():
+            return tls_error(exc)
+        return await diagnose_tls(self._redis, exc, self._timeout)
 
     def _refuse(self, error: RedisConfigurationError) -> None:
         self.refusal = error

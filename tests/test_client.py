@@ -27,6 +27,7 @@ from redicache_async import (
     RedicacheError,
     RegenerationInProgress,
     SerializationError,
+    tls,
 )
 from redicache_async.keys import KeySpace
 
@@ -720,6 +721,31 @@ async def test_reconnected_listener_replays_missed_events_from_the_stream(
     assert b._local.fresh("other") is not None  # only what changed was dropped
     assert await b.get("k") == "v2"
     assert b.stats().local_hits == stats.local_hits
+
+
+@pytest.mark.single_node
+async def test_a_listener_that_was_subscribed_reconnects_without_a_tls_probe(
+    make_cache: MakeCache, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain server that answered, then reset the connection, is having an outage: probing
+    it for TLS (a handshake it never completes) would hold the reconnection for
+    ``redis_timeout``. Only an attempt that never subscribed is probed."""
+    probes: list[tuple[str, int]] = []
+    probe = tls.speaks_tls
+
+    async def counted(host: str, port: int, timeout: float) -> bool:
+        probes.append((host, port))
+        return await probe(host, port, timeout)
+
+    monkeypatch.setattr(tls, "speaks_tls", counted)
+    cache = await make_cache(redis_timeout=30.0)
+    for round_ in range(1, 4):
+        await redis.client_kill_filter(_type="pubsub")
+        await wait_until(
+            lambda: cache.stats().replays >= round_,  # noqa: B023 (awaited at once)
+            what=f"resubscription {round_} and its replay",
+        )
+    assert probes == []
 
 
 @pytest.mark.single_node

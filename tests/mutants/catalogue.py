@@ -998,4 +998,13 @@ MUTANTS: tuple[Mutant, ...] = (
         after="        or True",
         tests=_t(_T_SECURITY, "test_tls_mistakes_are_configuration_errors_at_start"),
     ),
+    Mutant(
+        id="listener-probes-every-reset",
+        promise="S: a TLS mistake",
+        removes="reconnections of a listener that had subscribed going without a TLS probe",
+        file=_LISTENER,
+        before="        if self._subscribed.is_set():\n            return tls_error(exc)",
+        after="        if False:\n            return tls_error(exc)",
+        tests=_t(_T_CLIENT, "test_a_listener_that_was_subscribed_reconnects_without_a_tls_probe"),
+    ),
 )
