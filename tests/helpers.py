@@ -235,6 +235,11 @@ class GatedRedis(aioredis.Redis):
         self.held = asyncio.Event()
         self.holds: Callable[[tuple[Any, ...]], bool] = _is_evalsha
 
+    def hold_first(self, holds: Callable[[tuple[Any, ...]], bool]) -> None:
+        """Close the gate for the reply of the first command ``holds`` matches, only."""
+        self.holds = once(holds)
+        self.gate.clear()
+
     @classmethod
     def connect(cls, url: str) -> GatedRedis:
         return cls(connection_pool=aioredis.ConnectionPool.from_url(url))

@@ -21,7 +21,7 @@ from redicache_async import CacheBuilder, ClientClosedError, Target
 from redicache_async.scripts import ACQUIRE_LEADER, READ_MANY, READ_OR_LOCK
 
 from .conftest import MakeCache
-from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, once, runs_script, wait_until
+from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, runs_script, wait_until
 
 LOCK_TTL = 30.0
 
@@ -87,8 +87,7 @@ async def test_a_regeneration_cancelled_while_its_claim_is_on_the_wire_releases_
     cancels the call: the claim is remembered and released, so another process's cold read
     does not wait for it."""
     cache = await make_cache(gated, lock_ttl=LOCK_TTL)
-    gated.holds = once(lambda args: str(args[0]).upper() == "SET")
-    gated.gate.clear()
+    gated.hold_first(lambda args: str(args[0]).upper() == "SET")
     fetch = Fetch("v")
     regenerating = asyncio.create_task(cache.attempt_regeneration("k", fetch))
     await gated.held.wait()
@@ -131,8 +130,7 @@ async def test_aclose_while_a_claim_is_on_the_wire_leaves_no_lock(
     gated: GatedRedis, make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:
     cache = await make_cache(gated, lock_ttl=LOCK_TTL)
-    gated.holds = once(runs_script(READ_OR_LOCK))
-    gated.gate.clear()
+    gated.hold_first(runs_script(READ_OR_LOCK))
     fetch = Fetch("v")
     loading = asyncio.create_task(cache.get_or_init("k", fetch))
     await gated.held.wait()
@@ -168,8 +166,7 @@ async def test_a_call_past_its_open_check_when_aclose_runs_starts_no_fetch(
     """Its read was in flight when the client closed; the miss it reads afterwards must not
     start a load: no fetch, no lock, no write after ``aclose()``."""
     cache = await make_cache(gated, lock_ttl=LOCK_TTL)
-    gated.holds = once(runs_script(READ_MANY))
-    gated.gate.clear()
+    gated.hold_first(runs_script(READ_MANY))
     fetch = Fetch("v")
     calling = asyncio.create_task(cache.get_or_init("k", fetch))
     await gated.held.wait()
@@ -187,8 +184,7 @@ async def test_a_read_retried_after_close_is_not_sent(
     """Two readers share one read; its sender is cancelled after the client closed. The other
     reader would send the read again: after ``aclose()`` it gets ``ClientClosedError``."""
     cache = await make_cache(gated)
-    gated.holds = once(runs_script(READ_MANY))
-    gated.gate.clear()
+    gated.hold_first(runs_script(READ_MANY))
     sender = asyncio.create_task(cache.get("k"))
     await gated.held.wait()
     joined = asyncio.create_task(cache.get("k"))
@@ -212,8 +208,7 @@ async def test_a_builder_closed_while_its_campaign_is_on_the_wire_leaves_no_leas
     builder = CacheBuilder(gated, namespace=namespace, lease_ttl=30.0)
     await builder.start()
     try:
-        gated.holds = once(runs_script(ACQUIRE_LEADER))
-        gated.gate.clear()
+        gated.hold_first(runs_script(ACQUIRE_LEADER))
         fetch = Fetch(["a"])
         await builder.register(
             fetch, targets=[Target(f"{namespace}-list", "list")], name="r", refresh_interval=3600.0

@@ -21,7 +21,7 @@ from redicache_async import CacheClient
 from redicache_async.scripts import READ_MANY
 
 from .conftest import MakeCache
-from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, once, runs_script, wait_until
+from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, runs_script, wait_until
 
 pytestmark = pytest.mark.topologies
 
@@ -110,8 +110,7 @@ async def test_a_read_in_flight_before_a_write_is_not_joined_after_it(
         cache._local.clear()
         lagging: list[Any] = []
         cache._listener._on_event = lagging.append  # only the write itself may do this
-        gated.holds = once(runs_script(READ_MANY))
-        gated.gate.clear()
+        gated.hold_first(runs_script(READ_MANY))
         reading = asyncio.create_task(cache.get("k"))
         await gated.held.wait()
         await cache.set("k", "new")
@@ -139,8 +138,7 @@ async def test_a_reply_older_than_this_process_s_write_is_not_kept_while_the_lis
         cache._local.clear()
         lagging: list[Any] = []
         cache._listener._on_event = lagging.append  # events are received, not applied yet
-        gated.holds = once(runs_script(READ_MANY))
-        gated.gate.clear()
+        gated.hold_first(runs_script(READ_MANY))
         reading = asyncio.create_task(cache.get("k"))
         await gated.held.wait()
         large = "n" * 200

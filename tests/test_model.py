@@ -79,6 +79,10 @@ QUIET_BOUND = 10.0
 WRITES = ("set", "delete")
 clients = st.integers(0, len(CLIENTS) - 1)
 keys = st.sampled_from(KEYS)
+#: A call interrupted (cancelled, or its client closed) at the reply of its n-th command that
+#: names the key, or while its fetch runs.
+_INTERRUPTED_CALLS = st.sampled_from(("get_or_init", "attempt_regeneration"))
+_INTERRUPTED_AT = st.sampled_from((1, 2, 3, "fetch"))
 
 
 def step(method: Callable[..., None]) -> Callable[..., None]:
@@ -504,12 +508,7 @@ class CacheModel(RuleBasedStateMachine):
             await self.write(b, k, kind)
         await self.read(c, k, "get (after the race)")
 
-    @rule(
-        c=clients,
-        k=keys,
-        op=st.sampled_from(("get_or_init", "attempt_regeneration")),
-        at=st.sampled_from((1, 2, 3, "fetch")),
-    )
+    @rule(c=clients, k=keys, op=_INTERRUPTED_CALLS, at=_INTERRUPTED_AT)
     @step
     def cancel(self, c: int, k: str, op: str, at: int | str) -> None:
         """The call is cancelled while the reply of its ``at``-th command is on the wire (the
@@ -591,12 +590,7 @@ class CacheModel(RuleBasedStateMachine):
         if op == "get_or_init":
             self.loaded(c, k, settle, answer, "get_or_init (after a cancelled one)")
 
-    @rule(
-        c=clients,
-        k=keys,
-        op=st.sampled_from(("get_or_init", "attempt_regeneration")),
-        at=st.sampled_from((1, 2, 3, "fetch")),
-    )
+    @rule(c=clients, k=keys, op=_INTERRUPTED_CALLS, at=_INTERRUPTED_AT)
     @step
     def close_during_call(self, c: int, k: str, op: str, at: int | str) -> None:
         """c{c} is closed while the reply of the ``at``-th command of a call is on the wire, or
