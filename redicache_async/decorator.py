@@ -35,16 +35,13 @@ import functools
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
+from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 from .keys import MAX_KEY_BYTES, validate_key
 from .validation import check_callable, ttl_to_ms
 
-if TYPE_CHECKING:
-    from .client import CacheClient
-
-__all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
+__all__ = ["BoundCachedFunction", "Cache", "CachedFunction", "cached"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -59,6 +56,17 @@ _DEFAULT = "<default>"
 #: Call shapes (positional count, keyword names) remembered per function. A function taking
 #: ``**kwargs`` can be called with ever new names: past this, shapes are bound but not kept.
 _MAX_SHAPES = 64
+
+
+class Cache(Protocol):
+    """What a cached function needs of its :class:`~redicache_async.CacheClient`: its public
+    operations, so that the decorator sits below the client and imports nothing of it."""
+
+    def local_value(self, key: str) -> Any: ...
+
+    async def get_or_init(self, key: str, fetch: Callable[[], Any], ttl: float | None) -> Any: ...
+
+    async def delete(self, key: str) -> None: ...
 
 
 class BoundCachedFunction(Protocol[T_co]):
@@ -106,7 +114,7 @@ class CachedFunction(Protocol, Generic[P, T_co]):
 
 
 def cached(
-    client: CacheClient,
+    client: Cache,
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
@@ -135,7 +143,7 @@ class _Cached(Generic[T]):
 
     def __init__(
         self,
-        client: CacheClient,
+        client: Cache,
         function: Callable[..., Awaitable[T]],
         ttl: float | None,
         key: Callable[..., str] | None,
@@ -156,7 +164,7 @@ class _Cached(Generic[T]):
 
             self._key = custom
         self._get_or_init = client.get_or_init
-        self._local_value = client._local_value
+        self._local_value = client.local_value
         self._delete = client.delete
 
     async def __call__(self, *args: Any, **kwargs: Any) -> T:

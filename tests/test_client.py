@@ -283,7 +283,7 @@ def no_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stretch a waiter's fallback poll (first at 100 ms) to an hour, so that only an event on
     the channel can wake it. The tests that use it give their lock holders ``lock_ttl=60``, so
     that the lock's expiry cannot wake it either."""
-    monkeypatch.setattr("redicache_async.client._FIRST_POLL", 3600.0)
+    monkeypatch.setattr("redicache_async.client.loads._FIRST_POLL", 3600.0)
 
 
 async def test_failed_fetch_wakes_waiters_in_other_processes_at_once(

@@ -222,7 +222,9 @@ async def test_a_lock_claimed_by_a_timed_out_command_is_released_when_redis_retu
             server.resume()
         # The claim reached the server before the client gave up on it, so it ran on resume;
         # nobody would release it for a minute. The client remembers it and releases it.
-        await wait_until(lambda: len(cache._orphans) == 0, what="the orphaned claim to be released")
+        await wait_until(
+            lambda: len(cache._locks.orphans) == 0, what="the orphaned claim to be released"
+        )
         assert not await client.exists(lock)
         async with CacheClient(client, namespace=namespace) as other:
             fetch = Fetch("fetched at once", delay=0.01)
