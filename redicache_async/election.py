@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .backoff import Backoff, jittered
 from .cancellation import bounded
 from .errors import REDIS_FAILURES, RedisUnavailableError, describe_error
 from .invalidation import OP_BUILT, OP_RESIGN, event_prefix, plain_event
 from .keys import KeySpace
 from .leases import Lease
-from .locks import wait_event
+from .locks import LockManager, wait_event
 from .logs import Throttle
-from .orphans import OrphanedClaims
+from .replies import text
 from .scripts import Scripts
 
 __all__ = ["Elected", "Leadership"]
@@ -30,8 +31,10 @@ logger = logging.getLogger("redicache_async")
 
 _FIRST_BACKOFF: Final = 0.05
 _MAX_BACKOFF: Final = 2.0
-#: A follower's wait past the lease's expiry, so that it asks just after the lease is gone.
+#: A follower's wait past the lease's expiry, so that it asks just after the lease is gone,
+#: and the spread added to it, so that the followers of a crashed leader do not all ask at once.
 _EXPIRY_MARGIN: Final = 0.002
+_EXPIRY_SPREAD: Final = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +47,6 @@ class Elected:
     built_at_ms: int | None
     #: The targets of that build (``targets.describe``).
     spec: str
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Leadership:
@@ -63,26 +62,29 @@ class Leadership:
         ttl: float,
         timeout: float,
         leader_id: str,
+        origin: str,
     ) -> None:
-        self._redis = redis
         self._scripts = scripts
         self._keys = keys
         self._name = name
         self._ttl = ttl
         self._timeout = timeout
         self._leader_id = leader_id
+        self._origin = origin
         self._lease_key = keys.lease(name)
         self._state_key = keys.state(name)
-        # A campaign whose reply was lost may have taken the lease all the same: release it
-        # (announced) once Redis answers, rather than leave the registration leaderless for
-        # a whole lease.
-        self._orphans = OrphanedClaims(self._release_orphan)
+        # A campaign whose reply was lost may have taken the lease all the same: its orphans
+        # release it (announced) once Redis answers, rather than leave the registration
+        # leaderless for a whole lease.
+        self._locks = LockManager(
+            redis, scripts, self._release_claim, ttl=ttl, timeout=timeout, noun="lease"
+        )
         self._log = Throttle()
 
     async def aclose(self) -> None:
         """Stop, after a last bounded round of releases of the campaigns whose reply was lost
         (a campaign cancelled on the wire among them)."""
-        await self._orphans.aclose(last_round=self._timeout)
+        await self._locks.aclose(last_round=self._timeout)
 
     async def elect(
         self, wake: asyncio.Event, on_built: Callable[[int], None]
@@ -94,14 +96,13 @@ class Leadership:
         the newest build started (``on_built``, server ms).
         """
         failures = 0
+        delays = Backoff(_FIRST_BACKOFF, _MAX_BACKOFF)
         while True:
             wake.clear()
             # A fresh token per term: nothing of an older term can release this one. A renewal
             # may take up to a third of the lease (two thirds of it are still left by then), so
             # that a busy event loop does not make a healthy leader resign.
-            lease = Lease(
-                self._redis, self._scripts, self._lease_key, ttl=self._ttl, timeout=self._ttl / 3
-            )
+            lease = self._locks.lease(self._lease_key, timeout=self._ttl / 3)
             try:
                 reply = await bounded(
                     self._scripts.acquire_leader(
@@ -111,56 +112,47 @@ class Leadership:
                     self._timeout,
                 )
             except asyncio.CancelledError:
-                self._orphans.add(self._name, lease.key, lease.token)  # it may have run
+                self._locks.unanswered(None, self._name, lease.key, lease.token)  # it may have run
                 raise
             except REDIS_FAILURES as exc:
-                self._orphans.add(self._name, lease.key, lease.token)
+                self._locks.unanswered(exc, self._name, lease.key, lease.token)
                 failures += 1
                 if failures == 1:
                     logger.warning(
                         "electing a leader for %r failed: %s", self._name, describe_error(exc)
                     )
-                pause = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** min(failures, 8))
+                pause = delays.next()
             else:
                 failures = 0
+                delays.reset()
                 if int(reply[0]) == 1:
-                    built_at = _text(reply[3])
+                    built_at = text(reply[3])
                     return lease, Elected(
-                        epoch=_text(reply[1]),
+                        epoch=text(reply[1]),
                         now_ms=int(reply[2]),
                         built_at_ms=int(built_at) if built_at else None,
-                        spec=_text(reply[4]),
+                        spec=text(reply[4]),
                     )
-                if _text(reply[2]):
-                    on_built(int(_text(reply[2])))
+                if text(reply[2]):
+                    on_built(int(text(reply[2])))
                 pttl = int(reply[1])
                 # -1: a lease without expiry (set by hand); check again a lease later.
                 pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._ttl
+                pause = jittered(pause, _EXPIRY_SPREAD)
             await wait_event(wake, min(pause, self._ttl))
 
-    async def _release_orphan(self, name: str, lease_key: str, token: str) -> bool:
-        lease = Lease(
-            self._redis, self._scripts, lease_key, ttl=self._ttl, timeout=self._timeout, token=token
-        )
-        event = plain_event(OP_RESIGN, name, "orphan")
+    async def _release_claim(self, name: str, lease_key: str, token: str) -> bool:
+        event = plain_event(OP_RESIGN, name, self._origin)
+        lease = self._locks.lease(lease_key, token)
         try:
             return await lease.release(channel=self._keys.builder_channel, event=event)
         except REDIS_FAILURES as exc:
             raise RedisUnavailableError(describe_error(exc)) from exc
 
-    async def resign(self, lease: Lease, origin: str) -> None:
-        """Release the lease if still ours and announce it, so a follower takes over now."""
-        event = plain_event(OP_RESIGN, self._name, origin)
-        try:
-            await bounded(
-                lease.release(channel=self._keys.builder_channel, event=event), self._timeout
-            )
-        except asyncio.CancelledError:
-            self._orphans.add(self._name, lease.key, lease.token)  # released by aclose()
-            raise
-        except REDIS_FAILURES as exc:
-            self._orphans.add(self._name, lease.key, lease.token)
-            logger.warning("could not release the lease of %r: %s", self._name, describe_error(exc))
+    async def resign(self, lease: Lease) -> None:
+        """Release the lease if still ours and announce it, so a follower takes over now (or,
+        when Redis does not answer, once it does: see :class:`LockManager`)."""
+        await self._locks.release(self._name, lease.key, lease.token)
 
     async def record(
         self,

@@ -377,7 +377,7 @@ async def test_a_lease_taken_by_a_timed_out_campaign_is_released_when_redis_retu
         try:
             await wait_until(
                 lambda: (
-                    len(b._registrations[name]._leadership._orphans) >= 1
+                    len(b._registrations[name]._leadership._locks.orphans) >= 1
                     and not a.status(name).is_leader
                 ),
                 timeout=3 * lease_ttl,
