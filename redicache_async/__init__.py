@@ -4,6 +4,39 @@ every process that shares a Redis.
 - :class:`CacheClient`: a two-level cache whose misses are fetched once across all processes.
 - :class:`CacheBuilder`: caches that rebuild themselves every interval, built by one elected
   instance and swapped in atomically.
+
+The code is in five layers. A module imports only from its own layer or a lower one, never in
+a cycle, and never another module's private (``_``) names; ``tests/test_layers.py`` reads the
+map below and checks every import of every module against it::
+
+    faces:       __init__ __main__ status_report integrations.* demo.*
+    engines:     client.* builder.*
+    mechanisms:  locks gateway election targets decorator status
+    primitives:  leases listener invalidation replay orphans breaker failover batching tasks
+                 lifecycle fetching cancellation
+    leaves:      local keys scripts errors stats validation serializers topology tls logs
+                 backoff replies testing.*
+
+- faces: the public names (here), ``python -m redicache_async`` (demo, status report), the
+  web framework and OpenTelemetry integrations.
+- engines: ``client/`` is :class:`CacheClient`: ``cache.py`` its options, life and public
+  operations, ``loads.py`` the read path (read, lock, fetch, write, wait, answer without
+  Redis), ``target_reads.py`` reads of builder targets, ``coherence.py`` what may be kept
+  locally, ``state.py`` the attributes they share. ``builder/`` is :class:`CacheBuilder`:
+  ``registry.py`` the registrations, ``refresh.py`` one registration's loop and builds,
+  ``spec.py`` their settings and status.
+- mechanisms, shared by both engines where they do the same: ``locks.py`` (single-flight,
+  wake-ups, the lock manager that makes and releases claims), ``gateway.py`` (every Redis
+  command: deadline, circuit breaker, outage classification), ``election.py`` (leadership per
+  registration), ``targets.py`` (target types, atomic swap), ``decorator.py``
+  (``@cache.cached``, over a client's public operations), ``status.py`` (a namespace read for
+  operators).
+- primitives: one claim (``leases.py``), the pub/sub listener and its codec and replay, the
+  orphaned claims, the circuit breaker, the cluster failover watch, read batching, owned tasks,
+  the open/close life, calling fetch functions, cancellation-safe deadlines.
+- leaves: the local layer, key names, Lua scripts, errors, counters, argument checks,
+  serializers, topology and TLS facts, throttled logs, jittered back-off, reply decoding, and
+  ``testing`` (real servers for tests).
 """
 
 from __future__ import annotations
