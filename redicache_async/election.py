@@ -25,16 +25,31 @@ from .logs import Throttle
 from .replies import text
 from .scripts import Scripts
 
-__all__ = ["Elected", "Leadership"]
+__all__ = ["Elected", "Electorate", "Leadership"]
 
 logger = logging.getLogger("redicache_async")
 
-_FIRST_BACKOFF: Final = 0.05
-_MAX_BACKOFF: Final = 2.0
+#: A failed campaign is retried after 0.05 s, backing off (jittered) up to 2 s.
+_RETRIES: Final = (0.05, 2.0)
 #: A follower's wait past the lease's expiry, so that it asks just after the lease is gone,
 #: and the spread added to it, so that the followers of a crashed leader do not all ask at once.
 _EXPIRY_MARGIN: Final = 0.002
 _EXPIRY_SPREAD: Final = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Electorate:
+    """What every registration of one builder campaigns with."""
+
+    redis: Any
+    scripts: Scripts
+    keys: KeySpace
+    #: How an instance names itself as a leader in Redis (``host:pid:random``).
+    leader_id: str
+    #: The instance's id in the events it publishes.
+    origin: str
+    lease_ttl: float
+    redis_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,39 +67,28 @@ class Elected:
 class Leadership:
     """Elects, resigns and records builds for registration ``name``."""
 
-    def __init__(
-        self,
-        redis: Any,
-        scripts: Scripts,
-        keys: KeySpace,
-        name: str,
-        *,
-        ttl: float,
-        timeout: float,
-        leader_id: str,
-        origin: str,
-    ) -> None:
-        self._scripts = scripts
-        self._keys = keys
+    def __init__(self, electorate: Electorate, name: str) -> None:
+        self._electorate = electorate
         self._name = name
-        self._ttl = ttl
-        self._timeout = timeout
-        self._leader_id = leader_id
-        self._origin = origin
-        self._lease_key = keys.lease(name)
-        self._state_key = keys.state(name)
+        self._lease_key = electorate.keys.lease(name)
+        self._state_key = electorate.keys.state(name)
         # A campaign whose reply was lost may have taken the lease all the same: its orphans
         # release it (announced) once Redis answers, rather than leave the registration
         # leaderless for a whole lease.
         self._locks = LockManager(
-            redis, scripts, self._release_claim, ttl=ttl, timeout=timeout, noun="lease"
+            electorate.redis,
+            electorate.scripts,
+            self._release_claim,
+            ttl=electorate.lease_ttl,
+            timeout=electorate.redis_timeout,
+            noun="lease",
         )
         self._log = Throttle()
 
     async def aclose(self) -> None:
         """Stop, after a last bounded round of releases of the campaigns whose reply was lost
         (a campaign cancelled on the wire among them)."""
-        await self._locks.aclose(last_round=self._timeout)
+        await self._locks.aclose(last_round=self._electorate.redis_timeout)
 
     async def elect(
         self, wake: asyncio.Event, on_built: Callable[[int], None]
@@ -96,20 +100,20 @@ class Leadership:
         the newest build started (``on_built``, server ms).
         """
         failures = 0
-        delays = Backoff(_FIRST_BACKOFF, _MAX_BACKOFF)
+        delays = Backoff(*_RETRIES)
         while True:
             wake.clear()
             # A fresh token per term: nothing of an older term can release this one. A renewal
             # may take up to a third of the lease (two thirds of it are still left by then), so
             # that a busy event loop does not make a healthy leader resign.
-            lease = self._locks.lease(self._lease_key, timeout=self._ttl / 3)
+            lease = self._locks.lease(self._lease_key, timeout=self._electorate.lease_ttl / 3)
             try:
                 reply = await bounded(
-                    self._scripts.acquire_leader(
+                    self._electorate.scripts.acquire_leader(
                         keys=[self._lease_key, self._state_key],
-                        args=[lease.token, lease.ttl_ms, self._leader_id],
+                        args=[lease.token, lease.ttl_ms, self._electorate.leader_id],
                     ),
-                    self._timeout,
+                    self._electorate.redis_timeout,
                 )
             except asyncio.CancelledError:
                 self._locks.unanswered(None, self._name, lease.key, lease.token)  # it may have run
@@ -137,15 +141,15 @@ class Leadership:
                     on_built(int(text(reply[2])))
                 pttl = int(reply[1])
                 # -1: a lease without expiry (set by hand); check again a lease later.
-                pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._ttl
+                pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._electorate.lease_ttl
                 pause = jittered(pause, _EXPIRY_SPREAD)
-            await wait_event(wake, min(pause, self._ttl))
+            await wait_event(wake, min(pause, self._electorate.lease_ttl))
 
     async def _release_claim(self, name: str, lease_key: str, token: str) -> bool:
-        event = plain_event(OP_RESIGN, name, self._origin)
+        event = plain_event(OP_RESIGN, name, self._electorate.origin)
         lease = self._locks.lease(lease_key, token)
         try:
-            return await lease.release(channel=self._keys.builder_channel, event=event)
+            return await lease.release(channel=self._electorate.keys.builder_channel, event=event)
         except REDIS_FAILURES as exc:
             raise RedisUnavailableError(describe_error(exc)) from exc
 
@@ -171,19 +175,19 @@ class Leadership:
         announce = event_prefix(OP_BUILT, self._name, origin)
         try:
             await bounded(
-                self._scripts.record_build(
+                self._electorate.scripts.record_build(
                     keys=[self._lease_key, self._state_key],
                     args=[
                         lease.token,
                         outcome,
                         round(duration * 1000),
                         text,
-                        self._keys.builder_channel,
+                        self._electorate.keys.builder_channel,
                         announce,
                         repr(interval),
                     ],
                 ),
-                self._timeout,
+                self._electorate.redis_timeout,
             )
         except REDIS_FAILURES as exc:
             self._log.log(

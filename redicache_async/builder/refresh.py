@@ -44,16 +44,7 @@ class Registration:
         self.name = name
         self.spec = spec
         self._shared = shared
-        self._leadership = Leadership(
-            shared.redis,
-            shared.scripts,
-            shared.keys,
-            name,
-            ttl=shared.lease_ttl,
-            timeout=shared.redis_timeout,
-            leader_id=shared.leader_id,
-            origin=shared.origin,
-        )
+        self._leadership = Leadership(shared, name)
         #: Set to cut a wait short: a released lease (follower), a refresh or an update (leader).
         self.wake = asyncio.Event()
         #: Set once a build of this registration is known, by any instance.

@@ -8,10 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from redicache_async.election import Electorate
 from redicache_async.errors import ClientClosedError
 from redicache_async.gateway import RedisGateway
-from redicache_async.keys import KeySpace
-from redicache_async.scripts import Scripts
 from redicache_async.serializers import Serializer
 from redicache_async.targets import Target
 
@@ -54,19 +53,13 @@ class Spec:
 
 
 @dataclass(frozen=True, slots=True)
-class Shared:
-    """What every registration of one builder uses."""
+class Shared(Electorate):
+    """What every registration of one builder uses: what it campaigns with, and what its
+    builds need besides."""
 
-    redis: Any
     #: Deadlines of the builder's Redis calls (``redis_timeout``).
     gateway: RedisGateway
-    scripts: Scripts
-    keys: KeySpace
     serializer: Serializer
-    origin: str
-    leader_id: str
-    lease_ttl: float
-    redis_timeout: float
     fetch_timeout: float | None
 
 

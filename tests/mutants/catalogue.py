@@ -530,8 +530,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D6",
         removes="announcing a released lease, so that a follower takes over at once",
         file=_ELECTION,
-        before="return await lease.release(channel=self._keys.builder_channel, event=event)",
-        after="return await lease.release()",
+        before="lease.release(channel=self._electorate.keys.builder_channel, event=event)",
+        after="lease.release()",
         tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
     ),
     Mutant(
@@ -548,8 +548,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D6",
         removes="a follower asking again as soon as the lease expires (crashed leader)",
         file=_ELECTION,
-        before="pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._ttl",
-        after="pause = self._ttl",
+        before="pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._electorate.lease_ttl",
+        after="pause = self._electorate.lease_ttl",
         tests=_t(_T_BUILDER, "test_a_crashed_leaders_lease_is_taken_as_soon_as_it_expires"),
     ),
     Mutant(
