@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
@@ -22,19 +23,16 @@ __all__ = ["LocalEntry", "LocalKey", "LocalLayer"]
 _NEVER = math.inf
 
 
+@dataclass(slots=True, eq=False)
 class LocalEntry:
-    __slots__ = ("expires_at", "size", "stale_until", "value", "version")
-
-    def __init__(
-        self, value: Any, version: int, size: int, expires_at: float, stale_until: float
-    ) -> None:
-        self.value = value
-        self.version = version
-        self.size = size
-        #: ``time.monotonic()`` deadline taken from the Redis TTL (``inf``: no expiry).
-        self.expires_at = expires_at
-        #: Until when an expired entry may still be served as a fail-safe.
-        self.stale_until = stale_until
+    value: Any
+    version: int
+    #: Bytes of the serialized value, for the layer's budget.
+    size: int
+    #: ``time.monotonic()`` deadline taken from the Redis TTL (``inf``: no expiry).
+    expires_at: float
+    #: Until when an expired entry may still be served as a fail-safe.
+    stale_until: float
 
 
 class LocalLayer:

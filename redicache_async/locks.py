@@ -15,6 +15,7 @@ across processes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
@@ -120,7 +121,7 @@ class LockManager:
     when Redis refused. ``noun`` names the claims in logs ("lock", "lease").
     """
 
-    __slots__ = ("_noun", "_redis", "_release_claim", "_scripts", "_timeout", "_ttl", "orphans")
+    __slots__ = ("_new_lease", "_noun", "_release_claim", "orphans")
 
     def __init__(
         self,
@@ -132,25 +133,17 @@ class LockManager:
         timeout: float,
         noun: str,
     ) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._release_claim = release_claim
-        self._ttl = ttl
-        self._timeout = timeout
-        self._noun = noun
+        self._new_lease = functools.partial(Lease, redis, scripts, ttl=ttl, timeout=timeout)
+        self._release_claim, self._noun = release_claim, noun
         #: Claims that may be held without anyone knowing: released in the background.
         self.orphans = OrphanedClaims(release_claim)
 
     def lease(self, lock_key: str, token: str | None = None, *, timeout: float = 0.0) -> Lease:
-        """A claim on ``lock_key`` for the manager's ttl (``token``: one already sent)."""
-        return Lease(
-            self._redis,
-            self._scripts,
-            lock_key,
-            ttl=self._ttl,
-            timeout=timeout or self._timeout,
-            token=token,
-        )
+        """A claim on ``lock_key`` for the manager's ttl (``token``: one already sent), its
+        commands bounded by ``timeout`` (default: the manager's)."""
+        if timeout:
+            return self._new_lease(lock_key, token=token, timeout=timeout)
+        return self._new_lease(lock_key, token=token)
 
     async def release(self, key: str, lock_key: str, token: str) -> None:
         """Release the claim and announce it, so waiters elsewhere move at once. Should this be
