@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .backoff import Backoff, jittered
-from .cancellation import bounded
 from .errors import REDIS_FAILURES, RedisUnavailableError, describe_error
+from .gateway import RedisGateway
 from .invalidation import OP_BUILT, OP_RESIGN, event_prefix, plain_event
 from .keys import KeySpace
 from .leases import Lease
@@ -41,7 +41,8 @@ _EXPIRY_SPREAD: Final = 0.02
 class Electorate:
     """What every registration of one builder campaigns with."""
 
-    redis: Any
+    #: The builder's Redis, and the deadline (``redis_timeout``) of every call to it.
+    gateway: RedisGateway
     scripts: Scripts
     keys: KeySpace
     #: How an instance names itself as a leader in Redis (``host:pid:random``).
@@ -49,7 +50,14 @@ class Electorate:
     #: The instance's id in the events it publishes.
     origin: str
     lease_ttl: float
-    redis_timeout: float
+
+    @property
+    def redis(self) -> Any:
+        return self.gateway.redis
+
+    @property
+    def redis_timeout(self) -> float:
+        return self.gateway.timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +116,11 @@ class Leadership:
             # that a busy event loop does not make a healthy leader resign.
             lease = self._locks.lease(self._lease_key, timeout=self._electorate.lease_ttl / 3)
             try:
-                reply = await bounded(
+                reply = await self._electorate.gateway.bounded(
                     self._electorate.scripts.acquire_leader(
                         keys=[self._lease_key, self._state_key],
                         args=[lease.token, lease.ttl_ms, self._electorate.leader_id],
-                    ),
-                    self._electorate.redis_timeout,
+                    )
                 )
             except asyncio.CancelledError:
                 self._locks.unanswered(None, self._name, lease.key, lease.token)  # it may have run
@@ -162,7 +169,6 @@ class Leadership:
         self,
         lease: Lease,
         *,
-        origin: str,
         interval: float,
         duration: float = 0.0,
         spec: str = "",
@@ -171,23 +177,22 @@ class Leadership:
         """Note a build's outcome in the registration's state, for the next leader's schedule
         and for operators, and announce a success to the followers. Best effort: a failure
         only costs an early rebuild after a takeover."""
-        outcome, text = ("error", error) if error is not None else ("ok", spec)
-        announce = event_prefix(OP_BUILT, self._name, origin)
+        outcome, detail = ("error", error) if error is not None else ("ok", spec)
+        announce = event_prefix(OP_BUILT, self._name, self._electorate.origin)
         try:
-            await bounded(
+            await self._electorate.gateway.bounded(
                 self._electorate.scripts.record_build(
                     keys=[self._lease_key, self._state_key],
                     args=[
                         lease.token,
                         outcome,
                         round(duration * 1000),
-                        text,
+                        detail,
                         self._electorate.keys.builder_channel,
                         announce,
                         repr(interval),
                     ],
-                ),
-                self._electorate.redis_timeout,
+                )
             )
         except REDIS_FAILURES as exc:
             self._log.log(

@@ -342,7 +342,6 @@ class Registration:
             )
             await self._leadership.record(
                 lease,
-                origin=shared.origin,
                 interval=spec.refresh_interval,
                 error=self._last_error,
             )
@@ -359,7 +358,6 @@ class Registration:
         self.built.set()
         await self._leadership.record(
             lease,
-            origin=shared.origin,
             interval=spec.refresh_interval,
             duration=duration,
             spec=describe(spec.targets),

@@ -80,7 +80,6 @@ class CacheBuilder(Lifecycle):
         redis_timeout = check_seconds("redis_timeout", redis_timeout)
         origin = uuid.uuid4().hex[:16]
         self._shared = Shared(
-            redis=redis,
             gateway=RedisGateway(redis, timeout=redis_timeout),
             scripts=Scripts(redis),
             keys=keys,
@@ -88,7 +87,6 @@ class CacheBuilder(Lifecycle):
             origin=origin,
             leader_id=f"{socket.gethostname()}:{os.getpid()}:{origin[:8]}",
             lease_ttl=lease_ttl,
-            redis_timeout=redis_timeout,
             fetch_timeout=check_optional_seconds("fetch_timeout", fetch_timeout),
         )
         self._registrations: dict[str, Registration] = {}

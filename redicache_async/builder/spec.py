@@ -10,7 +10,6 @@ from typing import Any
 
 from redicache_async.election import Electorate
 from redicache_async.errors import ClientClosedError
-from redicache_async.gateway import RedisGateway
 from redicache_async.serializers import Serializer
 from redicache_async.targets import Target
 
@@ -57,8 +56,6 @@ class Shared(Electorate):
     """What every registration of one builder uses: what it campaigns with, and what its
     builds need besides."""
 
-    #: Deadlines of the builder's Redis calls (``redis_timeout``).
-    gateway: RedisGateway
     serializer: Serializer
     fetch_timeout: float | None
 
