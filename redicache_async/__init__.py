@@ -11,7 +11,7 @@ map below and checks every import of every module against it::
 
     faces:       __init__ __main__ status_report integrations.* demo.*
     engines:     client.* builder.*
-    mechanisms:  locks gateway election targets decorator status
+    mechanisms:  locks gateway election targets decorator call_keys status
     primitives:  leases listener invalidation replay orphans breaker failover batching tasks
                  lifecycle fetching cancellation
     leaves:      local keys scripts errors stats validation serializers topology tls logs
@@ -29,8 +29,8 @@ map below and checks every import of every module against it::
   wake-ups, the lock manager that makes and releases claims), ``gateway.py`` (every Redis
   command: deadline, circuit breaker, outage classification), ``election.py`` (leadership per
   registration), ``targets.py`` (target types, atomic swap), ``decorator.py``
-  (``@cache.cached``, over a client's public operations), ``status.py`` (a namespace read for
-  operators).
+  (``@cache.cached``, over a client's public operations) with ``call_keys.py`` (its default
+  key of a call), ``status.py`` (a namespace read for operators).
 - primitives: one claim (``leases.py``), the pub/sub listener and its codec and replay, the
   orphaned claims, the circuit breaker, the cluster failover watch, read batching, owned tasks,
   the open/close life, calling fetch functions, cancellation-safe deadlines.
