@@ -370,8 +370,13 @@ class CacheClient(Loads, TargetReads):
         hit without building a fetch; a miss then goes through :meth:`get_or_init`."""
         if key.__class__ is not str:  # get_or_init says what is wrong with it
             return None
-        entry = self._local_hit(key)
-        return None if entry is None else entry.value
+        # _local_hit inline: a cached function's hit is, like get_or_init's, a hot path (a call
+        # fewer saves about 70 ns, a tenth of it)
+        entry = self._local.fresh(key)
+        if entry is None:
+            return None
+        self._stats.local_hits += 1
+        return entry.value
 
     def _count_redis_error(self) -> None:
         self._stats.redis_errors += 1

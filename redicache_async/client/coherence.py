@@ -29,8 +29,8 @@ class Coherence(ClientState):
     """The guards, the local layer's reads and writes, and the listener's callbacks."""
 
     def _local_hit(self, key: LocalKey) -> LocalEntry | None:
-        """The fresh local entry of ``key``, counted as a local hit. (``get_or_init`` has this
-        inline: its local hit is the library's hottest path.)"""
+        """The fresh local entry of ``key``, counted as a local hit. (``get_or_init`` and
+        ``local_value`` have this inline: their hits are the library's hottest paths.)"""
         entry = self._local.fresh(key)
         if entry is not None:
             self._stats.local_hits += 1
