@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from redicache_async.invalidation import OP_DELETE, OP_SET, OP_TARGET, Event
-from redicache_async.local import LocalEntry, LocalKey
+from redicache_async.local import LocalKey
 
 from .state import ClientState, Guard
 
@@ -26,15 +26,7 @@ _UNSHARED_FRESHNESS: Final = 1.0
 
 
 class Coherence(ClientState):
-    """The guards, the local layer's reads and writes, and the listener's callbacks."""
-
-    def _local_hit(self, key: LocalKey) -> LocalEntry | None:
-        """The fresh local entry of ``key``, counted as a local hit. (``get_or_init`` and
-        ``local_value`` have this inline: their hits are the library's hottest paths.)"""
-        entry = self._local.fresh(key)
-        if entry is not None:
-            self._stats.local_hits += 1
-        return entry
+    """The guards, the local layer's writes, and the listener's callbacks."""
 
     def _stale_or(self, key: LocalKey, default: Any) -> Any:
         stale = self._local.stale(key)
