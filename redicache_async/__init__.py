@@ -4,6 +4,8 @@ every process that shares a Redis.
 - :class:`CacheClient`: a two-level cache whose misses are fetched once across all processes.
 - :class:`CacheBuilder`: caches that rebuild themselves every interval, built by one elected
   instance and swapped in atomically.
+- :class:`CacheHandle`: a client known at import time and opened later (in a lifespan), so
+  that module-level functions can be decorated with ``@handle.cached(...)``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .errors import (
     SerializationError,
     UnknownRegistrationError,
 )
+from .handle import CacheHandle
 from .serializers import JsonSerializer, MsgpackSerializer, PickleSerializer, Serializer
 from .stats import BuilderStats, CacheStats
 from .targets import Target, TargetType
@@ -35,6 +38,7 @@ __all__ = [
     "BuilderStats",
     "CacheBuilder",
     "CacheClient",
+    "CacheHandle",
     "CacheStats",
     "ClientClosedError",
     "FetchTimeout",

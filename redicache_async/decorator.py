@@ -35,14 +35,11 @@ import functools
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
+from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 from .keys import MAX_KEY_BYTES, validate_key
 from .validation import check_callable, ttl_to_ms
-
-if TYPE_CHECKING:
-    from .client import CacheClient
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
 
@@ -59,6 +56,17 @@ _DEFAULT = "<default>"
 #: Call shapes (positional count, keyword names) remembered per function. A function taking
 #: ``**kwargs`` can be called with ever new names: past this, shapes are bound but not kept.
 _MAX_SHAPES = 64
+
+
+class CacheSource(Protocol):
+    """What a cached function calls: a :class:`~redicache_async.CacheClient`, or a
+    :class:`~redicache_async.CacheHandle` that finds its client at each call."""
+
+    def get_or_init(self, key: str, fetch: Any, ttl: float | None = None) -> Awaitable[Any]: ...
+
+    def delete(self, key: str) -> Awaitable[None]: ...
+
+    def _local_value(self, key: str) -> Any: ...
 
 
 class BoundCachedFunction(Protocol[T_co]):
@@ -106,7 +114,7 @@ class CachedFunction(Protocol, Generic[P, T_co]):
 
 
 def cached(
-    client: CacheClient,
+    client: CacheSource,
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
@@ -135,7 +143,7 @@ class _Cached(Generic[T]):
 
     def __init__(
         self,
-        client: CacheClient,
+        client: CacheSource,
         function: Callable[..., Awaitable[T]],
         ttl: float | None,
         key: Callable[..., str] | None,

@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
 from redicache_async.errors import InvalidArgumentTypeError
+from redicache_async.handle import CacheHandle
 
-__all__ = ["BuilderSetup", "CacheResources", "open_cache"]
+__all__ = ["BuilderSetup", "CacheResources", "check_handle", "open_cache"]
 
 #: Called once the builder has started, to register its caches: ``async def setup(builder)``.
 BuilderSetup = Callable[[CacheBuilder], Awaitable[None]]
@@ -27,6 +28,12 @@ class CacheResources:
     builder: CacheBuilder | None
 
 
+def check_handle(bind: object) -> None:
+    """Refuse a ``bind=`` that is not a handle when the app is declared, not at start-up."""
+    if bind is not None and not isinstance(bind, CacheHandle):
+        raise InvalidArgumentTypeError(f"bind must be a CacheHandle, not {type(bind).__name__}")
+
+
 @asynccontextmanager
 async def open_cache(
     redis: Any,
@@ -35,10 +42,13 @@ async def open_cache(
     setup_builder: BuilderSetup | None = None,
     client_options: Mapping[str, Any] | None = None,
     builder_options: Mapping[str, Any] | None = None,
+    bind: CacheHandle | None = None,
 ) -> AsyncIterator[CacheResources]:
     """Start a client (and, with ``setup_builder``, a builder it then sets up) over ``redis``:
     a Redis client, which stays the caller's, or a URL, whose client is made here and closed
-    on the way out. Everything started is closed in reverse order, also when start-up fails."""
+    on the way out; ``bind``, a handle, answers through the client until it closes. Everything
+    started is closed in reverse order, also when start-up fails."""
+    check_handle(bind)
     async with AsyncExitStack() as stack:
         if isinstance(redis, str):
             redis = aioredis.Redis.from_url(redis)
@@ -50,6 +60,9 @@ async def open_cache(
         cache = await stack.enter_async_context(
             CacheClient(redis, namespace=namespace, **dict(client_options or {}))
         )
+        if bind is not None:
+            bind.bind(cache)
+            stack.callback(bind.unbind)  # before the client closes: no call finds it closing
         builder = None
         if setup_builder is not None:
             builder = await stack.enter_async_context(

@@ -29,8 +29,9 @@ from aiohttp import web
 
 from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
+from redicache_async.handle import CacheHandle
 
-from ._resources import BuilderSetup, open_cache
+from ._resources import BuilderSetup, check_handle, open_cache
 
 __all__ = ["BUILDER_KEY", "CACHE_KEY", "cache_context", "get_builder", "get_cache"]
 
@@ -45,14 +46,17 @@ def cache_context(
     setup_builder: BuilderSetup | None = None,
     client_options: Mapping[str, Any] | None = None,
     builder_options: Mapping[str, Any] | None = None,
+    bind: CacheHandle | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context for ``app.cleanup_ctx.append(...)``.
 
     ``redis``: a ``redis.asyncio`` client (a ``Redis``, ``RedisCluster`` or Sentinel master,
     left open for you) or a URL (its client is made and closed here). ``client_options`` and
     ``builder_options`` are the keyword options of :class:`CacheClient` and
-    :class:`CacheBuilder`.
+    :class:`CacheBuilder`. ``bind``: a :class:`~redicache_async.CacheHandle` that functions
+    decorated at import time (``@handle.cached(...)``) answer through while the app runs.
     """
+    check_handle(bind)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with open_cache(
@@ -61,6 +65,7 @@ def cache_context(
             setup_builder=setup_builder,
             client_options=client_options,
             builder_options=builder_options,
+            bind=bind,
         ) as resources:
             app[CACHE_KEY] = resources.cache
             if resources.builder is not None:

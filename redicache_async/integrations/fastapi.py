@@ -40,8 +40,9 @@ from starlette.requests import HTTPConnection
 
 from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
+from redicache_async.handle import CacheHandle
 
-from ._resources import BuilderSetup, open_cache
+from ._resources import BuilderSetup, check_handle, open_cache
 
 __all__ = ["BuilderDep", "CacheDep", "cache_lifespan", "get_builder", "get_cache"]
 
@@ -57,14 +58,17 @@ def cache_lifespan(
     setup_builder: BuilderSetup | None = None,
     client_options: Mapping[str, Any] | None = None,
     builder_options: Mapping[str, Any] | None = None,
+    bind: CacheHandle | None = None,
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A lifespan for ``FastAPI(lifespan=...)`` or ``Starlette(lifespan=...)``.
 
     ``redis``: a ``redis.asyncio`` client (a ``Redis``, ``RedisCluster`` or Sentinel master,
     left open for you) or a URL (its client is made and closed here). ``client_options`` and
     ``builder_options`` are the keyword options of :class:`CacheClient` and
-    :class:`CacheBuilder`.
+    :class:`CacheBuilder`. ``bind``: a :class:`~redicache_async.CacheHandle` that functions
+    decorated at import time (``@handle.cached(...)``) answer through while the app runs.
     """
+    check_handle(bind)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -74,6 +78,7 @@ def cache_lifespan(
             setup_builder=setup_builder,
             client_options=client_options,
             builder_options=builder_options,
+            bind=bind,
         ) as resources:
             yield {CACHE_STATE: resources.cache, BUILDER_STATE: resources.builder}
 

@@ -45,6 +45,7 @@ _T_COHERENCE = "tests/test_coherence.py"
 _T_CLAIMS = "tests/test_claims.py"
 _T_FAILOVER = "tests/test_failover.py"
 _T_SECURITY = "tests/faults/test_security.py"
+_T_HANDLE = "tests/test_handle.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -1006,5 +1007,32 @@ MUTANTS: tuple[Mutant, ...] = (
         before="        if self._subscribed.is_set():\n            return tls_error(exc)",
         after="        if False:\n            return tls_error(exc)",
         tests=_t(_T_CLIENT, "test_a_listener_that_was_subscribed_reconnects_without_a_tls_probe"),
+    ),
+    # -- a handle answers only while its app runs ------------------------------------------------
+    Mutant(
+        id="lifespan-leaves-handle-unbound",
+        promise="S: a function decorated through a CacheHandle",
+        removes="the lifespan binding the handle to the client it opened",
+        file="redicache_async/integrations/_resources.py",
+        before="            bind.bind(cache)\n",
+        after="            pass\n",
+        tests=_t(
+            _T_HANDLE,
+            "test_fastapi_lifespan_binds_the_handle_while_the_app_runs",
+            "test_aiohttp_cleanup_context_binds_the_handle_while_the_app_runs[single]",
+        ),
+    ),
+    Mutant(
+        id="handle-outlives-its-client",
+        promise="S: a function decorated through a CacheHandle",
+        removes="the unbinding of a handle before its client closes",
+        file="redicache_async/integrations/_resources.py",
+        before="            stack.callback(bind.unbind)",
+        after="            pass",
+        tests=_t(
+            _T_HANDLE,
+            "test_fastapi_lifespan_binds_the_handle_while_the_app_runs",
+            "test_aiohttp_cleanup_context_binds_the_handle_while_the_app_runs[single]",
+        ),
     ),
 )
