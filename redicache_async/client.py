@@ -105,7 +105,8 @@ class CacheClient(Lifecycle):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
-    cache.start()`` / ``await cache.aclose()``). See the README for every option's meaning.
+    cache.start()`` / ``await cache.aclose()``). Every option's meaning and default:
+    https://redicache-async.readthedocs.io/reference/options/
     """
 
     def __init__(
@@ -191,6 +192,7 @@ class CacheClient(Lifecycle):
 
     @property
     def namespace(self) -> str:
+        """The prefix of every key and channel this client writes."""
         return self._keys.namespace
 
     # -- lifecycle ---------------------------------------------------------------------------
