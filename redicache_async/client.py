@@ -419,7 +419,8 @@ class CacheClient(Lifecycle):
         ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
         ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
         function of the same arguments that returns the key. A closure that reads variables of
-        its enclosing function needs ``key=`` too. See :mod:`redicache_async.decorator`.
+        its enclosing function needs ``key=`` too. How keys are made:
+        https://redicache-async.readthedocs.io/how-to/decorator/
         """
         return cached(self, ttl, key=key)
 
