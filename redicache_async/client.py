@@ -105,7 +105,8 @@ class CacheClient(Lifecycle):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
-    cache.start()`` / ``await cache.aclose()``). See the README for every option's meaning.
+    cache.start()`` / ``await cache.aclose()``). Every option's meaning and default:
+    https://redicache-async.readthedocs.io/reference/options/
     """
 
     def __init__(
@@ -191,6 +192,7 @@ class CacheClient(Lifecycle):
 
     @property
     def namespace(self) -> str:
+        """The prefix of every key and channel this client writes."""
         return self._keys.namespace
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -417,7 +419,8 @@ class CacheClient(Lifecycle):
         ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
         ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
         function of the same arguments that returns the key. A closure that reads variables of
-        its enclosing function needs ``key=`` too. See :mod:`redicache_async.decorator`.
+        its enclosing function needs ``key=`` too. How keys are made:
+        https://redicache-async.readthedocs.io/how-to/decorator/
         """
         return cached(self, ttl, key=key)
 

@@ -35,7 +35,9 @@ from ._resources import BuilderSetup, check_handle, open_cache
 
 __all__ = ["BUILDER_KEY", "CACHE_KEY", "cache_context", "get_builder", "get_cache"]
 
+#: Where the app holds its ``CacheClient`` (``app[CACHE_KEY]``, or ``get_cache``).
 CACHE_KEY = web.AppKey("redicache_cache", CacheClient)
+#: Where the app holds its ``CacheBuilder``, when there is one (``get_builder``).
 BUILDER_KEY = web.AppKey("redicache_builder", CacheBuilder)
 
 

@@ -109,4 +109,6 @@ async def get_builder(connection: HTTPConnection) -> CacheBuilder:
 
 
 CacheDep = Annotated[CacheClient, Depends(get_cache)]
+"""A handler parameter annotated ``cache: CacheDep`` receives the app's ``CacheClient``."""
 BuilderDep = Annotated[CacheBuilder, Depends(get_builder)]
+"""A handler parameter annotated ``builder: BuilderDep`` receives the app's ``CacheBuilder``."""

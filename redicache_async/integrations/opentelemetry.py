@@ -16,7 +16,7 @@ The figures are read from ``stats()`` when the meter provider collects, by async
 path. Counts are observable counters; current values (the local layer's entries and bytes, a
 builder's registrations) observable up-down counters. Every figure carries the
 attribute ``redicache.namespace``; the names, units and other attributes are in the tables
-``_CLIENT_METRICS`` and ``_BUILDER_METRICS`` below (and in the README).
+``_CLIENT_METRICS`` and ``_BUILDER_METRICS`` below (and in the docs' operating guide).
 
 Sources are held weakly: a client or builder that is closed or garbage-collected stops being
 reported, and ``forget()`` detaches one at once. ``close()`` (or leaving ``with

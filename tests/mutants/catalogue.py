@@ -1,5 +1,5 @@
 """The mutants: one small edit each, removing one promise of DESIGN.md ("D2" is its behaviour 2)
-or of a row of the README's semantics table ("S: fetch raises").
+or of a row of the semantics table in ``docs/reference/semantics.md`` ("S: fetch raises").
 
 Each names the tests that must notice (pytest node ids, run in that order with ``-x``). Keep
 snippets short, one line where it is unique in its file: when the code moves on, a snippet that
