@@ -391,7 +391,7 @@ def test_path_lookup_prefers_valkey_then_redis_then_explains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(ENV_SERVER_BINARY, raising=False)
-    monkeypatch.setattr(testing.server, "_embedded_binary", lambda: None)
+    monkeypatch.setattr(testing.binaries, "_embedded_binary", lambda: None)
     monkeypatch.setenv("PATH", str(tmp_path))
     valkey = executable(tmp_path / "valkey-server")
     redis = executable(tmp_path / "redis-server")

@@ -61,19 +61,17 @@ and passed first, as Sentinel requires), :func:`free_port` and :func:`find_cli_b
 """
 
 from ._control import Failover
-from .cluster import ClusterServers
-from .sentinel import SentinelServers
-from .server import (
+from .binaries import (
     ENV_SERVER_BINARY,
-    RedisServer,
     ServerNotFoundError,
-    ServerStartError,
-    ServerTLS,
     find_cli_binary,
     find_server_binary,
-    free_port,
     server_version,
 )
+from .cluster import ClusterServers
+from .ports import free_port
+from .sentinel import SentinelServers
+from .server import RedisServer, ServerStartError, ServerTLS
 
 __all__ = [
     "ENV_SERVER_BINARY",
