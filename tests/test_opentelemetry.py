@@ -67,6 +67,15 @@ def metrics(provider: MeterProvider) -> Iterator[CacheMetrics]:
         yield metrics
 
 
+@pytest.fixture
+async def observed(make_cache: MakeCache, metrics: CacheMetrics) -> tuple[CacheClient, CacheClient]:
+    """Two started clients of the test's namespace, both observed by ``metrics``."""
+    a, b = await make_cache(), await make_cache()
+    metrics.observe(a)
+    metrics.observe(b)
+    return a, b
+
+
 async def fetch() -> dict[str, int]:
     return {"v": 1}
 
@@ -110,15 +119,12 @@ async def test_reads_are_reported_as_counted(
 
 
 async def test_invalidations_are_reported_by_direction(
-    make_cache: MakeCache,
-    metrics: CacheMetrics,
+    observed: tuple[CacheClient, CacheClient],
     reader: InMemoryMetricReader,
     redis: aioredis.Redis,
     namespace: str,
 ) -> None:
-    a, b = await make_cache(), await make_cache()
-    metrics.observe(a)
-    metrics.observe(b)
+    a, b = observed
     await a.set("k", 1)
     await redis.publish(KeySpace(namespace).channel, b"not an event")
     await wait_until(
@@ -186,7 +192,7 @@ async def test_counts_never_go_back_when_a_registration_goes(
 
 
 async def test_closed_forgotten_or_collected_sources_stop_being_reported(
-    make_cache: MakeCache,
+    observed: tuple[CacheClient, CacheClient],
     metrics: CacheMetrics,
     reader: InMemoryMetricReader,
     redis: aioredis.Redis,
@@ -194,9 +200,7 @@ async def test_closed_forgotten_or_collected_sources_stop_being_reported(
 ) -> None:
     writes = key("redicache.client.writes", namespace, {"redicache.outcome": "success"})
     entries = key("redicache.client.local.entry.count", namespace)
-    a, b = await make_cache(), await make_cache()
-    metrics.observe(a)
-    metrics.observe(b)
+    a, b = observed
     await a.set("x", 1)
     assert figures(reader)[writes] == 1
     assert figures(reader)[entries] == 1
