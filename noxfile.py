@@ -10,7 +10,9 @@ short benchmark run CI does.
 
 from __future__ import annotations
 
+import email
 import os
+import re
 import shutil
 import tarfile
 import zipfile
@@ -30,7 +32,7 @@ def _passthrough_env() -> dict[str, str]:
 
 
 #: The build backend, for builds without network (``--no-isolation``) in a reused venv.
-BUILD_REQUIREMENTS = ("build", "hatchling>=1.27")
+BUILD_REQUIREMENTS = ("build", "hatchling>=1.27", "hatch-fancy-pypi-readme>=24.1")
 
 
 def _build(session: nox.Session, outdir: Path, *, isolated: bool = True) -> tuple[Path, Path]:
@@ -92,8 +94,20 @@ def package(session: nox.Session) -> None:
         in_sdist = {name.removeprefix(f"{root}/") for name in archive.getnames()}
     with zipfile.ZipFile(wheel) as archive:
         in_wheel = set(archive.namelist())
+        (metadata,) = (name for name in in_wheel if name.endswith(".dist-info/METADATA"))
+        description = email.message_from_bytes(archive.read(metadata)).get_payload()
     _expect(session, "sdist", in_sdist, SDIST_HOLDS, SDIST_LACKS)
     _expect(session, "wheel", in_wheel, WHEEL_HOLDS, WHEEL_LACKS)
+
+    # The index shows the readme alone: a link to a file beside it or to a heading is broken.
+    relative = RELATIVE_LINK.findall(str(description))
+    if relative:
+        session.error(f"the readme the index shows has relative links: {relative}")
+    session.log("the readme the index shows has absolute links only")
+
+
+#: A Markdown link or image whose target has no scheme (``](path)``, ``](#heading)``).
+RELATIVE_LINK = re.compile(r"\]\((?![a-z]+:)([^)\s]+)\)")
 
 
 #: Paths (or path prefixes, ending in ``/``) each archive must hold, and must not.
