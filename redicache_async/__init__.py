@@ -4,12 +4,14 @@ every process that shares a Redis.
 - :class:`CacheClient`: a two-level cache whose misses are fetched once across all processes.
 - :class:`CacheBuilder`: caches that rebuild themselves every interval, built by one elected
   instance and swapped in atomically.
+- :class:`CacheHandle`: a client known at import time and opened later (in a lifespan), so
+  that module-level functions can be decorated with ``@handle.cached(...)``.
 
 The code is in five layers. A module imports only from its own layer or a lower one, never in
 a cycle, and never another module's private (``_``) names; ``tests/test_layers.py`` reads the
 map below and checks every import of every module against it::
 
-    faces:       __init__ __main__ status_report integrations.* demo.*
+    faces:       __init__ __main__ handle status_report integrations.* demo.*
     engines:     client.* builder.*
     mechanisms:  locks gateway election targets decorator call_keys status
     primitives:  leases listener invalidation replay orphans breaker failover batching tasks
@@ -17,8 +19,9 @@ map below and checks every import of every module against it::
     leaves:      local keys scripts errors stats validation serializers topology tls logs
                  backoff replies testing.*
 
-- faces: the public names (here), ``python -m redicache_async`` (demo, status report), the
-  web framework and OpenTelemetry integrations.
+- faces: the public names (here), ``handle.py`` (a client named at import time, bound
+  later), ``python -m redicache_async`` (demo, status report, development server), the web
+  framework and OpenTelemetry integrations.
 - engines: ``client/`` is :class:`CacheClient`: ``cache.py`` its options, life and public
   operations, ``loads.py`` the read path (read, lock, fetch, write, wait, answer without
   Redis), ``target_reads.py`` reads of builder targets, ``coherence.py`` what may be kept
@@ -58,6 +61,7 @@ from .errors import (
     SerializationError,
     UnknownRegistrationError,
 )
+from .handle import CacheHandle
 from .serializers import JsonSerializer, MsgpackSerializer, PickleSerializer, Serializer
 from .stats import BuilderStats, CacheStats
 from .targets import Target, TargetType
@@ -68,6 +72,7 @@ __all__ = [
     "BuilderStats",
     "CacheBuilder",
     "CacheClient",
+    "CacheHandle",
     "CacheStats",
     "ClientClosedError",
     "FetchTimeout",

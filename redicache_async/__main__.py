@@ -1,5 +1,5 @@
 """``python -m redicache_async COMMAND``: ``demo`` shows the cache at work on real processes;
-``status`` shows what a namespace holds in Redis."""
+``status`` shows what a namespace holds in Redis; ``server`` runs a server for development."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import demo, status_report
+from .testing import dev_server
 
 __all__ = ["main"]
 
@@ -35,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(handler=demo.main)
+    server_parser = commands.add_parser(
+        "server", help=dev_server.HELP, description=dev_server.DESCRIPTION
+    )
+    dev_server.add_arguments(server_parser)
+    server_parser.set_defaults(handler=dev_server.main)
     status_parser = commands.add_parser(
         "status",
         help="what a namespace holds: cached keys and TTLs, locks, builders and their leaders",

@@ -41,22 +41,23 @@ from .errors import InvalidArgumentTypeError
 from .keys import validate_key
 from .validation import check_callable, ttl_to_ms
 
-__all__ = ["BoundCachedFunction", "Cache", "CachedFunction", "cached"]
+__all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
-class Cache(Protocol):
-    """What a cached function needs of its :class:`~redicache_async.CacheClient`: its public
-    operations, so that the decorator sits below the client and imports nothing of it."""
+class CacheSource(Protocol):
+    """What a cached function calls: a :class:`~redicache_async.CacheClient`, or a
+    :class:`~redicache_async.CacheHandle` that finds its client at each call. Public
+    operations only, so that the decorator sits below the client and imports nothing of it."""
+
+    def get_or_init(self, key: str, fetch: Any, ttl: float | None = None) -> Awaitable[Any]: ...
+
+    def delete(self, key: str) -> Awaitable[None]: ...
 
     def local_value(self, key: str) -> Any: ...
-
-    async def get_or_init(self, key: str, fetch: Callable[[], Any], ttl: float | None) -> Any: ...
-
-    async def delete(self, key: str) -> None: ...
 
 
 class BoundCachedFunction(Protocol[T_co]):
@@ -104,7 +105,7 @@ class CachedFunction(Protocol, Generic[P, T_co]):
 
 
 def cached(
-    client: Cache,
+    client: CacheSource,
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
@@ -133,7 +134,7 @@ class _Cached(Generic[T]):
 
     def __init__(
         self,
-        client: Cache,
+        client: CacheSource,
         function: Callable[..., Awaitable[T]],
         ttl: float | None,
         key: Callable[..., str] | None,

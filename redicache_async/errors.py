@@ -84,7 +84,8 @@ class RedisConfigurationError(RedicacheError):
 
 class RedisPermissionError(RedisConfigurationError, PermissionError):
     """Redis refused this client: a wrong or missing password, or an ACL that does not allow a
-    command, key or channel the library needs (see the README's minimal ACL rule)."""
+    command, key or channel the library needs (see the minimal ACL rule on the docs' Security
+    page)."""
 
 
 #: redis-py's errors for a server that refuses this client (credentials, ACL).

@@ -39,9 +39,11 @@ class Serializer(Protocol):
     and ``dumps`` raises :class:`SerializationError` for a value it cannot hold (whatever the
     reason: a type it does not know, a cycle, a value nested too deeply)."""
 
-    def dumps(self, value: Any) -> bytes: ...
+    def dumps(self, value: Any) -> bytes:
+        """The bytes stored for ``value``; ``SerializationError`` when it cannot be held."""
 
-    def loads(self, data: bytes) -> Any: ...
+    def loads(self, data: bytes) -> Any:
+        """The value that ``dumps`` stored as ``data``."""
 
 
 class JsonSerializer:

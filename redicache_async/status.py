@@ -39,6 +39,8 @@ _VALUE_QUERIES: Final = (("PTTL",), ("HGET", "v"), ("HSTRLEN", "d"))
 
 @dataclass(frozen=True, slots=True)
 class CachedKey:
+    """A value cached in the namespace (by any client of it)."""
+
     key: str
     #: Seconds left; None when the value never expires.
     ttl: float | None
@@ -50,6 +52,8 @@ class CachedKey:
 
 @dataclass(frozen=True, slots=True)
 class HeldLock:
+    """A key's write lock: a fetch of it is running in some process."""
+
     key: str
     #: Seconds left before the lock expires unless its holder renews it.
     ttl: float | None
@@ -97,6 +101,8 @@ class TargetRecord:
 
 @dataclass(frozen=True, slots=True)
 class NamespaceStatus:
+    """What a namespace holds in Redis, across every process and host (``read_status``)."""
+
     namespace: str
     keys: tuple[CachedKey, ...]
     locks: tuple[HeldLock, ...]

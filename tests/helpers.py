@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from redis.asyncio.cluster import RedisCluster
 
+from redicache_async.testing import ServerNotFoundError, find_server_binary
 from redicache_async.topology import open_subscriber
 
 
@@ -275,3 +278,23 @@ def figures(reader: InMemoryMetricReader) -> Figures:
 
 def key(name: str, namespace: str, attributes: dict[str, str] | None = None) -> Key:
     return (name, frozenset({"redicache.namespace": namespace, **(attributes or {})}.items()))
+
+
+def server_binary(purpose: str) -> str:
+    """The server binary the harness runs; a skip, saying it could not ``purpose``, when there
+    is none but ``REDIS_URL`` names a server to test against instead."""
+    try:
+        return find_server_binary()
+    except ServerNotFoundError:
+        if os.environ.get("REDIS_URL"):
+            pytest.skip(f"no server binary to {purpose}; REDIS_URL is set")
+        raise
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process (not even a zombie waiting to be reaped) has this id."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

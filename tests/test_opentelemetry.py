@@ -25,13 +25,8 @@ from redicache_async import (
     Target,
     __version__,
 )
-from redicache_async.integrations.opentelemetry import (
-    _BUILDER_METRICS,
-    _CLIENT_METRICS,
-    METER_NAME,
-    CacheMetrics,
-    _Metric,
-)
+from redicache_async.integrations.opentelemetry import METER_NAME, CacheMetrics
+from redicache_async.integrations.opentelemetry.table import BUILDER_METRICS, CLIENT_METRICS, Metric
 from redicache_async.keys import KeySpace
 
 from .conftest import MakeCache
@@ -44,7 +39,7 @@ def of(found: Figures, namespace: str) -> Figures:
 
 
 def expected(
-    metrics: Iterable[_Metric], namespace: str, *stats: CacheStats | BuilderStats
+    metrics: Iterable[Metric], namespace: str, *stats: CacheStats | BuilderStats
 ) -> Figures:
     """What the table promises for these snapshots of one namespace: each field's sum."""
     return {
@@ -72,6 +67,15 @@ def metrics(provider: MeterProvider) -> Iterator[CacheMetrics]:
         yield metrics
 
 
+@pytest.fixture
+async def observed(make_cache: MakeCache, metrics: CacheMetrics) -> tuple[CacheClient, CacheClient]:
+    """Two started clients of the test's namespace, both observed by ``metrics``."""
+    a, b = await make_cache(), await make_cache()
+    metrics.observe(a)
+    metrics.observe(b)
+    return a, b
+
+
 async def fetch() -> dict[str, int]:
     return {"v": 1}
 
@@ -97,7 +101,7 @@ async def test_reads_are_reported_as_counted(
 
     found = figures(reader)
     # one client's figures per namespace would be those of its stats(); two are summed
-    assert of(found, namespace) == expected(_CLIENT_METRICS, namespace, a.stats(), b.stats())
+    assert of(found, namespace) == expected(CLIENT_METRICS, namespace, a.stats(), b.stats())
     assert found[key("redicache.client.fetches", namespace)] == 1
     assert found[key("redicache.client.hits", namespace, {"redicache.layer": "local"})] == 1
     assert found[key("redicache.client.hits", namespace, {"redicache.layer": "redis"})] == 1
@@ -115,15 +119,12 @@ async def test_reads_are_reported_as_counted(
 
 
 async def test_invalidations_are_reported_by_direction(
-    make_cache: MakeCache,
-    metrics: CacheMetrics,
+    observed: tuple[CacheClient, CacheClient],
     reader: InMemoryMetricReader,
     redis: aioredis.Redis,
     namespace: str,
 ) -> None:
-    a, b = await make_cache(), await make_cache()
-    metrics.observe(a)
-    metrics.observe(b)
+    a, b = observed
     await a.set("k", 1)
     await redis.publish(KeySpace(namespace).channel, b"not an event")
     await wait_until(
@@ -139,7 +140,7 @@ async def test_invalidations_are_reported_by_direction(
     assert found[key(name, namespace, {"redicache.direction": "sent"})] == 1
     assert found[key(name, namespace, {"redicache.direction": "received"})] == 2
     assert found[key(name, namespace, {"redicache.direction": "ignored"})] == 2
-    assert of(found, namespace) == expected(_CLIENT_METRICS, namespace, a.stats(), b.stats())
+    assert of(found, namespace) == expected(CLIENT_METRICS, namespace, a.stats(), b.stats())
 
 
 async def test_a_builders_builds_are_reported_from_any_thread(
@@ -156,7 +157,7 @@ async def test_a_builders_builds_are_reported_from_any_thread(
         assert stats.leading == 1
         # as a periodic reader collects: in a thread of its own
         found = await asyncio.to_thread(figures, reader)
-        assert of(found, namespace) == expected(_BUILDER_METRICS, namespace, stats)
+        assert of(found, namespace) == expected(BUILDER_METRICS, namespace, stats)
         builds = "redicache.builder.builds"
         assert found[key(builds, namespace, {"redicache.outcome": "success"})] == 1
         assert found[key(builds, namespace, {"redicache.outcome": "failure"})] == 0
@@ -191,7 +192,7 @@ async def test_counts_never_go_back_when_a_registration_goes(
 
 
 async def test_closed_forgotten_or_collected_sources_stop_being_reported(
-    make_cache: MakeCache,
+    observed: tuple[CacheClient, CacheClient],
     metrics: CacheMetrics,
     reader: InMemoryMetricReader,
     redis: aioredis.Redis,
@@ -199,9 +200,7 @@ async def test_closed_forgotten_or_collected_sources_stop_being_reported(
 ) -> None:
     writes = key("redicache.client.writes", namespace, {"redicache.outcome": "success"})
     entries = key("redicache.client.local.entry.count", namespace)
-    a, b = await make_cache(), await make_cache()
-    metrics.observe(a)
-    metrics.observe(b)
+    a, b = observed
     await a.set("x", 1)
     assert figures(reader)[writes] == 1
     assert figures(reader)[entries] == 1
@@ -233,9 +232,9 @@ async def test_every_field_is_exported(
     redis: aioredis.Redis,
     namespace: str,
 ) -> None:
-    tables: list[tuple[type[Any], tuple[_Metric, ...], str]] = [
-        (CacheStats, _CLIENT_METRICS, "redicache.client."),
-        (BuilderStats, _BUILDER_METRICS, "redicache.builder."),
+    tables: list[tuple[type[Any], tuple[Metric, ...], str]] = [
+        (CacheStats, CLIENT_METRICS, "redicache.client."),
+        (BuilderStats, BUILDER_METRICS, "redicache.builder."),
     ]
     for stats_type, table, prefix in tables:
         mapped = sorted(field for metric in table for field in metric.fields)
@@ -255,7 +254,7 @@ async def test_every_field_is_exported(
         metrics.observe(builder)
         found = figures(reader)
         client_stats, builder_stats = cache.stats(), builder.stats()
-        for stats, table in ((client_stats, _CLIENT_METRICS), (builder_stats, _BUILDER_METRICS)):
+        for stats, table in ((client_stats, CLIENT_METRICS), (builder_stats, BUILDER_METRICS)):
             for metric in table:
                 for field, attributes in metric.fields.items():
                     exported = found[key(metric.name, namespace, dict(attributes))]
@@ -266,7 +265,7 @@ async def test_every_field_is_exported(
         exported_metrics = {
             m.name: m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
         }
-        for metric in (*_CLIENT_METRICS, *_BUILDER_METRICS):
+        for metric in (*CLIENT_METRICS, *BUILDER_METRICS):
             exported_metric = exported_metrics[metric.name]
             assert exported_metric.unit == metric.unit
             assert exported_metric.description == metric.description
@@ -317,7 +316,7 @@ async def test_cache_metrics_on_one_provider_share_its_instruments(
     assert figures(reader) == {}
     with CacheMetrics(provider) as third:  # after every other closed
         third.observe(b)
-        assert of(figures(reader), b.namespace) == expected(_CLIENT_METRICS, b.namespace, b.stats())
+        assert of(figures(reader), b.namespace) == expected(CLIENT_METRICS, b.namespace, b.stats())
 
 
 async def test_observe_takes_live_clients_and_builders_only(

@@ -28,17 +28,14 @@ from redicache_async.testing import (
     free_port,
 )
 
+from .helpers import server_binary
+
 PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 @pytest.fixture(scope="module")
 def binary() -> str:
-    try:
-        return find_server_binary()
-    except ServerNotFoundError:
-        if os.environ.get("REDIS_URL"):
-            pytest.skip("no server binary to test the harness with; REDIS_URL is set")
-        raise
+    return server_binary("test the harness with")
 
 
 @pytest.fixture
@@ -391,7 +388,7 @@ def test_path_lookup_prefers_valkey_then_redis_then_explains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(ENV_SERVER_BINARY, raising=False)
-    monkeypatch.setattr(testing.server, "_embedded_binary", lambda: None)
+    monkeypatch.setattr(testing.binaries, "_embedded_binary", lambda: None)
     monkeypatch.setenv("PATH", str(tmp_path))
     valkey = executable(tmp_path / "valkey-server")
     redis = executable(tmp_path / "redis-server")

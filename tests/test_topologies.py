@@ -5,7 +5,6 @@ ones those clients then live through, and nothing is left running afterwards."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import textwrap
@@ -25,10 +24,10 @@ from redicache_async.testing import (
     ClusterServers,
     RedisServer,
     SentinelServers,
-    ServerNotFoundError,
     ServerStartError,
-    find_server_binary,
 )
+
+from .helpers import process_gone, server_binary
 
 pytestmark = pytest.mark.slow  # every test runs several server processes for seconds
 
@@ -41,12 +40,7 @@ CLIENT_CATCH_UP = 10.0
 
 @pytest.fixture(scope="module")
 def binary() -> str:
-    try:
-        return find_server_binary()
-    except ServerNotFoundError:
-        if os.environ.get("REDIS_URL"):
-            pytest.skip("no server binary to start set-ups with; REDIS_URL is set")
-        raise
+    return server_binary("start set-ups with")
 
 
 @pytest.fixture
@@ -96,14 +90,6 @@ async def eventually(action: Callable[[], Awaitable[T]], *, what: str) -> T:
             if time.monotonic() > deadline:
                 pytest.fail(f"{what}: still failing after {CLIENT_CATCH_UP:g} s: {error!r}")
         await asyncio.sleep(0.05)
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def pids_and_directories(servers: tuple[RedisServer, ...]) -> tuple[list[int], list[Path]]:

@@ -107,6 +107,7 @@ class CacheBuilder(Lifecycle):
 
     @property
     def namespace(self) -> str:
+        """The prefix of the keys and channels this builder writes (not of its targets)."""
         return self._shared.keys.namespace
 
     @property

@@ -66,7 +66,8 @@ class CacheClient(Loads, TargetReads):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
-    cache.start()`` / ``await cache.aclose()``). See the README for every option's meaning.
+    cache.start()`` / ``await cache.aclose()``). Every option's meaning and default:
+    https://redicache-async.readthedocs.io/reference/options/
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class CacheClient(Loads, TargetReads):
 
     @property
     def namespace(self) -> str:
+        """The prefix of every key and channel this client writes."""
         return self._keys.namespace
 
     async def start(self) -> None:
@@ -359,7 +361,8 @@ class CacheClient(Loads, TargetReads):
         ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
         ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
         function of the same arguments that returns the key. A closure that reads variables of
-        its enclosing function needs ``key=`` too. See :mod:`redicache_async.decorator`.
+        its enclosing function needs ``key=`` too. How keys are made:
+        https://redicache-async.readthedocs.io/how-to/decorator/
         """
         return cached(self, ttl, key=key)
 

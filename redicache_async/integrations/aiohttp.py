@@ -29,14 +29,17 @@ from aiohttp import web
 
 from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
+from redicache_async.handle import CacheHandle
 
-from ._resources import BuilderSetup, open_cache
+from ._resources import BuilderSetup, CacheSetup
 
 __all__ = ["BUILDER_KEY", "CACHE_KEY", "cache_context", "get_builder", "get_cache"]
 
 T = TypeVar("T")
 
+#: Where the app holds its ``CacheClient`` (``app[CACHE_KEY]``, or ``get_cache``).
 CACHE_KEY = web.AppKey("redicache_cache", CacheClient)
+#: Where the app holds its ``CacheBuilder``, when there is one (``get_builder``).
 BUILDER_KEY = web.AppKey("redicache_builder", CacheBuilder)
 
 
@@ -47,23 +50,20 @@ def cache_context(
     setup_builder: BuilderSetup | None = None,
     client_options: Mapping[str, Any] | None = None,
     builder_options: Mapping[str, Any] | None = None,
+    bind: CacheHandle | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context for ``app.cleanup_ctx.append(...)``.
 
     ``redis``: a ``redis.asyncio`` client (a ``Redis``, ``RedisCluster`` or Sentinel master,
     left open for you) or a URL (its client is made and closed here). ``client_options`` and
     ``builder_options`` are the keyword options of :class:`CacheClient` and
-    :class:`CacheBuilder`.
+    :class:`CacheBuilder`. ``bind``: a :class:`~redicache_async.CacheHandle` that functions
+    decorated at import time (``@handle.cached(...)``) answer through while the app runs.
     """
+    setup = CacheSetup(redis, namespace, setup_builder, client_options, builder_options, bind)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        async with open_cache(
-            redis,
-            namespace=namespace,
-            setup_builder=setup_builder,
-            client_options=client_options,
-            builder_options=builder_options,
-        ) as resources:
+        async with setup.open() as resources:
             app[CACHE_KEY] = resources.cache
             if resources.builder is not None:
                 app[BUILDER_KEY] = resources.builder

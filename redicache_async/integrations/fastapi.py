@@ -40,8 +40,9 @@ from starlette.requests import HTTPConnection
 
 from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
+from redicache_async.handle import CacheHandle
 
-from ._resources import BuilderSetup, open_cache
+from ._resources import BuilderSetup, CacheSetup
 
 __all__ = ["BuilderDep", "CacheDep", "cache_lifespan", "get_builder", "get_cache"]
 
@@ -57,24 +58,21 @@ def cache_lifespan(
     setup_builder: BuilderSetup | None = None,
     client_options: Mapping[str, Any] | None = None,
     builder_options: Mapping[str, Any] | None = None,
+    bind: CacheHandle | None = None,
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A lifespan for ``FastAPI(lifespan=...)`` or ``Starlette(lifespan=...)``.
 
     ``redis``: a ``redis.asyncio`` client (a ``Redis``, ``RedisCluster`` or Sentinel master,
     left open for you) or a URL (its client is made and closed here). ``client_options`` and
     ``builder_options`` are the keyword options of :class:`CacheClient` and
-    :class:`CacheBuilder`.
+    :class:`CacheBuilder`. ``bind``: a :class:`~redicache_async.CacheHandle` that functions
+    decorated at import time (``@handle.cached(...)``) answer through while the app runs.
     """
+    setup = CacheSetup(redis, namespace, setup_builder, client_options, builder_options, bind)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        async with open_cache(
-            redis,
-            namespace=namespace,
-            setup_builder=setup_builder,
-            client_options=client_options,
-            builder_options=builder_options,
-        ) as resources:
+        async with setup.open() as resources:
             yield {CACHE_STATE: resources.cache, BUILDER_STATE: resources.builder}
 
     return lifespan
@@ -104,4 +102,6 @@ async def get_builder(connection: HTTPConnection) -> CacheBuilder:
 
 
 CacheDep = Annotated[CacheClient, Depends(get_cache)]
+"""A handler parameter annotated ``cache: CacheDep`` receives the app's ``CacheClient``."""
 BuilderDep = Annotated[CacheBuilder, Depends(get_builder)]
+"""A handler parameter annotated ``builder: BuilderDep`` receives the app's ``CacheBuilder``."""

@@ -58,22 +58,28 @@ Building blocks for set-ups of your own: ``extra_args`` (e.g. ``["--cluster-enab
 or ``["--sentinel"]``), ``config`` (text of a config file written to the server's directory
 and passed first, as Sentinel requires), :func:`free_port` and :func:`find_cli_binary`
 (``valkey-cli``/``redis-cli``, e.g. for ``--cluster create``).
+
+The modules, one idea each: ``server`` (one process: :class:`RedisServer`, :class:`ServerTLS`),
+``binaries`` (which binary, what version), ``ports`` (:func:`free_port`), ``resp`` (the one
+small client that the readiness checks and the set-ups' launchers share), ``cluster`` and
+``cluster_health`` (:class:`ClusterServers`, and what its nodes say of it), ``sentinel``
+(:class:`SentinelServers`), ``_control`` (what the set-ups share: lifecycle, commands to a node,
+waiting for them to settle), ``_lifecycle`` (start, stop, and ``with``), and ``dev_server``
+(``python -m redicache_async server``).
 """
 
 from ._control import Failover
-from .cluster import ClusterServers
-from .sentinel import SentinelServers
-from .server import (
+from .binaries import (
     ENV_SERVER_BINARY,
-    RedisServer,
     ServerNotFoundError,
-    ServerStartError,
-    ServerTLS,
     find_cli_binary,
     find_server_binary,
-    free_port,
     server_version,
 )
+from .cluster import ClusterServers
+from .ports import free_port
+from .sentinel import SentinelServers
+from .server import RedisServer, ServerStartError, ServerTLS
 
 __all__ = [
     "ENV_SERVER_BINARY",

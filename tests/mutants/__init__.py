@@ -1,7 +1,7 @@
 """Mutation testing of the library's promises: ``python -m tests.mutants`` (``nox -s mutants``).
 
 Each mutant in :mod:`tests.mutants.catalogue` is one small edit to the library that removes one
-behaviour promised by DESIGN.md or by the README's semantics table. :mod:`tests.mutants.run`
+behaviour promised by DESIGN.md or by docs/reference/semantics.md. :mod:`tests.mutants.run`
 applies each edit to a throw-away copy of the project, runs the tests that should notice, and
 fails unless every mutant is killed. A curated list rather than mutmut or cosmic-ray: their
 mutants are generated blindly (most of them change nothing a promise rests on) and each one

@@ -1,5 +1,5 @@
 """The mutants: one small edit each, removing one promise of DESIGN.md ("D2" is its behaviour 2)
-or of a row of the README's semantics table ("S: fetch raises").
+or of a row of the semantics table in ``docs/reference/semantics.md`` ("S: fetch raises").
 
 Each names the tests that must notice (pytest node ids, run in that order with ``-x``). Keep
 snippets short, one line where it is unique in its file: when the code moves on, a snippet that
@@ -52,6 +52,7 @@ _T_COHERENCE = "tests/test_coherence.py"
 _T_CLAIMS = "tests/test_claims.py"
 _T_FAILOVER = "tests/test_failover.py"
 _T_SECURITY = "tests/faults/test_security.py"
+_T_HANDLE = "tests/test_handle.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -1013,5 +1014,32 @@ MUTANTS: tuple[Mutant, ...] = (
         before="        if self._subscribed.is_set():\n            return tls_error(exc)",
         after="        if False:\n            return tls_error(exc)",
         tests=_t(_T_CLIENT, "test_a_listener_that_was_subscribed_reconnects_without_a_tls_probe"),
+    ),
+    # -- a handle answers only while its app runs ------------------------------------------------
+    Mutant(
+        id="lifespan-leaves-handle-unbound",
+        promise="S: a function decorated through a CacheHandle",
+        removes="the lifespan binding the handle to the client it opened",
+        file="redicache_async/integrations/_resources.py",
+        before="            bind.bind(cache)\n",
+        after="            pass\n",
+        tests=_t(
+            _T_HANDLE,
+            "test_fastapi_lifespan_binds_the_handle_while_the_app_runs",
+            "test_aiohttp_cleanup_context_binds_the_handle_while_the_app_runs[single]",
+        ),
+    ),
+    Mutant(
+        id="handle-outlives-its-client",
+        promise="S: a function decorated through a CacheHandle",
+        removes="the unbinding of a handle before its client closes",
+        file="redicache_async/integrations/_resources.py",
+        before="            stack.callback(bind.unbind)",
+        after="            pass",
+        tests=_t(
+            _T_HANDLE,
+            "test_fastapi_lifespan_binds_the_handle_while_the_app_runs",
+            "test_aiohttp_cleanup_context_binds_the_handle_while_the_app_runs[single]",
+        ),
     ),
 )
