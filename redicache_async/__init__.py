@@ -6,6 +6,40 @@ every process that shares a Redis.
   instance and swapped in atomically.
 - :class:`CacheHandle`: a client known at import time and opened later (in a lifespan), so
   that module-level functions can be decorated with ``@handle.cached(...)``.
+
+The code is in five layers. A module imports only from its own layer or a lower one, never in
+a cycle, and never another module's private (``_``) names; ``tests/test_layers.py`` reads the
+map below and checks every import of every module against it::
+
+    faces:       __init__ __main__ handle status_report integrations.* demo.*
+    engines:     client.* builder.*
+    mechanisms:  locks gateway election targets decorator call_keys status
+    primitives:  leases listener invalidation replay orphans breaker failover batching tasks
+                 lifecycle fetching cancellation
+    leaves:      local keys scripts errors stats validation serializers topology tls logs
+                 backoff replies testing.*
+
+- faces: the public names (here), ``handle.py`` (a client named at import time, bound
+  later), ``python -m redicache_async`` (demo, status report, development server), the web
+  framework and OpenTelemetry integrations.
+- engines: ``client/`` is :class:`CacheClient`: ``cache.py`` its options, life and public
+  operations, ``loads.py`` the read path (read, lock, fetch, write, wait, answer without
+  Redis), ``target_reads.py`` reads of builder targets, ``coherence.py`` what may be kept
+  locally, ``state.py`` the attributes they share. ``builder/`` is :class:`CacheBuilder`:
+  ``registry.py`` the registrations, ``refresh.py`` one registration's loop and builds,
+  ``spec.py`` their settings and status.
+- mechanisms, shared by both engines where they do the same: ``locks.py`` (single-flight,
+  wake-ups, the lock manager that makes and releases claims), ``gateway.py`` (every Redis
+  command: deadline, circuit breaker, outage classification), ``election.py`` (leadership per
+  registration), ``targets.py`` (target types, atomic swap), ``decorator.py``
+  (``@cache.cached``, over a client's public operations) with ``call_keys.py`` (its default
+  key of a call), ``status.py`` (a namespace read for operators).
+- primitives: one claim (``leases.py``), the pub/sub listener and its codec and replay, the
+  orphaned claims, the circuit breaker, the cluster failover watch, read batching, owned tasks,
+  the open/close life, calling fetch functions, cancellation-safe deadlines.
+- leaves: the local layer, key names, Lua scripts, errors, counters, argument checks,
+  serializers, topology and TLS facts, throttled logs, jittered back-off, reply decoding, and
+  ``testing`` (real servers for tests).
 """
 
 from __future__ import annotations

@@ -14,24 +14,50 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .cancellation import bounded
+from .backoff import Backoff, jittered
 from .errors import REDIS_FAILURES, RedisUnavailableError, describe_error
+from .gateway import RedisGateway
 from .invalidation import OP_BUILT, OP_RESIGN, event_prefix, plain_event
 from .keys import KeySpace
 from .leases import Lease
-from .locks import wait_event
+from .locks import LockManager, wait_event
 from .logs import Throttle
-from .orphans import OrphanedClaims
+from .replies import text
 from .scripts import Scripts
 
-__all__ = ["Elected", "Leadership"]
+__all__ = ["Elected", "Electorate", "Leadership"]
 
 logger = logging.getLogger("redicache_async")
 
-_FIRST_BACKOFF: Final = 0.05
-_MAX_BACKOFF: Final = 2.0
-#: A follower's wait past the lease's expiry, so that it asks just after the lease is gone.
+#: A failed campaign is retried after 0.05 s, backing off (jittered) up to 2 s.
+_RETRIES: Final = (0.05, 2.0)
+#: A follower's wait past the lease's expiry, so that it asks just after the lease is gone,
+#: and the spread added to it, so that the followers of a crashed leader do not all ask at once.
 _EXPIRY_MARGIN: Final = 0.002
+_EXPIRY_SPREAD: Final = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Electorate:
+    """What every registration of one builder campaigns with."""
+
+    #: The builder's Redis, and the deadline (``redis_timeout``) of every call to it.
+    gateway: RedisGateway
+    scripts: Scripts
+    keys: KeySpace
+    #: How an instance names itself as a leader in Redis (``host:pid:random``).
+    leader_id: str
+    #: The instance's id in the events it publishes.
+    origin: str
+    lease_ttl: float
+
+    @property
+    def redis(self) -> Any:
+        return self.gateway.redis
+
+    @property
+    def redis_timeout(self) -> float:
+        return self.gateway.timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,43 +72,31 @@ class Elected:
     spec: str
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Leadership:
     """Elects, resigns and records builds for registration ``name``."""
 
-    def __init__(
-        self,
-        redis: Any,
-        scripts: Scripts,
-        keys: KeySpace,
-        name: str,
-        *,
-        ttl: float,
-        timeout: float,
-        leader_id: str,
-    ) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keys
+    def __init__(self, electorate: Electorate, name: str) -> None:
+        self._electorate = electorate
         self._name = name
-        self._ttl = ttl
-        self._timeout = timeout
-        self._leader_id = leader_id
-        self._lease_key = keys.lease(name)
-        self._state_key = keys.state(name)
-        # A campaign whose reply was lost may have taken the lease all the same: release it
-        # (announced) once Redis answers, rather than leave the registration leaderless for
-        # a whole lease.
-        self._orphans = OrphanedClaims(self._release_orphan)
+        self._lease_key = electorate.keys.lease(name)
+        self._state_key = electorate.keys.state(name)
+        # A campaign whose reply was lost may have taken the lease all the same: its orphans
+        # release it (announced) once Redis answers, rather than leave the registration
+        # leaderless for a whole lease.
+        self._locks = LockManager(
+            electorate.redis,
+            electorate.scripts,
+            self._release_claim,
+            ttl=electorate.lease_ttl,
+            timeout=electorate.redis_timeout,
+            noun="lease",
+        )
         self._log = Throttle()
 
     async def aclose(self) -> None:
         """Stop, after a last bounded round of releases of the campaigns whose reply was lost
         (a campaign cancelled on the wire among them)."""
-        await self._orphans.aclose(last_round=self._timeout)
+        await self._locks.aclose(last_round=self._electorate.redis_timeout)
 
     async def elect(
         self, wake: asyncio.Event, on_built: Callable[[int], None]
@@ -94,79 +108,67 @@ class Leadership:
         the newest build started (``on_built``, server ms).
         """
         failures = 0
+        delays = Backoff(*_RETRIES)
         while True:
             wake.clear()
             # A fresh token per term: nothing of an older term can release this one. A renewal
             # may take up to a third of the lease (two thirds of it are still left by then), so
             # that a busy event loop does not make a healthy leader resign.
-            lease = Lease(
-                self._redis, self._scripts, self._lease_key, ttl=self._ttl, timeout=self._ttl / 3
-            )
+            lease = self._locks.lease(self._lease_key, timeout=self._electorate.lease_ttl / 3)
             try:
-                reply = await bounded(
-                    self._scripts.acquire_leader(
+                reply = await self._electorate.gateway.bounded(
+                    self._electorate.scripts.acquire_leader(
                         keys=[self._lease_key, self._state_key],
-                        args=[lease.token, lease.ttl_ms, self._leader_id],
-                    ),
-                    self._timeout,
+                        args=[lease.token, lease.ttl_ms, self._electorate.leader_id],
+                    )
                 )
             except asyncio.CancelledError:
-                self._orphans.add(self._name, lease.key, lease.token)  # it may have run
+                self._locks.unanswered(None, self._name, lease.key, lease.token)  # it may have run
                 raise
             except REDIS_FAILURES as exc:
-                self._orphans.add(self._name, lease.key, lease.token)
+                self._locks.unanswered(exc, self._name, lease.key, lease.token)
                 failures += 1
                 if failures == 1:
                     logger.warning(
                         "electing a leader for %r failed: %s", self._name, describe_error(exc)
                     )
-                pause = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** min(failures, 8))
+                pause = delays.next()
             else:
                 failures = 0
+                delays.reset()
                 if int(reply[0]) == 1:
-                    built_at = _text(reply[3])
+                    built_at = text(reply[3])
                     return lease, Elected(
-                        epoch=_text(reply[1]),
+                        epoch=text(reply[1]),
                         now_ms=int(reply[2]),
                         built_at_ms=int(built_at) if built_at else None,
-                        spec=_text(reply[4]),
+                        spec=text(reply[4]),
                     )
-                if _text(reply[2]):
-                    on_built(int(_text(reply[2])))
+                if text(reply[2]):
+                    on_built(int(text(reply[2])))
                 pttl = int(reply[1])
                 # -1: a lease without expiry (set by hand); check again a lease later.
-                pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._ttl
-            await wait_event(wake, min(pause, self._ttl))
+                pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._electorate.lease_ttl
+                pause = jittered(pause, _EXPIRY_SPREAD)
+            await wait_event(wake, min(pause, self._electorate.lease_ttl))
 
-    async def _release_orphan(self, name: str, lease_key: str, token: str) -> bool:
-        lease = Lease(
-            self._redis, self._scripts, lease_key, ttl=self._ttl, timeout=self._timeout, token=token
-        )
-        event = plain_event(OP_RESIGN, name, "orphan")
+    async def _release_claim(self, name: str, lease_key: str, token: str) -> bool:
+        event = plain_event(OP_RESIGN, name, self._electorate.origin)
+        lease = self._locks.lease(lease_key, token)
         try:
-            return await lease.release(channel=self._keys.builder_channel, event=event)
+            return await lease.release(channel=self._electorate.keys.builder_channel, event=event)
         except REDIS_FAILURES as exc:
             raise RedisUnavailableError(describe_error(exc)) from exc
 
-    async def resign(self, lease: Lease, origin: str) -> None:
-        """Release the lease if still ours and announce it, so a follower takes over now."""
-        event = plain_event(OP_RESIGN, self._name, origin)
-        try:
-            await bounded(
-                lease.release(channel=self._keys.builder_channel, event=event), self._timeout
-            )
-        except asyncio.CancelledError:
-            self._orphans.add(self._name, lease.key, lease.token)  # released by aclose()
-            raise
-        except REDIS_FAILURES as exc:
-            self._orphans.add(self._name, lease.key, lease.token)
-            logger.warning("could not release the lease of %r: %s", self._name, describe_error(exc))
+    async def resign(self, lease: Lease) -> None:
+        """Release the lease if still ours and announce it, so a follower takes over now (or,
+        when Redis does not answer, once it does: see :class:`LockManager`)."""
+        await self._locks.release(self._name, lease.key, lease.token)
 
     async def record(
         self,
         lease: Lease,
         *,
-        origin: str,
         interval: float,
         duration: float = 0.0,
         spec: str = "",
@@ -175,23 +177,22 @@ class Leadership:
         """Note a build's outcome in the registration's state, for the next leader's schedule
         and for operators, and announce a success to the followers. Best effort: a failure
         only costs an early rebuild after a takeover."""
-        outcome, text = ("error", error) if error is not None else ("ok", spec)
-        announce = event_prefix(OP_BUILT, self._name, origin)
+        outcome, detail = ("error", error) if error is not None else ("ok", spec)
+        announce = event_prefix(OP_BUILT, self._name, self._electorate.origin)
         try:
-            await bounded(
-                self._scripts.record_build(
+            await self._electorate.gateway.bounded(
+                self._electorate.scripts.record_build(
                     keys=[self._lease_key, self._state_key],
                     args=[
                         lease.token,
                         outcome,
                         round(duration * 1000),
-                        text,
-                        self._keys.builder_channel,
+                        detail,
+                        self._electorate.keys.builder_channel,
                         announce,
                         repr(interval),
                     ],
-                ),
-                self._timeout,
+                )
             )
         except REDIS_FAILURES as exc:
             self._log.log(

@@ -15,19 +15,19 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = [
-    "BuildError",
-    "ClientClosedError",
-    "FetchTimeout",
+__all__ = [  # noqa: RUF022 - the hierarchy's order, root first
+    "RedicacheError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "InvalidResultError",
-    "RedicacheError",
+    "SerializationError",
+    "RegenerationInProgress",
+    "FetchTimeout",
+    "ClientClosedError",
+    "RedisUnavailableError",
     "RedisConfigurationError",
     "RedisPermissionError",
-    "RedisUnavailableError",
-    "RegenerationInProgress",
-    "SerializationError",
+    "BuildError",
     "UnknownRegistrationError",
     "describe_error",
 ]

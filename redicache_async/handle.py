@@ -21,13 +21,11 @@ are refused rather than made to share a cache without knowing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from .client import CacheClient
 from .decorator import CachedFunction, cached
 from .errors import ClientClosedError, InvalidArgumentError, InvalidArgumentTypeError
-
-if TYPE_CHECKING:
-    from .client import CacheClient
 
 __all__ = ["CacheHandle"]
 
@@ -62,8 +60,6 @@ class CacheHandle:
     def bind(self, client: CacheClient) -> None:
         """Answer through ``client`` from now on (``cache_lifespan(..., bind=handle)`` and
         ``cache_context(..., bind=handle)`` do this once the client has started)."""
-        from .client import CacheClient  # the client's module imports this one's decorator
-
         if not isinstance(client, CacheClient):
             raise InvalidArgumentTypeError(
                 f"a CacheHandle binds a CacheClient, not {type(client).__name__}"
@@ -94,9 +90,10 @@ class CacheHandle:
     def delete(self, key: str) -> Awaitable[None]:
         return self.client.delete(key)
 
-    def _local_value(self, key: str) -> Any:
+    def local_value(self, key: str) -> Any:
+        """The bound client's :meth:`~CacheClient.local_value` (None while unbound)."""
         client = self._client
-        return None if client is None else client._local_value(key)
+        return None if client is None else client.local_value(key)
 
     def _unbound(self) -> ClientClosedError:
         return ClientClosedError(

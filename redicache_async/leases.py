@@ -17,6 +17,7 @@ from typing import Any
 from .cancellation import bounded, cancel_and_wait
 from .errors import REDIS_FAILURES, describe_error
 from .scripts import Scripts
+from .validation import seconds_to_ms
 
 __all__ = ["Lease", "new_token"]
 
@@ -51,7 +52,7 @@ class Lease:
 
     @property
     def ttl_ms(self) -> int:
-        return max(1, round(self.ttl * 1000))
+        return seconds_to_ms(self.ttl)
 
     async def acquire(self) -> bool:
         command = self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms)

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+from .backoff import Backoff
 from .cancellation import bounded, cancel_and_wait
 from .errors import (
     REDIS_FAILURES,
@@ -30,6 +31,9 @@ from .topology import first_attempt, open_subscriber
 __all__ = ["InvalidationListener"]
 
 logger = logging.getLogger("redicache_async")
+
+#: The shortest pause before reconnecting; pauses grow (jittered) to ``max_backoff``.
+_FIRST_BACKOFF: Final = 0.025
 
 
 class InvalidationListener:
@@ -113,7 +117,7 @@ class InvalidationListener:
         self.connected = False
 
     async def _run(self) -> None:
-        backoff = 0.05
+        delays = Backoff(_FIRST_BACKOFF, self._max_backoff)
         attempt = first_attempt()
         while True:
             try:
@@ -142,10 +146,9 @@ class InvalidationListener:
                 logger.exception("invalidation listener failed; reconnecting")
             attempt += 1
             if self._subscribed.is_set():
-                backoff = 0.05
+                delays.reset()
                 self._subscribed.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._max_backoff)
+            await asyncio.sleep(delays.next())
             self.reconnects += 1
 
     async def _diagnose(self, exc: BaseException) -> RedisConfigurationError | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
@@ -22,25 +23,22 @@ __all__ = ["LocalEntry", "LocalKey", "LocalLayer"]
 _NEVER = math.inf
 
 
+@dataclass(slots=True, eq=False)
 class LocalEntry:
-    __slots__ = ("expires_at", "size", "stale_until", "value", "version")
-
-    def __init__(
-        self, value: Any, version: int, size: int, expires_at: float, stale_until: float
-    ) -> None:
-        self.value = value
-        self.version = version
-        self.size = size
-        #: ``time.monotonic()`` deadline taken from the Redis TTL (``inf``: no expiry).
-        self.expires_at = expires_at
-        #: Until when an expired entry may still be served as a fail-safe.
-        self.stale_until = stale_until
+    value: Any
+    version: int
+    #: Bytes of the serialized value, for the layer's budget.
+    size: int
+    #: ``time.monotonic()`` deadline taken from the Redis TTL (``inf``: no expiry).
+    expires_at: float
+    #: Until when an expired entry may still be served as a fail-safe.
+    stale_until: float
 
 
 class LocalLayer:
     """LRU bounded by entry count and by the bytes of the values' serialized form."""
 
-    __slots__ = ("_entries", "bytes", "evictions", "max_bytes", "max_entries", "trusted")
+    __slots__ = ("_entries", "bytes", "evictions", "hits", "max_bytes", "max_entries", "trusted")
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
@@ -48,6 +46,8 @@ class LocalLayer:
         self._entries: OrderedDict[LocalKey, LocalEntry] = OrderedDict()
         self.bytes = 0
         self.evictions = 0
+        #: Lookups answered by :meth:`fresh` (the owner's local hits).
+        self.hits = 0
         #: False while invalidations may be missed: then no entry is fresh.
         self.trusted = True
 
@@ -55,7 +55,8 @@ class LocalLayer:
         return len(self._entries)
 
     def fresh(self, key: LocalKey) -> LocalEntry | None:
-        """The entry for ``key`` if it has not expired; marks it most recently used."""
+        """The entry for ``key`` if it has not expired (a hit: counted in :attr:`hits`); marks
+        it most recently used."""
         entry = self._entries.get(key)
         if entry is None or not self.trusted:
             return None
@@ -63,7 +64,15 @@ class LocalLayer:
             if entry.stale_until <= monotonic():
                 self._remove(key, entry)
             return None
+        self.hits += 1
         self._entries.move_to_end(key)
+        return entry
+
+    def peek(self, key: LocalKey) -> LocalEntry | None:
+        """:meth:`fresh` without counting a hit: a look for tests and diagnostics."""
+        hits = self.hits
+        entry = self.fresh(key)
+        self.hits = hits
         return entry
 
     def stale(self, key: LocalKey) -> LocalEntry | None:

@@ -1,4 +1,5 @@
-"""Coordination of loads: one per key in this process, one per key across processes.
+"""Coordination of loads and claims: one load per key in this process, one holder per key
+across processes.
 
 - :class:`SingleFlight` runs one task per key and lets every concurrent caller await it. The task
   belongs to the client's task group, not to the first caller, so a caller that is cancelled
@@ -6,17 +7,29 @@
   it goes on for the callers that joined it, and later callers start afresh.
 - :class:`Wakeups` lets a coroutine that waits on another process's lock sleep until the event
   that announces the key's new value (or the lock's release) arrives from the listener.
+- :class:`LockManager` makes an engine's claims (the client's write locks, a builder's
+  leadership leases) and releases them, announced, on every path; a claim whose fate is unknown
+  (its reply or its release lost) goes to the orphans, released once Redis answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
+from .breaker import CircuitOpenError
+from .errors import RedicacheError, RedisUnavailableError, describe_error
+from .leases import Lease
+from .orphans import OrphanedClaims, Release
+from .scripts import Scripts
 from .tasks import OwnedTasks
 
-__all__ = ["SingleFlight", "Wakeups", "wait_event"]
+__all__ = ["LockManager", "SingleFlight", "Wakeups", "wait_event"]
+
+logger = logging.getLogger("redicache_async")
 
 T = TypeVar("T")
 
@@ -97,3 +110,68 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
             return False
     event.clear()
     return True
+
+
+class LockManager:
+    """An engine's claims on Redis keys: :meth:`lease` makes one, :meth:`release` ends it.
+
+    ``release_claim(key, lock_key, token)`` deletes a claim if it is still held with ``token``
+    and announces that (True), or finds it is not (False); it raises
+    :class:`RedisUnavailableError` when Redis did not answer, another :class:`RedicacheError`
+    when Redis refused. ``noun`` names the claims in logs ("lock", "lease").
+    """
+
+    __slots__ = ("_new_lease", "_noun", "_release_claim", "orphans")
+
+    def __init__(
+        self,
+        redis: Any,
+        scripts: Scripts,
+        release_claim: Release,
+        *,
+        ttl: float,
+        timeout: float,
+        noun: str,
+    ) -> None:
+        self._new_lease = functools.partial(Lease, redis, scripts, ttl=ttl, timeout=timeout)
+        self._release_claim, self._noun = release_claim, noun
+        #: Claims that may be held without anyone knowing: released in the background.
+        self.orphans = OrphanedClaims(release_claim)
+
+    def lease(self, lock_key: str, token: str | None = None, *, timeout: float = 0.0) -> Lease:
+        """A claim on ``lock_key`` for the manager's ttl (``token``: one already sent), its
+        commands bounded by ``timeout`` (default: the manager's)."""
+        if timeout:
+            return self._new_lease(lock_key, token=token, timeout=timeout)
+        return self._new_lease(lock_key, token=token)
+
+    async def release(self, key: str, lock_key: str, token: str) -> None:
+        """Release the claim and announce it, so waiters elsewhere move at once. Should this be
+        cancelled (it runs in clean-ups, which a close may cancel again) or go unanswered, the
+        claim is left to the orphans, whose last round runs before the owner's close returns."""
+        try:
+            await self._release_claim(key, lock_key, token)
+        except asyncio.CancelledError:
+            self.orphans.add(key, lock_key, token)
+            raise
+        except RedisUnavailableError as exc:
+            self.orphans.add(key, lock_key, token)
+            logger.warning(
+                "could not release the %s on %r yet: %s", self._noun, key, describe_error(exc)
+            )
+        except RedicacheError as exc:
+            logger.warning(
+                "could not release the %s on %r (it will expire): %s",
+                self._noun,
+                key,
+                describe_error(exc),
+            )
+
+    def unanswered(self, exc: BaseException | None, key: str, lock_key: str, token: str) -> None:
+        """A claim got no answer (``exc``; None: cancelled): the command may have reached Redis
+        all the same, unless the circuit breaker stopped it before it was sent."""
+        if not isinstance(exc, CircuitOpenError):
+            self.orphans.add(key, lock_key, token)
+
+    async def aclose(self, *, last_round: float) -> None:
+        await self.orphans.aclose(last_round=last_round)

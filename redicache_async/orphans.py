@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from .backoff import Backoff
 from .cancellation import cancel_and_wait
 from .errors import RedicacheError
 
-__all__ = ["OrphanedClaims"]
+__all__ = ["OrphanedClaims", "Release"]
 
 logger = logging.getLogger("redicache_async")
 
@@ -31,7 +32,7 @@ logger = logging.getLogger("redicache_async")
 #: (or no longer) held with that token; raises RedicacheError when Redis did not answer.
 Release = Callable[[str, str, str], Awaitable[bool]]
 
-_FIRST_RETRY: Final = 0.05
+_FIRST_RETRY: Final = 0.025
 _MAX_RETRY: Final = 0.5
 
 
@@ -85,10 +86,9 @@ class OrphanedClaims:
         self._claims.clear()
 
     async def _release_all(self) -> None:
-        delay = _FIRST_RETRY
+        delays = Backoff(_FIRST_RETRY, _MAX_RETRY)
         while self._claims:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_RETRY)
+            await asyncio.sleep(delays.next())
             for claim in list(self._claims.values()):
                 try:
                     released = await self._release(claim.key, claim.lock_key, claim.token)

@@ -30,19 +30,29 @@ local function announce(stream, channel, event)
 end
 """
 
+# Versions and epochs: the server clock ``t`` (a TIME reply) in microseconds, bumped past
+# ``old`` (a stored version, or false/nil) so that they only grow. Returned as text (Lua prints
+# large numbers with an exponent otherwise).
+_BUMP = """
+local function bump(old, t)
+  local v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  old = tonumber(old)
+  if old and old >= v then v = old + 1 end
+  return string.format('%.0f', v)
+end
+"""
+
 # A version newer than both the server clock and what the hash already holds. A key of another
 # type (written by hand, or by an older release) is replaced rather than failing the write.
 _NEXT_VERSION = """
-local t = redis.call('TIME')
-local v = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local kind = redis.call('TYPE', KEYS[1])['ok']
+local old = false
 if kind == 'hash' then
-  local old = tonumber(redis.call('HGET', KEYS[1], 'v'))
-  if old and old >= v then v = old + 1 end
+  old = redis.call('HGET', KEYS[1], 'v')
 elseif kind ~= 'none' then
   redis.call('DEL', KEYS[1])
 end
-local version = string.format('%.0f', v)
+local version = bump(old, redis.call('TIME'))
 """
 
 # Read scripts start with this line. A script declared with a shebang (and without the
@@ -106,6 +116,7 @@ end
 # Returns the new version, or nil when the lock was lost.
 WRITE = (
     _ANNOUNCE
+    + _BUMP
     + _CHECK_TTL
     + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
@@ -130,6 +141,7 @@ return version
 # version.
 DELETE = (
     _ANNOUNCE
+    + _BUMP
     + _NEXT_VERSION
     + """
 redis.call('DEL', KEYS[1], KEYS[2])
@@ -162,20 +174,20 @@ return 0
 # bumped past the previous epoch, so every new term's epoch is higher than every older one.
 # Returns {1, epoch, now_ms, built_at_ms or '', spec or ''} when elected, else
 # {0, lease pttl, built_at_ms or ''}.
-ACQUIRE_LEADER = """
+ACQUIRE_LEADER = (
+    _BUMP
+    + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {0, redis.call('PTTL', KEYS[1]), redis.call('HGET', KEYS[2], 'built_at') or ''}
 end
 local t = redis.call('TIME')
-local epoch = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local old = tonumber(redis.call('HGET', KEYS[2], 'epoch'))
-if old and old >= epoch then epoch = old + 1 end
+local epoch = bump(redis.call('HGET', KEYS[2], 'epoch'), t)
 local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-epoch = string.format('%.0f', epoch)
 redis.call('HSET', KEYS[2], 'epoch', epoch, 'leader', ARGV[3], 'elected_at', now)
 return {1, epoch, now, redis.call('HGET', KEYS[2], 'built_at') or '',
         redis.call('HGET', KEYS[2], 'spec') or ''}
 """
+)
 
 # KEYS[1]: lease, KEYS[2]: state. ARGV[1]: token, ARGV[2]: 'ok' or 'error', ARGV[3]: the build's
 # duration in ms, ARGV[4]: the spec (ok) or the error text, ARGV[5]: channel, ARGV[6]: the prefix
@@ -208,6 +220,7 @@ return 1
 # Returns {1, version...}, {0, reason} when fenced off, {2, reason} when a copy is incomplete.
 SWAP_TARGETS = (
     _ANNOUNCE
+    + _BUMP
     + """
 local n = math.floor(#KEYS / 3)
 if ARGV[1] ~= '' and redis.call('GET', KEYS[3*n+1]) ~= ARGV[1] then
@@ -226,7 +239,6 @@ for i = 1, n do
   end
 end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local reply = {1}
 for i = 1, n do
   local temp, target, meta = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
@@ -236,10 +248,7 @@ for i = 1, n do
   else
     redis.call('DEL', temp, target)
   end
-  local v = now
-  local old = tonumber(redis.call('HGET', meta, 'v'))
-  if old and old >= v then v = old + 1 end
-  local version = string.format('%.0f', v)
+  local version = bump(redis.call('HGET', meta, 'v'), t)
   redis.call('HSET', meta, 'epoch', ARGV[2], 'v', version, 'type', ARGV[3*i+2],
              'n', ARGV[3*i+3], 'name', ARGV[4])
   announce(KEYS[3*n+2], ARGV[3], ARGV[3*i+4] .. version .. '}')

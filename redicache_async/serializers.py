@@ -8,7 +8,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import SerializationError
+from .errors import InvalidArgumentTypeError, SerializationError
 
 _orjson_loads: Callable[[bytes], Any] | None
 try:  # optional (``pip install "redicache-async[orjson]"``): decodes about 3x faster
@@ -24,7 +24,13 @@ except ImportError:  # pragma: no cover - depends on the environment
 _DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))  # digit: "0"
 _LONG_NUMBER = b"0" * 19
 
-__all__ = ["JsonSerializer", "MsgpackSerializer", "PickleSerializer", "Serializer"]
+__all__ = [
+    "JsonSerializer",
+    "MsgpackSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "check_serializer",
+]
 
 
 @runtime_checkable
@@ -157,3 +163,12 @@ class PickleSerializer:
 
     def loads(self, data: bytes) -> Any:
         return pickle.loads(data)
+
+
+def check_serializer(serializer: object) -> Serializer:
+    """An engine's ``serializer`` option: JSON when None."""
+    if serializer is None:
+        return JsonSerializer()
+    if not isinstance(serializer, Serializer):
+        raise InvalidArgumentTypeError("serializer must have dumps(value) and loads(bytes)")
+    return serializer

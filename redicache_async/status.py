@@ -17,6 +17,7 @@ from typing import Any, Final
 from redis.exceptions import ResponseError
 
 from .keys import KeySpace
+from .replies import text
 from .validation import check_count
 
 __all__ = [
@@ -262,7 +263,7 @@ def _fields(reply: Any) -> dict[str, str]:
 
 
 def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return text(value, errors="replace")  # an operator's view: never fails on a stray byte
 
 
 def _int(value: Any) -> int | None:

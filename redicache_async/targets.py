@@ -30,14 +30,17 @@ from .errors import (
 )
 from .invalidation import OP_TARGET, event_prefix
 from .keys import KeySpace, validate_key
+from .replies import text
 from .scripts import Scripts
 from .topology import is_cluster
+from .validation import check_instances
 
 __all__ = [
     "Deposed",
     "Prepared",
     "Target",
     "TargetType",
+    "check_targets",
     "decode_target",
     "describe",
     "empty_target",
@@ -104,6 +107,17 @@ def _check_item_field(target: Target, name: str, value: object, *, needed: bool)
         raise InvalidArgumentTypeError(f"{name} must be a str, not {type(value).__name__}")
     if not value:
         raise InvalidArgumentError(f"{name} must not be empty")
+
+
+def check_targets(targets: object) -> tuple[Target, ...]:
+    """A registration's ``targets``: a non-empty list of :class:`Target`, no key twice."""
+    checked = check_instances("targets", targets, Target)
+    seen: set[str] = set()
+    for target in checked:
+        if target.key in seen:
+            raise InvalidArgumentError(f"target {target.key!r} is listed twice")
+        seen.add(target.key)
+    return checked
 
 
 def describe(targets: Sequence[Target]) -> str:
@@ -312,7 +326,7 @@ async def swap(
         reply = await bounded(scripts.swap_targets(keys=script_keys, args=args), timeout)
         status = int(reply[0])
         if status != 1:
-            reason = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            reason = text(reply[1])
             raise Deposed(reason) if status == 0 else RedicacheError(reason)
 
 
@@ -329,15 +343,11 @@ async def missing(
     replies = await bounded(pipe.execute(), timeout)
     gone = []
     for target, kind, count in zip(targets, replies[::2], replies[1::2], strict=True):
-        kind = _text(kind)
-        if kind == target.type or (kind == "none" and count is not None and _text(count) == "0"):
+        kind = text(kind)
+        if kind == target.type or (kind == "none" and count is not None and text(count) == "0"):
             continue
         gone.append(target.key)
     return gone
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # -- reading -----------------------------------------------------------------------------------

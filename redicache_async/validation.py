@@ -6,21 +6,30 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
-from typing import Any, Final
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = [
     "MAX_SECONDS",
     "MIN_TTL",
+    "check_args",
     "check_callable",
     "check_count",
+    "check_flag",
+    "check_instances",
+    "check_kwargs",
+    "check_name",
     "check_optional_seconds",
     "check_seconds",
     "is_async_callable",
+    "seconds_to_ms",
     "ttl_to_ms",
 ]
+
+T = TypeVar("T")
 
 #: The longest duration any option or ``ttl`` takes: 100 years, in seconds. Far beyond what a
 #: cache needs, and small enough that its milliseconds (about 3.2e12) stay exact everywhere
@@ -32,6 +41,8 @@ MAX_SECONDS: Final = 100 * 365.25 * 24 * 3600
 MIN_TTL: Final = 0.001
 
 _MAX_SHOWN_BITS: Final = 128
+
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 def _shown(value: object) -> str:
@@ -46,9 +57,11 @@ def check_optional_seconds(name: str, value: object) -> float | None:
     return None if value is None else check_seconds(name, value)
 
 
-def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """A number of seconds greater than zero (or equal to it, with ``allow_zero``) and at most
-    :data:`MAX_SECONDS`."""
+def check_seconds(
+    name: str, value: object, *, allow_zero: bool = False, minimum: float = 0.0
+) -> float:
+    """A number of seconds greater than zero (or equal to it, with ``allow_zero``), at least
+    ``minimum`` and at most :data:`MAX_SECONDS`."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgumentTypeError(
             f"{name} must be a number of seconds, not {type(value).__name__}"
@@ -61,7 +74,14 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> floa
         raise InvalidArgumentError(
             f"{name} must be at most {MAX_SECONDS:.0f} s (100 years), got {_shown(value)}"
         )
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be at least {minimum:g} s, got {value!r}")
     return float(value)
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """A duration for ``PX`` / ``PEXPIRE``: whole milliseconds, at least one."""
+    return max(1, round(seconds * 1000))
 
 
 def check_count(name: str, value: object, *, minimum: int = 0) -> int:
@@ -88,6 +108,54 @@ def check_callable(name: str, value: object) -> Callable[..., Any]:
     if not callable(value):
         raise InvalidArgumentTypeError(f"{name} must be callable, not {type(value).__name__}")
     return value
+
+
+def check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentTypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def check_name(value: object) -> str:
+    """A registration's name: 1 to 200 letters, digits, '_' or '-'."""
+    if not isinstance(value, str):
+        raise InvalidArgumentTypeError(f"name must be a str, not {type(value).__name__}")
+    if not _NAME_RE.fullmatch(value):
+        raise InvalidArgumentError(f"name {value!r} must be 1 to 200 letters, digits, '_' or '-'")
+    return value
+
+
+def check_args(args: object) -> tuple[Any, ...]:
+    """Positional arguments for a fetch function: a tuple or a list."""
+    if not isinstance(args, list | tuple):
+        raise InvalidArgumentTypeError(f"args must be a tuple or list, not {type(args).__name__}")
+    return tuple(args)
+
+
+def check_kwargs(kwargs: object) -> Mapping[str, Any]:
+    """Keyword arguments for a fetch function: None or a mapping with str keys (copied)."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise InvalidArgumentTypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
+    if not all(isinstance(key, str) for key in kwargs):
+        raise InvalidArgumentTypeError("kwargs keys must be str")
+    return dict(kwargs)
+
+
+def check_instances(name: str, values: object, kind: type[T]) -> tuple[T, ...]:
+    """A non-empty list (or tuple) of ``kind`` objects, as a tuple."""
+    what = kind.__name__
+    if isinstance(values, kind) or not isinstance(values, Sequence):
+        raise InvalidArgumentTypeError(f"{name} must be a list of {what}")
+    if not values:
+        raise InvalidArgumentError(f"{name} must not be empty")
+    for value in values:
+        if not isinstance(value, kind):
+            raise InvalidArgumentTypeError(
+                f"{name} must hold {what} objects, not {type(value).__name__}"
+            )
+    return tuple(values)
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:

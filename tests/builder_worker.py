@@ -33,7 +33,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-import redicache_async.builder as builder_module
+import redicache_async.builder.refresh as builder_module
 from redicache_async import CacheBuilder, Target
 from redicache_async.targets import swap as real_swap
 
@@ -75,7 +75,9 @@ def _freeze_before_first_swap(r: aioredis.Redis, marker: str) -> None:
 
     # The builder calls the ``swap`` it imported from ``targets``: replace that name.
     if vars(builder_module).get("swap") is not real_swap:
-        raise RuntimeError("redicache_async.builder no longer calls targets.swap: update this hook")
+        raise RuntimeError(
+            "redicache_async.builder.refresh no longer calls targets.swap: update this hook"
+        )
     vars(builder_module)["swap"] = swap
 
 

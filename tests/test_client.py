@@ -205,7 +205,7 @@ async def test_local_copy_never_outlives_the_redis_ttl(
     writer, reader = await make_cache(), await make_cache()
     await writer.set("k", "v", ttl=0.3)
     assert await reader.get("k") == "v"
-    entry = reader._local.fresh("k")
+    entry = reader._local.peek("k")
     now = time.monotonic()
     pttl = await redis.pttl(f"{namespace}:v:{{k}}")
     assert entry is not None
@@ -230,8 +230,8 @@ async def test_ttl_none_means_no_expiry_and_set_without_ttl_persists(
     await cache.set("k", 1, ttl=30)
     await cache.set("k", 2)
     assert await redis.pttl(f"{namespace}:v:{{k}}") == -1
-    assert cache._local.fresh("k") is not None
-    assert math.isinf(cache._local.fresh("k").expires_at)  # type: ignore[union-attr]
+    assert cache._local.peek("k") is not None
+    assert math.isinf(cache._local.peek("k").expires_at)  # type: ignore[union-attr]
 
 
 # -- None and exceptions --------------------------------------------------------------------
@@ -283,7 +283,7 @@ def no_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stretch a waiter's fallback poll (first at 100 ms) to an hour, so that only an event on
     the channel can wake it. The tests that use it give their lock holders ``lock_ttl=60``, so
     that the lock's expiry cannot wake it either."""
-    monkeypatch.setattr("redicache_async.client._FIRST_POLL", 3600.0)
+    monkeypatch.setattr("redicache_async.client.loads._FIRST_POLL", 3600.0)
 
 
 async def test_failed_fetch_wakes_waiters_in_other_processes_at_once(
@@ -454,7 +454,7 @@ async def test_attempt_regeneration_replaces_value_everywhere(make_cache: MakeCa
     await a.get_or_init("k", fetch)
     assert await b.get("k") == {"value": "v1"}
     assert await a.attempt_regeneration("k", fetch) == {"value": "v2"}
-    await wait_until(lambda: b._local.fresh("k") is None, what="b to drop its old copy")
+    await wait_until(lambda: b._local.peek("k") is None, what="b to drop its old copy")
     assert await b.get("k") == {"value": "v2"}
     assert a.stats().local_hits == 0
     assert await a.get("k") == {"value": "v2"}
@@ -606,7 +606,7 @@ async def test_invalidation_reaches_other_clients_under_both_protocols(
     await a.set("k", 1)
     assert await b.get("k") == 1
     await a.set("k", 2)
-    await wait_until(lambda: b._local.fresh("k") is None, what="b to drop its copy")
+    await wait_until(lambda: b._local.peek("k") is None, what="b to drop its copy")
     assert await b.get("k") == 2
     assert b.stats().invalidations_received == 2
 
@@ -644,7 +644,7 @@ async def test_decode_responses_clients_work_too(
     await a.set("k", {"x": "é"})
     assert await b.get_or_init("k", Counter()) == {"x": "é"}
     await a.set("k", 2)
-    await wait_until(lambda: b._local.fresh("k") is None, what="b to drop its copy")
+    await wait_until(lambda: b._local.peek("k") is None, what="b to drop its copy")
 
 
 @pytest.mark.parametrize("write_meanwhile", [True, False])
@@ -671,7 +671,7 @@ async def test_a_read_that_raced_an_invalidation_is_not_kept(
             )
         gated.gate.set()
         assert await reading == "old"  # what Redis held when it was read
-        kept = reader._local.fresh("k")
+        kept = reader._local.peek("k")
         if write_meanwhile:
             assert kept is None  # ... but not kept
             assert await reader.get("k") == "new"
@@ -687,7 +687,7 @@ async def test_own_write_stays_local_when_its_event_comes_back(make_cache: MakeC
     cache = await make_cache()
     await cache.set("k", "mine")
     await wait_until(lambda: cache.stats().invalidations_received == 1, what="own event")
-    assert cache._local.fresh("k") is not None
+    assert cache._local.peek("k") is not None
 
 
 async def _write_unannounced(r: aioredis.Redis, namespace: str, key: str, value: str) -> None:
@@ -710,13 +710,13 @@ async def test_reconnected_listener_replays_missed_events_from_the_stream(
     assert await b.get("k") == "v1"
     assert await b.get("other") == "kept"
     await _write_unannounced(redis, namespace, "k", "v2")
-    assert b._local.fresh("k") is not None  # b missed it: nothing told it
+    assert b._local.peek("k") is not None  # b missed it: nothing told it
     await redis.client_kill_filter(_type="pubsub")
     await wait_until(lambda: b.stats().replays >= 1, what="b to resubscribe and replay")
     stats = b.stats()
     assert stats.local_flushes == 0
-    assert b._local.fresh("k") is None
-    assert b._local.fresh("other") is not None  # only what changed was dropped
+    assert b._local.peek("k") is None
+    assert b._local.peek("other") is not None  # only what changed was dropped
     assert await b.get("k") == "v2"
     assert b.stats().local_hits == stats.local_hits
 
@@ -757,8 +757,8 @@ async def test_reconnected_listener_flushes_when_the_gap_was_trimmed(
     await redis.xtrim(f"{namespace}:stream", maxlen=0, approximate=False)  # past its horizon
     await redis.client_kill_filter(_type="pubsub")
     await wait_until(lambda: b.stats().local_flushes >= 1, what="b to resubscribe")
-    assert b._local.fresh("k") is None
-    assert b._local.fresh("other") is None  # it cannot know what else changed
+    assert b._local.peek("k") is None
+    assert b._local.peek("other") is None  # it cannot know what else changed
     assert await b.get("k") == "v2"
 
 
@@ -782,7 +782,7 @@ async def test_foreign_messages_on_the_channel_are_ignored_and_counted(
     for junk in [b"not json", b"{}", b'{"op":"set","key":1,"origin":"x","version":1}', b"\xff"]:
         await redis.publish(f"{namespace}:events", junk)
     await wait_until(lambda: cache.stats().invalidations_ignored == 4, what="4 ignored")
-    assert cache._local.fresh("k") is not None
+    assert cache._local.peek("k") is not None
     await cache.set("k", 2)  # the listener still works
     assert await cache.get("k") == 2
 

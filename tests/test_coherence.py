@@ -73,8 +73,8 @@ async def test_a_change_in_the_same_process_is_not_undone_by_its_running_load(
     old.release.set()
     assert await loading == "old"
     assert await a.get("p") == expected
-    assert a._local.fresh("p") is not None
-    assert a._local.fresh("p").value == expected  # type: ignore[union-attr]
+    assert a._local.peek("p") is not None
+    assert a._local.peek("p").value == expected  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("op", ["delete", "set"])
@@ -145,7 +145,7 @@ async def test_a_reply_older_than_this_process_s_write_is_not_kept_while_the_lis
         await cache.set("k", large)
         gated.gate.set()
         assert await reading == "old"
-        assert cache._local.fresh("k") is None
+        assert cache._local.peek("k") is None
         assert await cache.get("k") == large
         for event in lagging:
             cache._on_event(event)
@@ -164,7 +164,7 @@ async def test_local_copies_are_not_answers_while_the_listener_is_away(
     reader, writer = await make_cache(), await make_cache()
     await writer.set("k", "v1")
     assert await reader.get("k") == "v1"
-    assert reader._local.fresh("k") is not None
+    assert reader._local.peek("k") is not None
     lagging: list[Any] = []
     reader._listener._on_event = lagging.append  # the writer's events will not be applied
     reader._on_listener_lost()  # as the listener reports a lost connection
@@ -201,7 +201,7 @@ async def test_a_listener_refused_its_channel_cannot_keep_local_copies_fresh(
         reader, writer = await make_cache(limited), await make_cache()
         await writer.set("k", "v1")
         assert await reader.get("k") == "v1"
-        assert reader._local.fresh("k") is not None
+        assert reader._local.peek("k") is not None
         await redis.acl_setuser(user, enabled=True, reset_channels=True)
         await wait_until(lambda: not reader._local.trusted, what="the listener to be cut off")
         await writer.set("k", "v2")

@@ -306,7 +306,7 @@ async def test_invalidate_drops_the_entry_everywhere(make_cache: MakeCache) -> N
     first = await on_a("x")
     assert await on_b("x") == first  # from Redis, then local
     await on_a.invalidate(day="x", limit=10)
-    await wait_until(lambda: b._local.fresh(on_b.key("x")) is None, what="b to drop its copy")
+    await wait_until(lambda: b._local.peek(on_b.key("x")) is None, what="b to drop its copy")
     second = await on_b("x", "eu")
     assert second["token"] != first["token"]
     assert await on_a("x") == second

@@ -402,8 +402,8 @@ async def _converge_on_the_surviving_value(
         return bool(await b.get(key) == lost)
 
     await wait_until(b_sees_it, what="b to see the write before it is lost")
-    assert a._local.fresh(key) is not None
-    assert b._local.fresh(key) is not None
+    assert a._local.peek(key) is not None
+    assert b._local.peek(key) is not None
     flushes = [c.stats().local_flushes for c in (a, b)]
     await asyncio.to_thread(fail)
     # Reads may go to Redis for a while (a listener that lost its connection does not trust its

@@ -127,3 +127,13 @@ def test_nothing_is_fresh_while_the_layer_is_not_trusted_but_stays_a_fallback() 
     assert layer.stale("k") is not None
     layer.trusted = True
     assert layer.fresh("k") is not None
+
+
+def test_fresh_counts_a_hit_and_peek_does_not() -> None:
+    layer = LocalLayer(10, 1000)
+    layer.put("k", "v", version=1, size=1, expires_at=math.inf, stale_ttl=0.0)
+    assert layer.peek("k") is not None
+    assert layer.fresh("missing") is None
+    assert layer.hits == 0  # a look, and a miss, are no hits
+    assert layer.fresh("k") is not None
+    assert layer.hits == 1

@@ -23,7 +23,7 @@ leads at once) and, when it was given a URL, the Redis client it made. ``get_cac
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -31,9 +31,11 @@ from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
 from redicache_async.handle import CacheHandle
 
-from ._resources import BuilderSetup, check_handle, open_cache
+from ._resources import BuilderSetup, CacheSetup
 
 __all__ = ["BUILDER_KEY", "CACHE_KEY", "cache_context", "get_builder", "get_cache"]
+
+T = TypeVar("T")
 
 #: Where the app holds its ``CacheClient`` (``app[CACHE_KEY]``, or ``get_cache``).
 CACHE_KEY = web.AppKey("redicache_cache", CacheClient)
@@ -58,17 +60,10 @@ def cache_context(
     :class:`CacheBuilder`. ``bind``: a :class:`~redicache_async.CacheHandle` that functions
     decorated at import time (``@handle.cached(...)``) answer through while the app runs.
     """
-    check_handle(bind)
+    setup = CacheSetup(redis, namespace, setup_builder, client_options, builder_options, bind)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        async with open_cache(
-            redis,
-            namespace=namespace,
-            setup_builder=setup_builder,
-            client_options=client_options,
-            builder_options=builder_options,
-            bind=bind,
-        ) as resources:
+        async with setup.open() as resources:
             app[CACHE_KEY] = resources.cache
             if resources.builder is not None:
                 app[BUILDER_KEY] = resources.builder
@@ -79,26 +74,26 @@ def cache_context(
 
 def get_cache(where: web.Request | web.Application) -> CacheClient:
     """The :class:`CacheClient` of the request's application (or of ``where``, an app)."""
-    try:
-        cache: CacheClient = _lookup(where)[CACHE_KEY]
-    except KeyError:
-        raise RuntimeError(
-            "no CacheClient on this application: append cache_context(...) to its cleanup_ctx"
-        ) from None
-    return cache
+    return _lookup(
+        where,
+        CACHE_KEY,
+        "no CacheClient on this application: append cache_context(...) to its cleanup_ctx",
+    )
 
 
 def get_builder(where: web.Request | web.Application) -> CacheBuilder:
     """The :class:`CacheBuilder`, there when :func:`cache_context` was given ``setup_builder``."""
-    try:
-        builder: CacheBuilder = _lookup(where)[BUILDER_KEY]
-    except KeyError:
-        raise RuntimeError(
-            "no CacheBuilder on this application: pass setup_builder= to cache_context()"
-        ) from None
-    return builder
+    return _lookup(
+        where,
+        BUILDER_KEY,
+        "no CacheBuilder on this application: pass setup_builder= to cache_context()",
+    )
 
 
-def _lookup(where: web.Request | web.Application) -> Mapping[Any, Any]:
+def _lookup(where: web.Request | web.Application, key: web.AppKey[T], missing: str) -> T:
     # A request's config_dict also sees the parent applications of a sub-application.
-    return where.config_dict if isinstance(where, web.Request) else where
+    found = where.config_dict if isinstance(where, web.Request) else where
+    try:
+        return found[key]
+    except KeyError:
+        raise RuntimeError(missing) from None

@@ -42,7 +42,7 @@ from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
 from redicache_async.handle import CacheHandle
 
-from ._resources import BuilderSetup, check_handle, open_cache
+from ._resources import BuilderSetup, CacheSetup
 
 __all__ = ["BuilderDep", "CacheDep", "cache_lifespan", "get_builder", "get_cache"]
 
@@ -68,18 +68,11 @@ def cache_lifespan(
     :class:`CacheBuilder`. ``bind``: a :class:`~redicache_async.CacheHandle` that functions
     decorated at import time (``@handle.cached(...)``) answer through while the app runs.
     """
-    check_handle(bind)
+    setup = CacheSetup(redis, namespace, setup_builder, client_options, builder_options, bind)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        async with open_cache(
-            redis,
-            namespace=namespace,
-            setup_builder=setup_builder,
-            client_options=client_options,
-            builder_options=builder_options,
-            bind=bind,
-        ) as resources:
+        async with setup.open() as resources:
             yield {CACHE_STATE: resources.cache, BUILDER_STATE: resources.builder}
 
     return lifespan

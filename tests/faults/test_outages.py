@@ -202,7 +202,7 @@ async def test_an_expired_value_is_served_stale_while_redis_is_dead(
     async with CacheClient(client, namespace=namespace, stale_ttl=30.0, redis_timeout=0.3) as cache:
         fetch = Fetch("v1", delay=0.01)
         assert await cache.get_or_init("k", fetch, ttl=0.05) == "v1"
-        await wait_until(lambda: cache._local.fresh("k") is None, what="the value to expire")
+        await wait_until(lambda: cache._local.peek("k") is None, what="the value to expire")
         server.kill()
         assert await cache.get_or_init("k", fetch) == "v1"
         assert await cache.get("k") == "v1"
@@ -222,7 +222,9 @@ async def test_a_lock_claimed_by_a_timed_out_command_is_released_when_redis_retu
             server.resume()
         # The claim reached the server before the client gave up on it, so it ran on resume;
         # nobody would release it for a minute. The client remembers it and releases it.
-        await wait_until(lambda: len(cache._orphans) == 0, what="the orphaned claim to be released")
+        await wait_until(
+            lambda: len(cache._locks.orphans) == 0, what="the orphaned claim to be released"
+        )
         assert not await client.exists(lock)
         async with CacheClient(client, namespace=namespace) as other:
             fetch = Fetch("fetched at once", delay=0.01)
@@ -332,7 +334,7 @@ async def test_a_value_fetched_without_redis_is_the_fallback_while_it_stays_away
         server.kill()
         fetch = Fetch("fetched once", delay=0.01)
         assert await cache.get_or_init("k", fetch) == "fetched once"
-        await wait_until(lambda: cache._local.fresh("k") is None, what="its freshness to end")
+        await wait_until(lambda: cache._local.peek("k") is None, what="its freshness to end")
         assert await cache.get_or_init("k", fetch) == "fetched once"
         assert fetch.calls == 1  # an expensive fetch is not repeated for every outage second
         assert cache.stats().stale_served == 1
@@ -375,7 +377,7 @@ async def test_a_lease_taken_by_a_timed_out_campaign_is_released_when_redis_retu
         try:
             await wait_until(
                 lambda: (
-                    len(b._registrations[name]._leadership._orphans) >= 1
+                    len(b._registrations[name]._leadership._locks.orphans) >= 1
                     and not a.status(name).is_leader
                 ),
                 timeout=3 * lease_ttl,

@@ -30,9 +30,16 @@ class Mutant:
     tests: tuple[str, ...]
 
 
-_CLIENT = "redicache_async/client.py"
+_CLIENT = "redicache_async/client/cache.py"
+_LOADS = "redicache_async/client/loads.py"
+_COHERENCE = "redicache_async/client/coherence.py"
+_TARGET_READS = "redicache_async/client/target_reads.py"
+_GATEWAY = "redicache_async/gateway.py"
+_LOCKS = "redicache_async/locks.py"
+_REGISTRY = "redicache_async/builder/registry.py"
+_REFRESH = "redicache_async/builder/refresh.py"
+_BUILDER = _REFRESH
 _SCRIPTS = "redicache_async/scripts.py"
-_BUILDER = "redicache_async/builder.py"
 _ELECTION = "redicache_async/election.py"
 _LOCAL = "redicache_async/local.py"
 _LISTENER = "redicache_async/listener.py"
@@ -120,7 +127,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="waiter-not-woken",
         promise="D2",
         removes="waking the waiters of a key when its event arrives (polling only)",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="        self._wakeups.notify(event.key)",
         after="        pass",
         tests=_t(_T_CLIENT, "test_waiter_is_woken_by_the_new_value_not_by_polling"),
@@ -129,7 +136,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="lock-watchdog-off",
         promise="S: the lock holder is slow but alive",
         removes="renewing the write lock while the fetch runs",
-        file=_CLIENT,
+        file=_LOADS,
         before="async with lease.kept_alive():",
         after="async with asyncio.timeout(None):",
         tests=_t(_T_CLIENT, "test_watchdog_keeps_the_lock_of_a_fetch_slower_than_lock_ttl"),
@@ -156,8 +163,8 @@ MUTANTS: tuple[Mutant, ...] = (
         id="fetch-timeout-ignored",
         promise="S: fetch runs past fetch_timeout",
         removes="the bound on a client fetch",
-        file=_CLIENT,
-        before="async with asyncio.timeout(self._fetch_timeout) as deadline:",
+        file="redicache_async/fetching.py",
+        before="async with asyncio.timeout(timeout) as deadline:",
         after="async with asyncio.timeout(None) as deadline:",
         tests=_t(_T_CLIENT, "test_fetch_timeout_bounds_a_hung_fetch"),
     ),
@@ -177,7 +184,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="waiter-never-gives-up",
         promise="S: a waiter waits longer than wait_timeout",
         removes="wait_timeout: a waiter waits for the holder however long it takes",
-        file=_CLIENT,
+        file=_LOADS,
         before="if remaining <= 0:",
         after="if remaining < -1e9:",
         tests=_t(_T_CLIENT, "test_wait_timeout_answers_with_an_in_process_fetch"),
@@ -199,7 +206,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="event-does-not-invalidate",
         promise="D3",
         removes="dropping the local copy when another process's write is announced",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="self._local.discard(key, below_version=version)",
         after="pass",
         tests=_t(_T_CLIENT, "test_invalidation_reaches_other_clients_under_both_protocols"),
@@ -208,7 +215,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="raced-read-kept",
         promise="D3",
         removes="refusing to keep a read older than an event that arrived meanwhile",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="if guard.void or version < guard.min_version:",
         after="if guard.void:",
         tests=_t(_T_CLIENT, "test_a_read_that_raced_an_invalidation_is_not_kept"),
@@ -217,7 +224,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="reconnect-trusts-local",
         promise="D3",
         removes="treating local entries as suspect after a reconnection that could not replay",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="self._local.expire(stale_ttl=self._stale_ttl)\n",
         after="pass\n",
         tests=_t(_T_CLIENT, "test_reconnected_listener_flushes_when_the_gap_was_trimmed"),
@@ -246,7 +253,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="local-outlives-ttl",
         promise="S: ttl",
         removes="a local copy's deadline from the key's TTL in Redis",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="expires_at = started + ttl_ms / 1000 if ttl_ms > 0 else math.inf",
         after="expires_at = math.inf",
         tests=_t(_T_CLIENT, "test_local_copy_never_outlives_the_redis_ttl"),
@@ -304,8 +311,8 @@ MUTANTS: tuple[Mutant, ...] = (
         id="outage-read-raises",
         promise="S: Redis unreachable",
         removes="answering reads without Redis (local, stale, in-process fetch)",
-        file=_CLIENT,
-        before="                return [_UNREACHABLE] * len(keys)",
+        file=_LOADS,
+        before="                return [UNREACHABLE] * len(keys)",
         after="                raise",
         tests=_t(_T_OUTAGES, "test_new_key_with_redis_dead_is_fetched_in_process_then_converges"),
     ),
@@ -313,8 +320,8 @@ MUTANTS: tuple[Mutant, ...] = (
         id="redis-call-unbounded",
         promise="S: Redis unreachable",
         removes="redis_timeout on the client's commands",
-        file=_CLIENT,
-        before="result = await bounded(command, self._redis_timeout)",
+        file=_GATEWAY,
+        before="result = await bounded(command, self.timeout)",
         after="result = await command",
         tests=_t(_T_OUTAGES, "test_a_paused_server_does_not_hang_callers"),
     ),
@@ -349,7 +356,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="outage-value-never-rechecked",
         promise="D5",
         removes="converging on Redis's value: a value fetched without Redis stays fresh",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="fresh_until = started + _UNSHARED_FRESHNESS if version == 0 else math.inf",
         after="fresh_until = math.inf",
         tests=_t(_T_OUTAGES, "test_a_value_fetched_during_a_short_freeze_gives_way_to_redis_s"),
@@ -358,7 +365,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="refusal-taken-for-outage",
         promise="S: Redis refuses the client",
         removes="telling a refusal (password, ACL) from an outage",
-        file=_CLIENT,
+        file=_GATEWAY,
         before='raise RedisPermissionError(f"Redis refused this client:',
         after='raise RedisUnavailableError(f"Redis refused this client:',
         tests=(
@@ -381,7 +388,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: fetch is a plain function",
         removes="running plain functions in a worker thread",
         file="redicache_async/fetching.py",
-        before="        result = await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)",
+        before="        result = await asyncio.to_thread(fetch)",
         after="        result = fetch()",
         tests=_t(_T_CLIENT, "test_each_kind_of_fetch_is_called_as_the_readme_says"),
     ),
@@ -398,26 +405,26 @@ MUTANTS: tuple[Mutant, ...] = (
         id="none-keeps-the-lock",
         promise="S: fetch returns None",
         removes="releasing the lock when the fetch returns None",
-        file=_CLIENT,
+        file=_LOADS,
         before=(
             "            if value is None:\n"
-            "                await self._release(lease, key)\n"
+            "                await self._locks.release(key, lease.key, lease.token)\n"
             "                return None"
         ),
-        after="            if value is None:\n                return None",
+        after=("            if value is None:\n                return None"),
         tests=_t(_T_CLIENT, "test_none_is_returned_but_not_cached"),
     ),
     Mutant(
         id="failure-keeps-the-lock",
         promise="S: fetch raises",
         removes="releasing the lock when the fetch raises",
-        file=_CLIENT,
+        file=_LOADS,
         before=(
             "        except BaseException:\n"
-            "            await self._release(lease, key)\n"
+            "            await self._locks.release(key, lease.key, lease.token)\n"
             "            raise"
         ),
-        after="        except BaseException:\n            raise",
+        after=("        except BaseException:\n            raise"),
         tests=_t(
             _T_CLIENT, "test_fetch_error_reaches_every_waiter_releases_lock_and_keeps_old_value"
         ),
@@ -426,7 +433,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="failure-not-served-stale",
         promise="S: fetch raises",
         removes="answering a failed fetch with the stale copy within stale_ttl",
-        file=_CLIENT,
+        file=_LOADS,
         before=(
             "                stale = self._local.stale(key)\n"
             "                if stale is None:\n"
@@ -439,7 +446,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="regeneration-serves-stale",
         promise="S: fetch raises",
         removes="attempt_regeneration always raising (it would answer with the stale copy)",
-        file=_CLIENT,
+        file=_LOADS,
         before="guard, fail_safe=False)",
         after="guard, fail_safe=True)",
         tests=_t(_T_OUTAGES, "test_an_expired_value_is_served_stale_when_its_fetch_fails"),
@@ -448,7 +455,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="fetcher-gets-the-raw-value",
         promise="S: values",
         removes="giving the fetching process the JSON round-tripped value, as the others get",
-        file=_CLIENT,
+        file=_LOADS,
         before=(
             "            canonical = self._serializer.loads(payload)\n        except BaseException:"
         ),
@@ -459,7 +466,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="undecodable-not-counted",
         promise="S: a value in Redis that cannot be decoded",
         removes="counting undecodable values in stats().decode_errors",
-        file=_CLIENT,
+        file=_LOADS,
         before='            self._stats.decode_errors += 1\n            logger.warning("the value',
         after='            logger.warning("the value',
         tests=_t(_T_CLIENT, "test_undecodable_value_in_redis_is_a_miss_and_is_refetched"),
@@ -496,7 +503,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="renewal-not-strict",
         promise="D6",
         removes="strict renewal: a leader whose renewal fails carries on until its lease ends",
-        file=_BUILDER,
+        file=_REFRESH,
         before="async with lease.kept_alive(strict=True, on_lost=on_lost):",
         after="async with lease.kept_alive(strict=False, on_lost=on_lost):",
         tests=_t(_T_BUILDER, "test_a_failed_renewal_stops_the_build_at_once"),
@@ -505,7 +512,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="lost-lease-build-goes-on",
         promise="D6",
         removes="cancelling the build in flight when the lease is lost",
-        file=_BUILDER,
+        file=_REFRESH,
         before="            scope.reschedule(loop.time())",
         after="            pass",
         tests=_t(_T_BUILDER, "test_a_failed_renewal_stops_the_build_at_once"),
@@ -514,8 +521,8 @@ MUTANTS: tuple[Mutant, ...] = (
         id="close-keeps-the-lease",
         promise="D6",
         removes="releasing the lease when a leader stops",
-        file=_BUILDER,
-        before="            await self._leadership.resign(lease, self._shared.origin)",
+        file=_REFRESH,
+        before="            await self._leadership.resign(lease)",
         after="            pass",
         tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
     ),
@@ -524,15 +531,15 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D6",
         removes="announcing a released lease, so that a follower takes over at once",
         file=_ELECTION,
-        before="lease.release(channel=self._keys.builder_channel, event=event), self._timeout",
-        after="lease.release(), self._timeout",
+        before="lease.release(channel=self._electorate.keys.builder_channel, event=event)",
+        after="lease.release()",
         tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
     ),
     Mutant(
         id="follower-deaf-to-resign",
         promise="D6",
         removes="a follower campaigning as soon as a release is announced",
-        file=_BUILDER,
+        file=_REGISTRY,
         before="            registration.wake.set()  # the lease is free: try to take it now",
         after="            pass",
         tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
@@ -542,15 +549,15 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D6",
         removes="a follower asking again as soon as the lease expires (crashed leader)",
         file=_ELECTION,
-        before="pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._ttl",
-        after="pause = self._ttl",
+        before="pause = pttl / 1000 + _EXPIRY_MARGIN if pttl >= 0 else self._electorate.lease_ttl",
+        after="pause = self._electorate.lease_ttl",
         tests=_t(_T_BUILDER, "test_a_crashed_leaders_lease_is_taken_as_soon_as_it_expires"),
     ),
     Mutant(
         id="takeover-rebuilds-fresh-data",
         promise="D6",
         removes="continuing the schedule on takeover: a new leader builds at once",
-        file=_BUILDER,
+        file=_REFRESH,
         before="if elected.built_at_ms is not None and elected.spec == describe(",
         after="if False and elected.spec == describe(",
         tests=_t(_T_BUILDER, "test_a_new_leader_continues_the_schedule_instead_of_rebuilding"),
@@ -559,7 +566,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="takeover-restarts-the-interval",
         promise="D6",
         removes="continuing the schedule on takeover: the interval restarts at the takeover",
-        file=_BUILDER,
+        file=_REFRESH,
         before="self._last_started = loop.time() - age",
         after="self._last_started = loop.time()",
         tests=(
@@ -599,7 +606,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="failed-build-not-reported",
         promise="D7",
         removes="reporting a failed build in status().last_error",
-        file=_BUILDER,
+        file=_REFRESH,
         before="            self._last_error = describe_error(exc)\n",
         after="",
         tests=_t(_T_BUILDER, "test_a_fetch_that_raises_keeps_the_old_data_and_is_retried"),
@@ -638,8 +645,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D9",
         removes="the client's close stopping its listener",
         file=_CLIENT,
-        before="        await self._listener.aclose()\n",
-        after="",
+        before=("        await self._listener.aclose()\n        await self._locks.aclose("),
+        after="        await self._locks.aclose(",
         tests=_t(_T_CLIENT, "test_aclose_leaves_no_task_and_no_connection"),
     ),
     Mutant(
@@ -658,7 +665,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="command-sent-after-close",
         promise="D9",
         removes="the sealed client refusing to send a command (a read retried after close)",
-        file=_CLIENT,
+        file=_GATEWAY,
         before="        if self._sealed:\n            command.close()",
         after="        if False:\n            command.close()",
         tests=_t(_T_CLAIMS, "test_a_read_retried_after_close_is_not_sent"),
@@ -682,7 +689,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="builder-close-leaves-the-loops",
         promise="D9",
         removes="the builder's close stopping its refresh loops",
-        file=_BUILDER,
+        file=_REGISTRY,
         before=(
             "        await asyncio.gather(*(registration.stop(closing=True) for registration in "
             "registrations))\n        await self._tasks.aclose()\n"
@@ -694,7 +701,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="builder-calls-outlive-close",
         promise="D9",
         removes="calls waiting on a registration ending when it stops",
-        file=_BUILDER,
+        file=_REFRESH,
         before="        self._stopped.set()\n",
         after="",
         tests=_t(
@@ -732,7 +739,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="write-leaves-older-reads-unguarded",
         promise="D10",
         removes="a write raising the guards of this process's reads in flight",
-        file=_CLIENT,
+        file=_COHERENCE,
         before=(
             "            if version > guard.min_version:\n"
             "                guard.min_version = version\n"
@@ -748,7 +755,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="write-leaves-the-load-attached",
         promise="D10",
         removes="a write detaching the load of the key that started before it",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="                guard.min_version = version\n        self._loads.detach(key)\n",
         after="                guard.min_version = version\n",
         tests=_t(
@@ -760,7 +767,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="write-leaves-the-read-joinable",
         promise="D10",
         removes="a write making later reads send their own instead of joining an older one",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="        self._values.forget(key)\n\n    def _write_unknown",
         after="\n    def _write_unknown",
         tests=_t(
@@ -771,7 +778,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="event-leaves-the-load-attached",
         promise="D10",
         removes="another process's write detaching this process's running load",
-        file=_CLIENT,
+        file=_COHERENCE,
         before=(
             "            self._loads.detach(event.key)\n            self._values.forget(event.key)"
         ),
@@ -782,7 +789,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="flush-leaves-loads-joinable",
         promise="D10",
         removes="a flush detaching the loads and reads a missed write may have overtaken",
-        file=_CLIENT,
+        file=_COHERENCE,
         before=(
             "        self._loads.detach_all()\n        self._reads.detach_all()\n"
             "        self._values.forget_all()\n"
@@ -839,7 +846,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="trust-never-restored",
         promise="D3",
         removes="the local layer trusted again once the listener has caught up",
-        file=_CLIENT,
+        file=_COHERENCE,
         before="        self._local.trusted = True\n        self._wakeups.notify_all()",
         after="        self._wakeups.notify_all()",
         tests=_t(
@@ -866,23 +873,23 @@ MUTANTS: tuple[Mutant, ...] = (
         id="refused-write-keeps-the-lock",
         promise="D11",
         removes="releasing the lock when the server refuses the fenced write",
-        file=_CLIENT,
+        file=_LOADS,
         before=(
             "            # be left to expire while others wait on it.\n"
-            "            await self._release(lease, key)"
+            "            await self._locks.release(key, lease.key, lease.token)"
         ),
-        after="            # be left to expire while others wait on it.\n            pass",
+        after=("            # be left to expire while others wait on it.\n            pass"),
         tests=_t(_T_CLAIMS, "test_a_refused_write_releases_and_announces_the_lock"),
     ),
     Mutant(
         id="regeneration-claim-on-the-wire-kept",
         promise="D11",
         removes="remembering a regeneration's claim cancelled with its reply on the wire",
-        file=_CLIENT,
+        file=_LOADS,
         before=(
             "            except asyncio.CancelledError:\n"
-            "                self._orphans.add(key, lease.key, lease.token)  # the claim may"
-            " have run"
+            "                self._locks.orphans.add(key, lease.key, lease.token)  # the claim"
+            " may have run"
         ),
         after="            except asyncio.CancelledError:\n                pass",
         tests=_t(
@@ -894,10 +901,10 @@ MUTANTS: tuple[Mutant, ...] = (
         id="load-claim-on-the-wire-kept",
         promise="D11",
         removes="remembering a load's claim cancelled (by aclose) with its reply on the wire",
-        file=_CLIENT,
+        file=_LOADS,
         before=(
             "                    except asyncio.CancelledError:\n"
-            "                        self._orphans.add(key, lock_key, token)  # the claim"
+            "                        self._locks.orphans.add(key, lock_key, token)  # the claim"
             " may have run"
         ),
         after="                    except asyncio.CancelledError:\n                        pass",
@@ -908,8 +915,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D11",
         removes="aclose() releasing the remembered claims before it returns",
         file=_CLIENT,
-        before="await self._orphans.aclose(last_round=self._redis_timeout)",
-        after="await self._orphans.aclose()",
+        before="await self._locks.aclose(last_round=self._redis_timeout)",
+        after="await self._locks.aclose(last_round=0.0)",
         tests=_t(_T_CLAIMS, "test_aclose_while_a_claim_is_on_the_wire_leaves_no_lock"),
     ),
     Mutant(
@@ -919,8 +926,8 @@ MUTANTS: tuple[Mutant, ...] = (
         file=_ELECTION,
         before=(
             "            except asyncio.CancelledError:\n"
-            "                self._orphans.add(self._name, lease.key, lease.token)  # it may"
-            " have run"
+            "                self._locks.unanswered(None, self._name, lease.key, lease.token)"
+            "  # it may have run"
         ),
         after="            except asyncio.CancelledError:\n                pass",
         tests=_t(
@@ -933,8 +940,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: ttl",
         removes="the write script checking its ttl before it writes anything",
         file=_SCRIPTS,
-        before="    _ANNOUNCE\n    + _CHECK_TTL",
-        after='    _ANNOUNCE\n    + "local ttl = tonumber(ARGV[3]) or 0"',
+        before=("    _ANNOUNCE\n    + _BUMP\n    + _CHECK_TTL"),
+        after=('    _ANNOUNCE\n    + _BUMP\n    + "local ttl = tonumber(ARGV[3]) or 0"'),
         tests=_t(
             _T_CLAIMS,
             "test_the_write_script_checks_its_ttl_before_it_writes_anything[single-9007199254740992]",

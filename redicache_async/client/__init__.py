@@ -1,0 +1,7 @@
+"""The cache client engine (see ``cache.py``)."""
+
+from __future__ import annotations
+
+from .cache import CacheClient
+
+__all__ = ["CacheClient"]

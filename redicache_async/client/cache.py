@@ -1,0 +1,397 @@
+"""CacheClient: a two-level cache (an in-process layer in front of Redis) whose misses are
+fetched once across every process that shares the Redis.
+
+This module holds its options, its life and its public operations; the read path is in
+``loads.py``, builder targets' reads in ``target_reads.py``, the local layer's coherence in
+``coherence.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable
+from time import monotonic
+from typing import Any, Final, ParamSpec, TypeVar
+
+from redicache_async.batching import ReadBatcher
+from redicache_async.cancellation import cancel_and_wait
+from redicache_async.decorator import CachedFunction, cached
+from redicache_async.errors import (
+    ClientClosedError,
+    InvalidArgumentError,
+    RedicacheError,
+    describe_error,
+)
+from redicache_async.failover import FailoverWatch
+from redicache_async.gateway import RedisGateway
+from redicache_async.invalidation import OP_DELETE, OP_SET, unlock_event
+from redicache_async.keys import KeySpace, validate_key
+from redicache_async.listener import InvalidationListener
+from redicache_async.local import LocalKey, LocalLayer
+from redicache_async.locks import LockManager, SingleFlight, Wakeups
+from redicache_async.scripts import Scripts
+from redicache_async.serializers import Serializer, check_serializer
+from redicache_async.stats import CacheStats
+from redicache_async.tasks import OwnedTasks
+from redicache_async.topology import is_cluster
+from redicache_async.validation import (
+    MAX_SECONDS,
+    MIN_TTL,
+    check_callable,
+    check_count,
+    check_optional_seconds,
+    check_seconds,
+    seconds_to_ms,
+    ttl_to_ms,
+)
+
+from .loads import Loads
+from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
+from .target_reads import TargetReads, check_field
+
+__all__ = ["CacheClient"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+#: Seconds between two looks at a cluster's epoch (see ``failover.py``).
+_FAILOVER_POLL: Final = 1.0
+#: The ttl types that get_or_init's local hit checks inline (others go through ttl_to_ms).
+_PLAIN_NUMBERS: Final = (float, int)
+
+
+class CacheClient(Loads, TargetReads):
+    """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
+
+    Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
+    cache.start()`` / ``await cache.aclose()``). Every option's meaning and default:
+    https://redicache-async.readthedocs.io/reference/options/
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        namespace: str = "redicache",
+        local_max_entries: int = 10_000,
+        local_max_bytes: int = 64 * 1024 * 1024,
+        lock_ttl: float = 10.0,
+        fetch_timeout: float | None = 30.0,
+        wait_timeout: float = 45.0,
+        stale_ttl: float = 0.0,
+        redis_timeout: float = 1.0,
+        serializer: Serializer | None = None,
+    ) -> None:
+        check_count("local_max_entries", local_max_entries)
+        check_count("local_max_bytes", local_max_bytes)
+        self._keys = KeySpace(namespace)
+        self._lock_ttl = check_seconds("lock_ttl", lock_ttl)
+        self._fetch_timeout = check_optional_seconds("fetch_timeout", fetch_timeout)
+        self._wait_timeout = check_seconds("wait_timeout", wait_timeout)
+        self._stale_ttl = check_seconds("stale_ttl", stale_ttl, allow_zero=True)
+        self._redis_timeout = check_seconds("redis_timeout", redis_timeout)
+        self._serializer = check_serializer(serializer)
+
+        self._redis = redis
+        self._scripts = Scripts(redis)
+        # On a cluster the stream has a slot of its own, which a value's script cannot touch:
+        # a reconnected listener then flushes its local layer instead of replaying.
+        cluster = is_cluster(redis)
+        self._stream_keys = [] if cluster else [self._keys.stream]
+        self._gateway = RedisGateway(
+            redis,
+            timeout=self._redis_timeout,
+            mistake=lambda: self._listener.refusal,
+            on_error=self._count_redis_error,
+        )
+        self._lock_ms = seconds_to_ms(self._lock_ttl)
+        self._locks = LockManager(
+            redis,
+            self._scripts,
+            self._release_lock,
+            ttl=self._lock_ttl,
+            timeout=self._redis_timeout,
+            noun="lock",
+        )
+        self._origin = uuid.uuid4().hex[:16]
+        self._local = LocalLayer(local_max_entries, local_max_bytes)
+        # Nothing local is fresh until the listener is subscribed: until then no invalidation
+        # could reach it.
+        self._local.trusted = False
+        self._stats = CacheStats()
+        self._tasks = OwnedTasks("CacheClient")
+        self._loads = SingleFlight(self._tasks)
+        self._reads = SingleFlight(self._tasks)
+        # On a cluster the keys of one script share a slot, which distinct keys rarely do.
+        self._values = ReadBatcher(self._read_values, max_batch=1 if cluster else 256)
+        self._wakeups = Wakeups()
+        self._guards = {}
+        self._target_fields = {}
+        self._listener = InvalidationListener(
+            redis,
+            self._keys.channel,
+            on_event=self._on_event,
+            on_subscribed=self._on_subscribed,
+            on_lost=self._on_listener_lost,
+            on_ignored=self._on_ignored,
+            timeout=self._redis_timeout,
+            stream=None if cluster else self._keys.stream,
+        )
+        self._subscriptions = 0
+        self._failovers = (
+            FailoverWatch(
+                redis,
+                on_failover=self._on_failover,
+                interval=_FAILOVER_POLL,
+                timeout=self._redis_timeout,
+            )
+            if cluster
+            else None
+        )
+
+    def __repr__(self) -> str:
+        return f"<CacheClient namespace={self._keys.namespace!r} origin={self._origin}>"
+
+    @property
+    def namespace(self) -> str:
+        """The prefix of every key and channel this client writes."""
+        return self._keys.namespace
+
+    async def start(self) -> None:
+        """Start the invalidation listener; returns once it is subscribed.
+
+        If Redis cannot be reached within ``redis_timeout`` the client starts anyway (it answers
+        without Redis) and the listener keeps trying in the background.
+        """
+        await super().start()
+
+    async def _startup(self) -> None:
+        if self._failovers is not None:
+            self._tasks.spawn(self._failovers.run(), name="redicache-failover-watch")
+        subscribed = await self._listener.start(wait=self._redis_timeout)
+        if not subscribed:
+            logger.warning("Redis is not reachable yet; answering without it until it is")
+            return
+        try:
+            await self._gateway.call(self._scripts.load())
+        except RedicacheError as exc:  # EVALSHA loads them on demand anyway
+            logger.debug("preloading the scripts failed: %s", describe_error(exc))
+
+    async def aclose(self) -> None:
+        """Stop the listener and every in-flight load. Idempotent; shielded from cancellation."""
+        await super().aclose()
+
+    async def _shutdown(self) -> None:
+        # Loads and regenerations first: cancelled, they release their locks (or leave them to
+        # the orphans, released below) while commands may still be sent.
+        await self._tasks.aclose()
+        await self._listener.aclose()
+        await self._locks.aclose(last_round=self._redis_timeout)
+        self._gateway.seal()  # from now on no command is sent
+        self._local.clear()
+
+    async def get_or_init(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
+        """The value of ``key``, fetched with ``fetch()`` when no process has it yet.
+
+        Exactly one caller across all processes runs ``fetch`` for a missing key; the others
+        wait for its value. A ``None`` result is returned but not cached.
+        """
+        # Checked before the local layer, so that a call fails alike whether it would hit or
+        # not, for the price of a few comparisons (``__class__`` is read faster than ``type()``
+        # is called). Only valid keys enter the local layer, so a str key that hits is valid;
+        # a miss checks it in full below.
+        if not (
+            key.__class__ is str
+            and callable(fetch)
+            and (ttl is None or (ttl.__class__ in _PLAIN_NUMBERS and MIN_TTL <= ttl <= MAX_SECONDS))
+        ):
+            validate_key(key)
+            check_callable("fetch", fetch)
+            ttl_to_ms(ttl)
+        entry = self._local.fresh(key)  # a hit is counted by the local layer
+        if entry is not None:
+            return entry.value
+        validate_key(key)
+        check_callable("fetch", fetch)
+        ttl_ms = ttl_to_ms(ttl)
+        self._check_open()
+        # A value in Redis is read like any other (batched with concurrent reads); only a key
+        # without one needs the lock, and the load that may fetch.
+        value = await self._values.read(key)
+        if value is MISSING or value is UNDECODABLE:
+            ignore = value is UNDECODABLE
+            return await self._join(
+                self._loads, key, lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore)
+            )
+        if value is UNREACHABLE:
+            return await self._join(
+                self._loads, key, lambda: self._answer_without_redis(key, fetch, ttl_ms)
+            )
+        return value
+
+    async def attempt_regeneration(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
+        """Fetch ``key`` again and replace its value, unless its write lock is held elsewhere.
+
+        Raises :class:`RegenerationInProgress` when another caller holds the lock. The old value
+        stays readable until the new one replaces it.
+        """
+        validate_key(key)
+        check_callable("fetch", fetch)
+        ttl_ms = ttl_to_ms(ttl)
+        self._check_open()
+        # In a task of the client's, so that aclose() ends it; a cancelled caller cancels it.
+        task = self._tasks.spawn(
+            self._regenerate(key, fetch, ttl_ms), name=f"redicache-regeneration:{key}"
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closing is not None and current is not None and not current.cancelling():
+                raise ClientClosedError("the client was closed during this call") from None
+            await cancel_and_wait(task)  # its clean-up (releasing the lock) ends first
+            raise
+
+    async def get(self, key: str) -> Any:
+        """The value of ``key`` if any process stored one, else None. Never fetches."""
+        if key.__class__ is not str:  # a tuple would find a builder target's local copy
+            validate_key(key)
+        entry = self._local.fresh(key)
+        if entry is not None:
+            return entry.value
+        validate_key(key)
+        self._check_open()
+        value = await self._values.read(key)
+        if value is MISSING:
+            self._stats.misses += 1
+            return None
+        if value is UNDECODABLE:
+            return None
+        if value is UNREACHABLE:
+            return self._stale_or(key, None)
+        return value
+
+    async def get_target(self, key: str, field: str | None = None) -> Any:
+        """The data a :class:`CacheBuilder` of this namespace keeps at target ``key``, decoded,
+        through the local layer (each rebuild invalidates it everywhere).
+
+        A string target gives its value; a list, set or zset target a list of items (a set's
+        sorted by their JSON, a zset's by score); a hash target a dict of field to item, or
+        with ``field`` that one item (None if absent). None when the target does not exist.
+        A key that no builder wrote is read from Redis every time (nothing would invalidate
+        a local copy).
+        """
+        # Checked before the local layer, so that a call fails alike whether it would hit or
+        # not. A field is looked up in its own local copy, never in the whole target's: a dict
+        # there may be a string target's value, of which a cold read of a field raises.
+        if key.__class__ is not str:
+            validate_key(key)
+        if field is not None and field.__class__ is not str:
+            check_field(field)
+        local_key: LocalKey = ("target", key) if field is None else ("target", key, field)
+        entry = self._local.fresh(local_key)
+        if entry is not None:
+            return entry.value
+        validate_key(key)
+        if field is not None:
+            check_field(field)
+        self._check_open()
+        return await self._join(self._reads, local_key, lambda: self._read_target(key, field))
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry)."""
+        validate_key(key)
+        ttl_ms = ttl_to_ms(ttl)
+        if value is None:
+            raise InvalidArgumentError("value must not be None (None means 'no value' to readers)")
+        payload = self._serializer.dumps(value)
+        canonical = self._serializer.loads(payload)
+        self._check_open()
+        with self._watching(key) as guard:
+            started = monotonic()
+            try:
+                version = await self._gateway.call(
+                    self._scripts.write(
+                        keys=[self._keys.value(key), self._keys.lock(key), *self._stream_keys],
+                        args=["", payload, ttl_ms, *self._event_args(OP_SET, key)],
+                    )
+                )
+            except BaseException:
+                self._write_unknown(key)
+                raise
+            self._count_write()
+            self._wrote(key, int(version))
+            self._remember(key, canonical, guard, int(version), len(payload), ttl_ms, started)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` from Redis and from every process's local layer."""
+        validate_key(key)
+        self._check_open()
+        try:
+            version = await self._gateway.call(
+                self._scripts.delete(
+                    keys=[self._keys.value(key), self._keys.lock(key), *self._stream_keys],
+                    args=list(self._event_args(OP_DELETE, key)),
+                )
+            )
+        except BaseException:
+            self._write_unknown(key)
+            raise
+        self._local.discard(key)
+        self._wrote(key, int(version))
+        self._stats.deletes += 1
+        self._stats.invalidations_sent += 1
+
+    def cached(
+        self, ttl: float | None = None, *, key: Callable[..., str] | None = None
+    ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
+        """Decorate a coroutine function so that its results are cached under ``key`` (by
+        default its module, qualified name and arguments) for ``ttl`` seconds, each missing
+        one computed once across all processes, as :meth:`get_or_init` does::
+
+            @cache.cached(ttl=60)
+            async def report(day: str) -> dict: ...
+
+            await report("2026-11-23")
+            await report.invalidate("2026-11-23")
+
+        The default key is the call, not its spelling (``report("d1")`` and
+        ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
+        ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
+        function of the same arguments that returns the key. A closure that reads variables of
+        its enclosing function needs ``key=`` too. How keys are made:
+        https://redicache-async.readthedocs.io/how-to/decorator/
+        """
+        return cached(self, ttl, key=key)
+
+    def local_value(self, key: str) -> Any:
+        """The fresh value of ``key`` in this process's local layer (counted as a local hit),
+        else None; never does I/O. For wrappers (such as :meth:`cached`) that answer a local
+        hit without building a fetch; a miss then goes through :meth:`get_or_init`."""
+        if key.__class__ is not str:  # get_or_init says what is wrong with it
+            return None
+        entry = self._local.fresh(key)
+        return None if entry is None else entry.value
+
+    def _count_redis_error(self) -> None:
+        self._stats.redis_errors += 1
+
+    def stats(self) -> CacheStats:
+        """A snapshot of this client's counters."""
+        return dataclasses.replace(
+            self._stats,
+            local_hits=self._local.hits,
+            local_entries=len(self._local),
+            local_bytes=self._local.bytes,
+            local_evictions=self._local.evictions,
+            circuit_opens=self._gateway.breaker.opened,
+            circuit_skips=self._gateway.breaker.skipped,
+        )
+
+    async def _release_lock(self, key: str, lock_key: str, token: str) -> bool:
+        command = self._scripts.release(
+            keys=[lock_key], args=[token, self._keys.channel, unlock_event(key, self._origin)]
+        )
+        return bool(await self._gateway.call(command))

@@ -1,0 +1,171 @@
+"""Coherence of the client's local layer: what is kept locally, and when it must not be.
+
+Every read or write in flight watches its key (a :class:`Guard`); an event newer than the
+result that arrives meanwhile, or a write of this process, marks the guard, and the result is
+then returned but not kept. Invalidations from the listener drop older local copies; a
+reconnection that could not replay, or a failover, ends the freshness of everything held.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+from redicache_async.invalidation import OP_DELETE, OP_SET, OP_TARGET, Event
+from redicache_async.local import LocalKey
+
+from .state import ClientState, Guard
+
+__all__ = ["Coherence"]
+
+#: Seconds a value fetched while Redis was unreachable is served as fresh before Redis is
+#: asked again.
+_UNSHARED_FRESHNESS: Final = 1.0
+
+
+class Coherence(ClientState):
+    """The guards, the local layer's writes, and the listener's callbacks."""
+
+    def _stale_or(self, key: LocalKey, default: Any) -> Any:
+        stale = self._local.stale(key)
+        if stale is None:
+            return default
+        self._stats.stale_served += 1
+        return stale.value
+
+    def _wrote(self, key: str, version: int) -> None:
+        """This process has written (or deleted) ``key`` at ``version``: reads and loads of it
+        in flight started before, so their results may be older; none of them may be kept
+        locally, and later callers must not join them."""
+        for guard in self._guards.get(key, ()):
+            if version > guard.min_version:
+                guard.min_version = version
+        self._loads.detach(key)
+        self._values.forget(key)
+
+    def _write_unknown(self, key: str) -> None:
+        """A write or delete of ``key`` that may or may not have happened: nothing read before
+        it may be kept, and the local copy goes."""
+        self._local.discard(key)
+        for guard in self._guards.get(key, ()):
+            guard.void = True
+        self._loads.detach(key)
+        self._values.forget(key)
+
+    def _remember(
+        self,
+        key: LocalKey,
+        value: Any,
+        guard: Guard,
+        version: int,
+        size: int,
+        ttl_ms: int,
+        started: float,
+    ) -> None:
+        """Keep ``value`` locally unless an event newer than it arrived while it was in flight.
+
+        ``ttl_ms`` is the key's TTL in Redis (0: none); the deadline counts from ``started``,
+        taken before the command was sent, so the local copy never outlives the Redis key.
+        """
+        if guard.void or version < guard.min_version:
+            return
+        expires_at = started + ttl_ms / 1000 if ttl_ms > 0 else math.inf
+        # A value fetched without Redis (version 0) may differ from what Redis holds or will
+        # hold: Redis is asked again soon, and meanwhile the value stays as a fallback.
+        fresh_until = started + _UNSHARED_FRESHNESS if version == 0 else math.inf
+        self._local.put(
+            key,
+            value,
+            version=version,
+            size=size,
+            expires_at=expires_at,
+            stale_ttl=self._stale_ttl,
+            fresh_until=fresh_until,
+        )
+
+    @contextmanager
+    def _watching(self, key: LocalKey) -> Iterator[Guard]:
+        guard = self._watch(key)
+        try:
+            yield guard
+        finally:
+            self._unwatch(key, guard)
+
+    def _watch(self, key: LocalKey) -> Guard:
+        guard = Guard()
+        guards = self._guards.get(key)
+        if guards is None:
+            self._guards[key] = [guard]
+        else:
+            guards.append(guard)
+        return guard
+
+    def _unwatch(self, key: LocalKey, guard: Guard) -> None:
+        guards = self._guards[key]
+        if len(guards) == 1:
+            del self._guards[key]
+        else:
+            guards.remove(guard)
+
+    def _on_event(self, event: Event) -> None:
+        if event.op in (OP_SET, OP_DELETE):
+            self._invalidate(event.key, event.version)
+            # A load or read that started before this write is out of date for later callers.
+            self._loads.detach(event.key)
+            self._values.forget(event.key)
+        elif event.op == OP_TARGET:
+            self._invalidate(("target", event.key), event.version)
+            for field in self._target_fields.pop(event.key, ()):
+                self._local.discard(("target", event.key, field))
+            return
+        self._wakeups.notify(event.key)
+
+    def _invalidate(self, key: LocalKey, version: int) -> None:
+        self._stats.invalidations_received += 1
+        for guard in self._guards.get(key, ()):
+            if version > guard.min_version:
+                guard.min_version = version
+        self._local.discard(key, below_version=version)
+
+    def _on_subscribed(self, caught_up: bool) -> None:
+        self._subscriptions += 1
+        self._gateway.breaker.close()
+        if not caught_up:
+            # Events may have been missed while the listener was away.
+            self._flush_local(count=self._subscriptions > 1)
+        else:
+            self._stats.replays += 1
+        # Values fetched while Redis was away were never shared: read Redis's instead.
+        self._local.expire(stale_ttl=self._stale_ttl, only_version=0)
+        self._local.trusted = True
+        self._wakeups.notify_all()
+
+    def _on_failover(self) -> None:
+        # Writes acknowledged by the old master may be lost, and no event says which.
+        self._flush_local(count=True)
+        self._wakeups.notify_all()
+
+    def _flush_local(self, *, count: bool) -> None:
+        """Nothing held locally is fresh any more (copies stay for fail-safe use within
+        stale_ttl), reads in flight are not kept, and later callers join none of the loads and
+        reads running now (a write they did not hear of may have overtaken them)."""
+        if count:
+            self._stats.local_flushes += 1
+        self._local.expire(stale_ttl=self._stale_ttl)
+        self._loads.detach_all()
+        self._reads.detach_all()
+        self._values.forget_all()
+        self._target_fields.clear()
+        for guards in self._guards.values():
+            for guard in guards:
+                guard.void = True
+
+    def _on_listener_lost(self) -> None:
+        # Invalidations may be missed from now on: until the listener is back (and has replayed
+        # what it missed), local copies are fallbacks, not answers.
+        self._local.trusted = False
+
+    def _on_ignored(self) -> None:
+        self._stats.invalidations_ignored += 1

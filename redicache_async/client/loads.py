@@ -1,0 +1,296 @@
+"""The client's read path for plain keys: a value read from Redis, else its lock taken and a
+fetch run and written (fenced), else a wait for the process that holds the lock; and, while
+Redis is unreachable, an answer without it (a stale local value, or a fetch in this process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from time import monotonic
+from typing import Any, Final
+
+from redicache_async.errors import (
+    ClientClosedError,
+    RedicacheError,
+    RedisUnavailableError,
+    RegenerationInProgress,
+    describe_error,
+)
+from redicache_async.fetching import fetch_within
+from redicache_async.invalidation import OP_SET, event_prefix
+from redicache_async.leases import Lease, new_token
+from redicache_async.local import LocalKey
+from redicache_async.locks import SingleFlight, wait_event
+from redicache_async.replies import ttl_from_pttl
+
+from .coherence import Coherence
+from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, Guard, logger
+
+__all__ = ["Loads"]
+
+_FIRST_POLL: Final = 0.1
+_MAX_POLL: Final = 1.0
+
+
+class Loads(Coherence):
+    """Loads of plain keys, each run once per key in this process (``_join``)."""
+
+    async def _join(
+        self,
+        flights: SingleFlight[Any],
+        key: LocalKey,
+        load: Callable[[], Coroutine[Any, Any, Any]],
+    ) -> Any:
+        try:
+            return await flights.run(key, load)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closing is not None and task is not None and not task.cancelling():
+                # the shared load was cancelled by aclose(), not this caller
+                raise ClientClosedError("the client was closed while this call waited") from None
+            raise
+
+    async def _resolve(
+        self, key: str, fetch: Fetch, ttl_ms: int, *, ignore_value: bool = False
+    ) -> Any:
+        """Read ``key`` from Redis, or take its lock and fetch, or wait for the holder.
+
+        With ``ignore_value`` a value in Redis that cannot be decoded is fetched anew."""
+        loop = asyncio.get_running_loop()
+        value_key, lock_key = self._keys.value(key), self._keys.lock(key)
+        ignored = "1" if ignore_value else "0"
+        deadline: float | None = None
+        poll = _FIRST_POLL
+        wake = self._wakeups.register(key)
+        try:
+            with self._watching(key) as guard:
+                while True:
+                    token = new_token()
+                    started = monotonic()
+                    try:
+                        reply = await self._gateway.call(
+                            self._scripts.read_or_lock(
+                                keys=[value_key, lock_key],
+                                args=[token, self._lock_ms, ignored],
+                            )
+                        )
+                    except RedisUnavailableError as exc:
+                        self._locks.unanswered(exc, key, lock_key, token)
+                        return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
+                    except asyncio.CancelledError:
+                        self._locks.orphans.add(key, lock_key, token)  # the claim may have run
+                        raise
+                    status = reply[0]
+                    if status == 1:
+                        value = self._decode(key, reply[1])
+                        if value is UNDECODABLE:
+                            ignored = "1"
+                            continue
+                        self._stats.redis_hits += 1
+                        self._remember(
+                            key,
+                            value,
+                            guard,
+                            int(reply[2]),
+                            len(reply[1]),
+                            ttl_from_pttl(reply[3]),
+                            started,
+                        )
+                        return value
+                    if deadline is None:
+                        self._stats.misses += 1
+                    if status == 2:
+                        if deadline is not None:  # we waited: its holder left no value
+                            self._stats.lock_takeovers += 1
+                        lease = self._locks.lease(self._keys.lock(key), token)
+                        return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard)
+                    # Another process holds the lock: sleep until its event, the lock's expiry
+                    # or the next poll, whichever comes first.
+                    if deadline is None:
+                        self._stats.lock_waits += 1
+                        deadline = loop.time() + self._wait_timeout
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        self._stats.lock_wait_timeouts += 1
+                        logger.warning("gave up waiting for the lock on %r; fetching here", key)
+                        return await self._fetch_without_redis(key, fetch, ttl_ms, None)
+                    pause = min(poll, remaining)
+                    lock_pttl = int(reply[1])
+                    if lock_pttl > 0:
+                        pause = min(pause, lock_pttl / 1000 + 0.002)
+                    await wait_event(wake, pause)
+                    poll = min(poll * 2, _MAX_POLL)
+        finally:
+            self._wakeups.unregister(key, wake)
+
+    async def _read_values(self, keys: list[str]) -> list[Any]:
+        """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
+        or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``."""
+        guards = [self._watch(key) for key in keys]
+        try:
+            started = monotonic()
+            value_key = self._keys.value
+            try:
+                replies = await self._gateway.call(
+                    self._scripts.read_values([value_key(key) for key in keys])
+                )
+            except RedisUnavailableError:
+                return [UNREACHABLE] * len(keys)
+            values: list[Any] = []
+            for key, guard, reply in zip(keys, guards, replies, strict=True):
+                if reply is None:
+                    values.append(MISSING)
+                    continue
+                value = self._decode(key, reply[0])
+                if value is not UNDECODABLE:
+                    self._stats.redis_hits += 1
+                    ttl_ms = ttl_from_pttl(reply[2])
+                    self._remember(key, value, guard, int(reply[1]), len(reply[0]), ttl_ms, started)
+                values.append(value)
+            return values
+        finally:
+            for key, guard in zip(keys, guards, strict=True):
+                self._unwatch(key, guard)
+
+    async def _regenerate(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
+        lease = self._locks.lease(self._keys.lock(key))
+        with self._watching(key) as guard:
+            try:
+                acquired = await self._gateway.call(lease.acquire())
+            except RedisUnavailableError as exc:
+                self._locks.unanswered(exc, key, lease.key, lease.token)
+                return await self._fetch_without_redis(key, fetch, ttl_ms, guard, use_stale=False)
+            except asyncio.CancelledError:
+                self._locks.orphans.add(key, lease.key, lease.token)  # the claim may have run
+                raise
+            if not acquired:
+                raise RegenerationInProgress(key)
+            return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard, fail_safe=False)
+
+    async def _fetch_and_write(
+        self,
+        key: str,
+        fetch: Fetch,
+        ttl_ms: int,
+        lease: Lease,
+        guard: Guard,
+        *,
+        fail_safe: bool = True,
+    ) -> Any:
+        """Run ``fetch`` under the held ``lease`` (kept alive meanwhile) and write its result,
+        fenced: the write happens only if the lease is still ours. With ``fail_safe``, a fetch
+        that fails is answered with the key's stale local value, when there is one."""
+        try:
+            try:
+                async with lease.kept_alive():
+                    value = await self._run_fetch(key, fetch)
+            except Exception:
+                if not fail_safe:
+                    raise
+                stale = self._local.stale(key)
+                if stale is None:
+                    raise
+                await self._locks.release(key, lease.key, lease.token)
+                self._stats.stale_served += 1
+                logger.warning("fetch for %r failed; serving its stale value", key, exc_info=True)
+                return stale.value
+            if value is None:
+                await self._locks.release(key, lease.key, lease.token)
+                return None
+            payload = self._serializer.dumps(value)
+            canonical = self._serializer.loads(payload)
+        except BaseException:
+            await self._locks.release(key, lease.key, lease.token)
+            raise
+        started = monotonic()
+        try:
+            version = await self._gateway.call(
+                self._scripts.write(
+                    keys=[self._keys.value(key), lease.key, *self._stream_keys],
+                    args=[lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
+                )
+            )
+        except RedisUnavailableError:
+            self._locks.orphans.add(key, lease.key, lease.token)
+            logger.warning("could not store the value fetched for %r: Redis is unreachable", key)
+            return canonical
+        except RedicacheError as exc:
+            # Refused (a script error, an ACL, OOM): nothing was written, and the lock must not
+            # be left to expire while others wait on it.
+            await self._locks.release(key, lease.key, lease.token)
+            logger.warning("could not store the value fetched for %r: %s", key, describe_error(exc))
+            return canonical
+        except BaseException:
+            self._locks.orphans.add(key, lease.key, lease.token)  # cancelled: the write may not run
+            raise
+        if version is None:
+            self._stats.fenced_writes += 1
+            logger.warning(
+                "the lock on %r was revoked by a write or delete, or expired, before its fetch "
+                "finished: the fetched value is returned but not stored",
+                key,
+            )
+            return canonical
+        self._count_write()
+        self._wrote(key, int(version))
+        self._remember(key, canonical, guard, int(version), len(payload), ttl_ms, started)
+        return canonical
+
+    async def _fetch_without_redis(
+        self, key: str, fetch: Fetch, ttl_ms: int, guard: Guard | None, *, use_stale: bool = True
+    ) -> Any:
+        """Answer without Redis: a stale local value if allowed, else a fetch in this process.
+
+        With a ``guard`` the result is kept locally as version 0: any event replaces it, the
+        listener's reconnection drops it, and it is fresh for ``_UNSHARED_FRESHNESS`` only, so
+        that Redis is asked again soon (a fallback to it, while Redis stays unreachable, costs
+        no fetch). So processes converge on Redis's value once it is back.
+        """
+        if use_stale:
+            stale = self._local.stale(key)
+            if stale is not None:
+                self._stats.stale_served += 1
+                return stale.value
+        started = monotonic()
+        value = await self._run_fetch(key, fetch)
+        if value is None:
+            return None
+        payload = self._serializer.dumps(value)
+        canonical = self._serializer.loads(payload)
+        if guard is not None:
+            self._remember(key, canonical, guard, 0, len(payload), ttl_ms, started)
+        return canonical
+
+    async def _answer_without_redis(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
+        with self._watching(key) as guard:
+            return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
+
+    async def _run_fetch(self, key: str, fetch: Fetch) -> Any:
+        if self._closing is not None:
+            raise ClientClosedError("the client was closed before this fetch could start")
+        self._stats.fetches += 1
+        try:
+            return await fetch_within(self._fetch_timeout, key, fetch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._stats.fetch_errors += 1
+            raise
+
+    def _decode(self, key: str, payload: bytes | str) -> Any:
+        if isinstance(payload, str):  # a client made with decode_responses=True
+            payload = payload.encode()
+        try:
+            return self._serializer.loads(payload)
+        except Exception as exc:
+            self._stats.decode_errors += 1
+            logger.warning("the value of %r in Redis cannot be decoded (%r); refetching", key, exc)
+            return UNDECODABLE
+
+    def _event_args(self, op: str, key: str) -> tuple[str, str]:
+        return self._keys.channel, event_prefix(op, key, self._origin)
+
+    def _count_write(self) -> None:
+        self._stats.writes += 1
+        self._stats.invalidations_sent += 1

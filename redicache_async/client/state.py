@@ -1,0 +1,78 @@
+"""What every part of :class:`~redicache_async.CacheClient` shares: its settings, the objects
+it owns and the answers of a value read other than a value. The parts (``coherence.py``,
+``loads.py``, ``target_reads.py``) are the client's mixins; ``cache.py`` makes them one class
+and sets every attribute declared here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from redicache_async.batching import ReadBatcher
+from redicache_async.gateway import RedisGateway
+from redicache_async.keys import KeySpace
+from redicache_async.lifecycle import Lifecycle
+from redicache_async.listener import InvalidationListener
+from redicache_async.local import LocalKey, LocalLayer
+from redicache_async.locks import LockManager, SingleFlight, Wakeups
+from redicache_async.scripts import Scripts
+from redicache_async.serializers import Serializer
+from redicache_async.stats import CacheStats
+from redicache_async.tasks import OwnedTasks
+
+__all__ = ["MISSING", "UNDECODABLE", "UNREACHABLE", "ClientState", "Fetch", "Guard", "logger"]
+
+logger = logging.getLogger("redicache_async")
+
+Fetch = Callable[[], Any]
+
+#: A value read's answers other than a value: a value that cannot be decoded, no value in
+#: Redis, Redis unreachable.
+UNDECODABLE: Final = object()
+MISSING: Final = object()
+UNREACHABLE: Final = object()
+
+
+class Guard:
+    """Watches one key while a read or write of it is in flight, so that a result older than
+    an event that arrived meanwhile is returned but not kept in the local layer."""
+
+    __slots__ = ("min_version", "void")
+
+    def __init__(self) -> None:
+        self.min_version = 0
+        self.void = False
+
+
+class ClientState(Lifecycle):
+    """The attributes of a client (set by ``CacheClient.__init__``)."""
+
+    _keys: KeySpace
+    _lock_ttl: float
+    _lock_ms: int
+    _fetch_timeout: float | None
+    _wait_timeout: float
+    _stale_ttl: float
+    _redis_timeout: float
+    _serializer: Serializer
+    _redis: Any
+    _scripts: Scripts
+    _gateway: RedisGateway
+    _locks: LockManager
+    #: The event stream's key where a value's script can append to it (not on a cluster).
+    _stream_keys: list[str]
+    _origin: str
+    _local: LocalLayer
+    _stats: CacheStats
+    #: Every task that may fetch or write: none outlives aclose().
+    _tasks: OwnedTasks
+    _loads: SingleFlight[Any]
+    _reads: SingleFlight[Any]
+    _values: ReadBatcher[str, Any]
+    _wakeups: Wakeups
+    _guards: dict[LocalKey, list[Guard]]
+    #: Fields of builder targets held locally, by target: dropped with their target.
+    _target_fields: dict[str, set[str]]
+    _listener: InvalidationListener
+    _subscriptions: int
