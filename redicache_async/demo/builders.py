@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from redicache_async.client import CacheClient
+from redicache_async.replies import text
 
 from .builder_worker import (
     BUILDER_INTERVAL,
@@ -27,7 +28,7 @@ from .builder_worker import (
     BUILDER_NAME,
     BuilderKeys,
 )
-from .formatting import plural
+from .formatting import plural, verdict
 from .processes import DemoError, Worker, drop_namespace, gather_lines, start_worker
 from .target_reader import TargetReader
 
@@ -40,15 +41,11 @@ BUILDER_PAUSE = 1.0
 TAKEOVER_GRACE = 5.0
 
 
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _pid_of(leader: bytes | str | None) -> int | None:
     """The pid in a leader id ``host:pid:random``."""
     if leader is None:
         return None
-    parts = _text(leader).rsplit(":", 2)
+    parts = text(leader).rsplit(":", 2)
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
@@ -134,8 +131,8 @@ async def _builder_steps(
     first = await leader()
     if first is None:
         raise DemoError("the registration's state names no leader among the workers")
-    epoch = _text(await r.hget(keys.state, "epoch"))
-    sample = _text(await r.hget(keys.hash_target, "7"))
+    epoch = text(await r.hget(keys.state, "epoch"))
+    sample = text(await r.hget(keys.hash_target, "7"))
     out("")
     own = {by for _, _, by in reader.builds}
     out(
@@ -261,14 +258,12 @@ async def _builder_steps(
     if not reader.raw_reads or not reader.client_reads:
         problems.append("the reader did not read")
 
-    out("")
-    took = time.monotonic() - begun
-    if problems:
-        out(f"FAILED: {'; '.join(problems)} (builder part took {took:.1f} s)")
-        return 1
-    out(
-        f"OK: takeover {takeover * 1000:.0f} ms after a SIGKILL (lease {BUILDER_LEASE_TTL:g} s), "
+    return verdict(
+        out,
+        problems,
+        begun,
+        "builder part",
+        f"takeover {takeover * 1000:.0f} ms after a SIGKILL (lease {BUILDER_LEASE_TTL:g} s), "
         f"{handover * 1000:.0f} ms after a SIGTERM; {reader.raw_reads + reader.client_reads} "
-        f"reads, none empty or partial (took {took:.1f} s)"
+        "reads, none empty or partial",
     )
-    return 0

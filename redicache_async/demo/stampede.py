@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 
-from .formatting import plural, spread
+from .formatting import plural, spread, verdict
 from .processes import Worker, drop_namespace, gather_lines, reap, start_worker
 from .stampede_worker import KEY, DemoKeys
 
@@ -168,14 +168,12 @@ async def _steps(
         cells = "  ".join(f"{line[name]:>{len(title)}}" for title, name in columns)
         out(f"   {w.index:<6}  {w.pid:<7}  {cells}")
 
-    out("")
-    took = time.monotonic() - begun
-    if problems:
-        out(f"FAILED: {'; '.join(problems)} (demo took {took:.1f} s)")
-        return 1
-    out(
-        f"OK: 1 fetch for {total} callers in {len(procs)} processes; the new value reached "
+    return verdict(
+        out,
+        problems,
+        begun,
+        "demo",
+        f"1 fetch for {total} callers in {len(procs)} processes; the new value reached "
         f"the {plural(len(watchers), 'other process', 'other processes')} within "
-        f"{max(seen):.1f} ms (demo took {took:.1f} s)"
+        f"{max(seen):.1f} ms",
     )
-    return 0
