@@ -61,16 +61,19 @@ def tests(session: nox.Session) -> None:
         "python", "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(wheel)
     )
 
-    # The tests and pytest's configuration, from the sdist; not the library beside them.
+    # The tests, pytest's configuration and the docs whose code the tests run, from the sdist;
+    # not the library beside them.
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir()
     root = sdist.name.removesuffix(".tar.gz")
+    files = {f"{root}/{name}" for name in ("pyproject.toml", "README.md", "mkdocs.yml")}
+    folders = tuple(f"{root}/{name}/" for name in ("tests", "docs"))
     with tarfile.open(sdist) as archive:
         members = [
             member
             for member in archive.getmembers()
-            if member.name == f"{root}/pyproject.toml" or member.name.startswith(f"{root}/tests/")
+            if member.name in files or member.name.startswith(folders)
         ]
         archive.extractall(run, members=members, filter="data")
     session.chdir(run / root)
