@@ -97,6 +97,12 @@ async def test_binding_is_checked(make_cache: MakeCache) -> None:
     for factory in (cache_lifespan, cache_context):
         with pytest.raises(InvalidArgumentTypeError, match="bind must be a CacheHandle"):
             factory("redis://127.0.0.1", namespace="n", bind=a)  # type: ignore[arg-type]
+        # The options are one TypedDict: a keyword it lacks, or no namespace, is refused in
+        # the factory's own name when the app is declared.
+        with pytest.raises(TypeError, match=rf"{factory.__name__}\(\) got an unexpected .* 'bnd'"):
+            factory("redis://127.0.0.1", namespace="n", bnd=handle)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=rf"{factory.__name__}\(\) missing .* 'namespace'"):
+            factory("redis://127.0.0.1")  # type: ignore[call-arg]
     with pytest.raises(InvalidArgumentError, match="ttl"):
         handle.cached(ttl=-1)  # checked at decoration, as the client's own
     assert repr(handle) == "<CacheHandle 'reports' bound>"

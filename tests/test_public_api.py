@@ -47,6 +47,7 @@ EXPORTS: dict[str, list[str]] = {
         "TargetType",
         "UnknownRegistrationError",
     ],
+    "redicache_async.integrations": ["CacheOptions"],
     "redicache_async.integrations.fastapi": [
         "BuilderDep",
         "CacheDep",
@@ -142,16 +143,10 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.MsgpackSerializer": "(*, type=typing.Any, enc_hook=None, dec_hook=None)",
     "redicache_async.PickleSerializer": "(protocol=5)",
     # -- integrations ------------------------------------------------------------------------
-    "redicache_async.integrations.fastapi.cache_lifespan": (
-        "(redis, *, namespace, setup_builder=None, client_options=None, builder_options=None, "
-        "bind=None)"
-    ),
+    "redicache_async.integrations.fastapi.cache_lifespan": ("(redis, **options)"),
     "redicache_async.integrations.fastapi.get_cache": "async (connection)",
     "redicache_async.integrations.fastapi.get_builder": "async (connection)",
-    "redicache_async.integrations.aiohttp.cache_context": (
-        "(redis, *, namespace, setup_builder=None, client_options=None, builder_options=None, "
-        "bind=None)"
-    ),
+    "redicache_async.integrations.aiohttp.cache_context": ("(redis, **options)"),
     "redicache_async.integrations.aiohttp.get_cache": "(where)",
     "redicache_async.integrations.aiohttp.get_builder": "(where)",
     "redicache_async.integrations.opentelemetry.CacheMetrics": "(meter_provider=None)",
@@ -182,6 +177,13 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.testing.free_port": "()",
     "redicache_async.testing.server_version": "(binary=None)",
 }
+
+#: The keyword options of ``cache_lifespan`` and ``cache_context`` (one TypedDict for both):
+#: required and optional keys.
+CACHE_OPTIONS = (
+    ["namespace"],
+    ["bind", "builder_options", "client_options", "setup_builder"],
+)
 
 #: Properties users read, by class.
 PROPERTIES: dict[str, list[str]] = {
@@ -321,3 +323,11 @@ def test_render_shows_every_kind() -> None:
 
     assert _render(sample) == "async (a, b=1, /, c=None, *args, d, e=<unset>, **kwargs)"
     assert _render(keyword_only) == "(*, x=2)"
+
+
+def test_integration_options() -> None:
+    from redicache_async.integrations import CacheOptions
+
+    required, optional = CACHE_OPTIONS
+    assert sorted(CacheOptions.__required_keys__) == required
+    assert sorted(CacheOptions.__optional_keys__) == optional

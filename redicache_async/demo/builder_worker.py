@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
 from signal import SIGTERM
 from typing import Any
 
@@ -23,7 +22,7 @@ from redicache_async.builder import CacheBuilder
 from redicache_async.keys import KeySpace
 from redicache_async.targets import Target
 
-from .processes import IDLE_SECONDS, DemoError, run_worker, say
+from .processes import IDLE_SECONDS, DemoError, DemoKey, DemoKeySet, run_worker, say
 
 __all__ = [
     "BUILDER_INTERVAL",
@@ -41,23 +40,12 @@ BUILDER_INTERVAL = 0.5
 BUILDER_LEASE_TTL = 1.5
 
 
-@dataclass(frozen=True)
-class BuilderKeys:
+class BuilderKeys(DemoKeySet):
     """The registration's targets, its state and lease (the library's names), and a counter."""
 
-    namespace: str
-
-    @property
-    def list_target(self) -> str:
-        return f"{self.namespace}:sample-key-list"
-
-    @property
-    def hash_target(self) -> str:
-        return f"{self.namespace}:sample-key-hash"
-
-    @property
-    def build_counter(self) -> str:
-        return f"{self.namespace}:demo:builds"
+    list_target = DemoKey("sample-key-list")
+    hash_target = DemoKey("sample-key-hash")
+    build_counter = DemoKey("demo:builds")
 
     @property
     def state(self) -> str:

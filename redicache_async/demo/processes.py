@@ -14,6 +14,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,6 +23,8 @@ __all__ = [
     "IDLE_SECONDS",
     "POLL_SECONDS",
     "DemoError",
+    "DemoKey",
+    "DemoKeySet",
     "Worker",
     "drop_namespace",
     "gather_lines",
@@ -37,6 +40,25 @@ WORKER_MODULE = "redicache_async.demo"
 POLL_SECONDS = 0.0005
 #: Longest a worker waits for a command before giving up (so an orphan never lingers).
 IDLE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class DemoKeySet:
+    """The keys one run of a demo part uses, all under its own namespace; a part names them as
+    :class:`DemoKey` attributes of a subclass."""
+
+    namespace: str
+
+
+class DemoKey:
+    """A plain Redis key of the demo's own, ``<namespace>:<name>``, as an attribute of a
+    :class:`DemoKeySet`: ``go = DemoKey("demo:go")``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, keys: DemoKeySet, owner: type | None = None) -> str:
+        return f"{keys.namespace}:{self.name}"
 
 
 class DemoError(Exception):

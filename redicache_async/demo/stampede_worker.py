@@ -14,40 +14,28 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from redicache_async.client import CacheClient
 
-from .processes import IDLE_SECONDS, POLL_SECONDS, DemoError, run_worker, say
+from .processes import IDLE_SECONDS, POLL_SECONDS, DemoError, DemoKey, DemoKeySet, run_worker, say
 
 __all__ = ["KEY", "DemoKeys", "worker_main"]
 
 KEY = "report"
 
 
-@dataclass(frozen=True)
-class DemoKeys:
+class DemoKeys(DemoKeySet):
     """The plain Redis keys the demo uses to coordinate, beside the cache's own keys."""
-
-    namespace: str
-
-    @property
-    def go(self) -> str:
-        return f"{self.namespace}:demo:go"
-
-    @property
-    def fetches(self) -> str:
-        return f"{self.namespace}:demo:fetches"
-
-    @property
-    def regen_fetches(self) -> str:
-        return f"{self.namespace}:demo:regen-fetches"
 
     def commands(self, index: int) -> str:
         return f"{self.namespace}:demo:cmd:{index}"
+
+    go = DemoKey("demo:go")
+    fetches = DemoKey("demo:fetches")
+    regen_fetches = DemoKey("demo:regen-fetches")
 
 
 async def _worker(config: dict[str, Any]) -> None:

@@ -8,4 +8,9 @@
   OpenTelemetry metrics.
 
 Each imports its framework only when imported itself (install the extra of the same name).
+The options of ``cache_lifespan`` and ``cache_context`` are one :class:`CacheOptions`.
 """
+
+from ._resources import CacheOptions
+
+__all__ = ["CacheOptions"]

@@ -22,16 +22,15 @@ leads at once) and, when it was given a URL, the Redis client it made. ``get_cac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, Unpack
 
 from aiohttp import web
 
 from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
-from redicache_async.handle import CacheHandle
 
-from ._resources import BuilderSetup, CacheSetup
+from ._resources import CacheOptions, CacheSetup
 
 __all__ = ["BUILDER_KEY", "CACHE_KEY", "cache_context", "get_builder", "get_cache"]
 
@@ -44,23 +43,15 @@ BUILDER_KEY = web.AppKey("redicache_builder", CacheBuilder)
 
 
 def cache_context(
-    redis: Any,
-    *,
-    namespace: str,
-    setup_builder: BuilderSetup | None = None,
-    client_options: Mapping[str, Any] | None = None,
-    builder_options: Mapping[str, Any] | None = None,
-    bind: CacheHandle | None = None,
+    redis: Any, **options: Unpack[CacheOptions]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context for ``app.cleanup_ctx.append(...)``.
 
     ``redis``: a ``redis.asyncio`` client (a ``Redis``, ``RedisCluster`` or Sentinel master,
-    left open for you) or a URL (its client is made and closed here). ``client_options`` and
-    ``builder_options`` are the keyword options of :class:`CacheClient` and
-    :class:`CacheBuilder`. ``bind``: a :class:`~redicache_async.CacheHandle` that functions
-    decorated at import time (``@handle.cached(...)``) answer through while the app runs.
+    left open for you) or a URL (its client is made and closed here). ``options``: see
+    :class:`~redicache_async.integrations.CacheOptions` (``namespace`` is required).
     """
-    setup = CacheSetup(redis, namespace, setup_builder, client_options, builder_options, bind)
+    setup = CacheSetup.declared("cache_context", redis, options)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with setup.open() as resources:

@@ -31,18 +31,17 @@ its own cache. To run other start-up work too, enter the lifespan inside your ow
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Unpack
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from redicache_async.builder import CacheBuilder
 from redicache_async.client import CacheClient
-from redicache_async.handle import CacheHandle
 
-from ._resources import BuilderSetup, CacheSetup
+from ._resources import CacheOptions, CacheSetup
 
 __all__ = ["BuilderDep", "CacheDep", "cache_lifespan", "get_builder", "get_cache"]
 
@@ -52,23 +51,15 @@ BUILDER_STATE = "redicache_builder"
 
 
 def cache_lifespan(
-    redis: Any,
-    *,
-    namespace: str,
-    setup_builder: BuilderSetup | None = None,
-    client_options: Mapping[str, Any] | None = None,
-    builder_options: Mapping[str, Any] | None = None,
-    bind: CacheHandle | None = None,
+    redis: Any, **options: Unpack[CacheOptions]
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A lifespan for ``FastAPI(lifespan=...)`` or ``Starlette(lifespan=...)``.
 
     ``redis``: a ``redis.asyncio`` client (a ``Redis``, ``RedisCluster`` or Sentinel master,
-    left open for you) or a URL (its client is made and closed here). ``client_options`` and
-    ``builder_options`` are the keyword options of :class:`CacheClient` and
-    :class:`CacheBuilder`. ``bind``: a :class:`~redicache_async.CacheHandle` that functions
-    decorated at import time (``@handle.cached(...)``) answer through while the app runs.
+    left open for you) or a URL (its client is made and closed here). ``options``: see
+    :class:`~redicache_async.integrations.CacheOptions` (``namespace`` is required).
     """
-    setup = CacheSetup(redis, namespace, setup_builder, client_options, builder_options, bind)
+    setup = CacheSetup.declared("cache_lifespan", redis, options)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
