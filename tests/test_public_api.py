@@ -86,7 +86,7 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheClient": (
         "(redis, *, namespace='redicache', local_max_entries=10000, local_max_bytes=67108864,"
         " lock_ttl=10.0, fetch_timeout=30.0, wait_timeout=45.0, stale_ttl=0.0,"
-        " redis_timeout=1.0, serializer=None)"
+        " redis_timeout=1.0, serializer=None, fetch_threads=32)"
     ),
     "redicache_async.CacheClient.start": "async (self)",
     "redicache_async.CacheClient.aclose": "async (self)",
@@ -105,7 +105,7 @@ SIGNATURES: dict[str, str] = {
     # -- CacheBuilder ------------------------------------------------------------------------
     "redicache_async.CacheBuilder": (
         "(redis, *, namespace='redicache', lease_ttl=10.0, serializer=None, redis_timeout=1.0,"
-        " fetch_timeout=300.0)"
+        " fetch_timeout=300.0, fetch_threads=32)"
     ),
     "redicache_async.CacheBuilder.start": "async (self)",
     "redicache_async.CacheBuilder.aclose": "async (self)",

@@ -16,7 +16,6 @@ from redicache_async.backoff import Backoff
 from redicache_async.cancellation import cancel_and_wait
 from redicache_async.election import Elected, Leadership
 from redicache_async.errors import REDIS_FAILURES, BuildError, describe_error
-from redicache_async.fetching import fetch_within
 from redicache_async.invalidation import OP_REFRESH, plain_event
 from redicache_async.leases import Lease, new_token
 from redicache_async.locks import wait_event
@@ -301,9 +300,7 @@ class Registration:
         writes: list[tuple[str, Prepared]] = []
         swapped = False
         try:
-            result = await fetch_within(
-                shared.fetch_timeout, self.name, spec.fetch, spec.args, spec.kwargs
-            )
+            result = await shared.fetcher.run(self.name, spec.fetch, spec.args, spec.kwargs)
             self._check_stopping()
             prepared = await prepare(
                 spec.targets, result, shared.serializer.dumps, allow_empty=spec.allow_empty

@@ -26,6 +26,7 @@ from redicache_async.errors import (
     UnknownRegistrationError,
     describe_error,
 )
+from redicache_async.fetching import FetchRunner
 from redicache_async.gateway import RedisGateway
 from redicache_async.invalidation import OP_BUILT, OP_REFRESH, OP_RESIGN, Event, plain_event
 from redicache_async.keys import KeySpace
@@ -39,6 +40,7 @@ from redicache_async.tasks import OwnedTasks
 from redicache_async.validation import (
     check_args,
     check_callable,
+    check_count,
     check_flag,
     check_kwargs,
     check_name,
@@ -73,6 +75,7 @@ class CacheBuilder(Lifecycle):
         serializer: Serializer | None = None,
         redis_timeout: float = 1.0,
         fetch_timeout: float | None = 300.0,
+        fetch_threads: int = 32,
     ) -> None:
         keys = KeySpace(namespace)
         lease_ttl = check_seconds("lease_ttl", lease_ttl, minimum=0.1)
@@ -87,7 +90,10 @@ class CacheBuilder(Lifecycle):
             origin=origin,
             leader_id=f"{socket.gethostname()}:{os.getpid()}:{origin[:8]}",
             lease_ttl=lease_ttl,
-            fetch_timeout=check_optional_seconds("fetch_timeout", fetch_timeout),
+            fetcher=FetchRunner(
+                timeout=check_optional_seconds("fetch_timeout", fetch_timeout),
+                threads=check_count("fetch_threads", fetch_threads, minimum=1),
+            ),
         )
         self._registrations: dict[str, Registration] = {}
         #: The refresh loops: none outlives aclose().

@@ -10,6 +10,7 @@ from typing import Any
 
 from redicache_async.election import Electorate
 from redicache_async.errors import ClientClosedError
+from redicache_async.fetching import FetchRunner
 from redicache_async.serializers import Serializer
 from redicache_async.targets import Target
 
@@ -57,7 +58,7 @@ class Shared(Electorate):
     builds need besides."""
 
     serializer: Serializer
-    fetch_timeout: float | None
+    fetcher: FetchRunner
 
 
 def closed_error(reason: str) -> Exception:

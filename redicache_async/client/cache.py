@@ -25,6 +25,7 @@ from redicache_async.errors import (
     describe_error,
 )
 from redicache_async.failover import FailoverWatch
+from redicache_async.fetching import FetchRunner
 from redicache_async.gateway import RedisGateway
 from redicache_async.invalidation import OP_DELETE, OP_SET, unlock_event
 from redicache_async.keys import KeySpace, validate_key
@@ -83,12 +84,16 @@ class CacheClient(Loads, TargetReads):
         stale_ttl: float = 0.0,
         redis_timeout: float = 1.0,
         serializer: Serializer | None = None,
+        fetch_threads: int = 32,
     ) -> None:
         check_count("local_max_entries", local_max_entries)
         check_count("local_max_bytes", local_max_bytes)
         self._keys = KeySpace(namespace)
         self._lock_ttl = check_seconds("lock_ttl", lock_ttl)
-        self._fetch_timeout = check_optional_seconds("fetch_timeout", fetch_timeout)
+        self._fetcher = FetchRunner(
+            timeout=check_optional_seconds("fetch_timeout", fetch_timeout),
+            threads=check_count("fetch_threads", fetch_threads, minimum=1),
+        )
         self._wait_timeout = check_seconds("wait_timeout", wait_timeout)
         self._stale_ttl = check_seconds("stale_ttl", stale_ttl, allow_zero=True)
         self._redis_timeout = check_seconds("redis_timeout", redis_timeout)

@@ -17,7 +17,6 @@ from redicache_async.errors import (
     RegenerationInProgress,
     describe_error,
 )
-from redicache_async.fetching import fetch_within
 from redicache_async.invalidation import OP_SET, event_prefix
 from redicache_async.leases import Lease, new_token
 from redicache_async.local import LocalKey
@@ -271,7 +270,7 @@ class Loads(Coherence):
             raise ClientClosedError("the client was closed before this fetch could start")
         self._stats.fetches += 1
         try:
-            return await fetch_within(self._fetch_timeout, key, fetch)
+            return await self._fetcher.run(key, fetch)
         except asyncio.CancelledError:
             raise
         except BaseException:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from redicache_async.batching import ReadBatcher
+from redicache_async.fetching import FetchRunner
 from redicache_async.gateway import RedisGateway
 from redicache_async.keys import KeySpace
 from redicache_async.lifecycle import Lifecycle
@@ -51,7 +52,7 @@ class ClientState(Lifecycle):
     _keys: KeySpace
     _lock_ttl: float
     _lock_ms: int
-    _fetch_timeout: float | None
+    _fetcher: FetchRunner
     _wait_timeout: float
     _stale_ttl: float
     _redis_timeout: float

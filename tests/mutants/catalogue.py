@@ -53,6 +53,7 @@ _T_CLAIMS = "tests/test_claims.py"
 _T_FAILOVER = "tests/test_failover.py"
 _T_SECURITY = "tests/faults/test_security.py"
 _T_HANDLE = "tests/test_handle.py"
+_T_FETCH_THREADS = "tests/test_fetch_threads.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -164,7 +165,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: fetch runs past fetch_timeout",
         removes="the bound on a client fetch",
         file="redicache_async/fetching.py",
-        before="async with asyncio.timeout(timeout) as deadline:",
+        before="async with asyncio.timeout(self.timeout) as deadline:",
         after="async with asyncio.timeout(None) as deadline:",
         tests=_t(_T_CLIENT, "test_fetch_timeout_bounds_a_hung_fetch"),
     ),
@@ -388,8 +389,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: fetch is a plain function",
         removes="running plain functions in a worker thread",
         file="redicache_async/fetching.py",
-        before="        result = await asyncio.to_thread(fetch)",
-        after="        result = fetch()",
+        before='            result = await _in_thread(f"{THREAD_NAME}:{name}", call)',
+        after="            result = call()",
         tests=_t(_T_CLIENT, "test_each_kind_of_fetch_is_called_as_the_readme_says"),
     ),
     Mutant(
@@ -1040,6 +1041,38 @@ MUTANTS: tuple[Mutant, ...] = (
             _T_HANDLE,
             "test_fastapi_lifespan_binds_the_handle_while_the_app_runs",
             "test_aiohttp_cleanup_context_binds_the_handle_while_the_app_runs[single]",
+        ),
+    ),
+    # -- plain fetches run in threads of the library's own ----------------------------------------
+    Mutant(
+        id="fetch-threads-unbounded",
+        promise="S: fetch is a plain function",
+        removes="the bound of fetch_threads on plain fetches running at once",
+        file="redicache_async/fetching.py",
+        before="        async with self._slots:\n",
+        after="        async with contextlib.nullcontext():\n",
+        tests=_t(_T_FETCH_THREADS, "test_fetch_threads_bounds_the_plain_fetches_that_run_at_once"),
+    ),
+    Mutant(
+        id="plain-fetch-in-default-executor",
+        promise="S: a plain fetch hangs",
+        removes="the library's own threads (the loop's default executor, joined at exit)",
+        file="redicache_async/fetching.py",
+        before='            result = await _in_thread(f"{THREAD_NAME}:{name}", call)',
+        after="            result = await asyncio.to_thread(call)",
+        tests=_t(
+            _T_FETCH_THREADS, "test_a_hung_plain_fetch_does_not_keep_the_process_from_exiting"
+        ),
+    ),
+    Mutant(
+        id="fetch-thread-joined-at-exit",
+        promise="S: a plain fetch hangs",
+        removes="the daemon flag of a fetch's thread (the interpreter joins it at exit)",
+        file="redicache_async/fetching.py",
+        before="name=name, daemon=True)",
+        after="name=name, daemon=False)",
+        tests=_t(
+            _T_FETCH_THREADS, "test_a_hung_plain_fetch_does_not_keep_the_process_from_exiting"
         ),
     ),
 )
