@@ -499,21 +499,31 @@ async def test_attempt_regeneration_while_a_load_runs_in_this_process(
 async def test_watchdog_keeps_the_lock_of_a_fetch_slower_than_lock_ttl(
     make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:
-    holder = await make_cache(lock_ttl=0.4)
-    other = await make_cache(lock_ttl=0.4)
-    fetch = Counter(delay=1.6)  # four times the lock's ttl
-    loading = asyncio.create_task(holder.get_or_init("k", fetch))
+    # The watchdog renews every third of the lease: only a loop stalled for two thirds of it
+    # loses the lock, which is the lease doing its job. A second of lease leaves a loaded
+    # machine that room; 0.4 s did not (it failed once under four parallel suites).
+    ttl = 1.0
+    holder = await make_cache(lock_ttl=ttl)
+    other = await make_cache(lock_ttl=ttl)
+    finish = asyncio.Event()
+
+    async def slow_fetch() -> dict[str, Any]:
+        await finish.wait()
+        return {"value": "v1"}
+
+    loading = asyncio.create_task(holder.get_or_init("k", slow_fetch))
     await wait_until(lambda: holder.stats().fetches == 1, what="the fetch to start")
     loop = asyncio.get_running_loop()
-    fetch_started = last_refused = loop.time()
+    fetch_started = loop.time()
     rival = Counter(prefix="rival")
-    while not loading.done():
+    # still held three and a half leases after the fetch began: renewed, not merely not yet
+    # expired
+    while loop.time() - fetch_started < 3.5 * ttl:
         with pytest.raises(RegenerationInProgress):
             await other.attempt_regeneration("k", rival)
-        last_refused = loop.time()
         await asyncio.sleep(0.05)
-    # still held three lock ttls after the fetch began: renewed, not merely not yet expired
-    assert last_refused - fetch_started > 3 * 0.4
+    assert not loading.done()
+    finish.set()
     assert await loading == {"value": "v1"}
     assert rival.calls == 0
     assert await other.get_or_init("k", rival) == {"value": "v1"}
