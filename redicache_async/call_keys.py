@@ -22,6 +22,10 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 #: default object is the same one on every such call, and no scalar's ``repr`` reads so.
 _DEFAULT = "<default>"
 
+#: Keys remembered per function (then forgotten all at once: a dict without recency is
+#: cheaper on the hit path than an LRU, and a working set past this is rare for one function).
+_MAX_KNOWN = 4096
+
 #: Call shapes (positional count, keyword names) remembered per function. A function taking
 #: ``**kwargs`` can be called with ever new names: past this, shapes are bound but not kept.
 _MAX_SHAPES = 64
@@ -50,6 +54,11 @@ class CallKeys:
         self._signature = inspect.signature(function)
         self._prefix = prefix
         self._templates: dict[object, str] = {}
+        #: Keys already formatted, by the call's arguments, for calls whose arguments are all
+        #: ``str`` or ``int``: a repeated call (a cache hit, mostly) then costs one dict lookup
+        #: rather than a format. Only those two types, because equal values of other types
+        #: (``1``, ``True``, ``1.0``) would find one another's key, whose ``repr`` differs.
+        self._known: dict[object, str] = {}
 
     def template(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The default key's template for this call's shape; raises the function's own
@@ -63,6 +72,25 @@ class CallKeys:
         return template
 
     def default_key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        memo_key: object = (args, *kwargs.items()) if kwargs else args
+        memoizable = True
+        for value in (*args, *kwargs.values()) if kwargs else args:
+            kind = type(value)
+            if kind is not str and kind is not int:
+                memoizable = False
+                break
+        if memoizable:
+            known = self._known.get(memo_key)
+            if known is not None:
+                return known
+        text = self._format(args, kwargs)
+        if memoizable:
+            if len(self._known) >= _MAX_KNOWN:
+                self._known.clear()
+            self._known[memo_key] = text
+        return text
+
+    def _format(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         template = self._templates.get((len(args), *kwargs) if kwargs else len(args))
         if template is None:
             template = self.template(args, kwargs)

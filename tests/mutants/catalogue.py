@@ -1075,4 +1075,14 @@ MUTANTS: tuple[Mutant, ...] = (
             _T_FETCH_THREADS, "test_a_hung_plain_fetch_does_not_keep_the_process_from_exiting"
         ),
     ),
+    # -- the decorator's default key ---------------------------------------------------------------
+    Mutant(
+        id="key-memo-confuses-equal-values",
+        promise="S: a @cache.cached() function without key=",
+        removes="the type check that keeps 1, True and 1.0 apart in the remembered keys",
+        file="redicache_async/call_keys.py",
+        before="if kind is not str and kind is not int:",
+        after="if kind not in _SCALARS:",
+        tests=("tests/test_decorator.py::test_default_keys_tell_arguments_apart",),
+    ),
 )
