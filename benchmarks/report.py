@@ -204,8 +204,11 @@ def _draw_curve(ax: Any, curve: Curve) -> None:
         xs = [x for x, _ in series.points]
         ys = [y for _, y in series.points]
         ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.4, label=series.label)
+    xs = sorted({x for series in curve.series for x, _ in series.points})
     if curve.log_x:
         ax.set_xscale("log")
+    elif xs and all(x == int(x) for x in xs) and len(xs) <= 12:
+        ax.set_xticks(xs)  # counts (processes, readers): no tick between two of them
     if curve.log_y:
         ax.set_yscale("log")
     elif not any(y < 0 for s in curve.series for _, y in s.points):
