@@ -66,15 +66,18 @@ class Connection:
             await self.writer.wait_closed()
 
 
-async def _balanced(port: int, connections: int, workers: int) -> list[Connection]:
-    """``connections`` connections, as evenly spread over the ``workers`` as the server lets:
-    a connection that lands on a worker that has its share already is closed."""
+async def _balanced(port: int, connections: int, workers: int) -> tuple[list[Connection], int]:
+    """``connections`` connections, as evenly spread over the ``workers`` as the server lets
+    (a connection that lands on a worker that has its share already is closed), and how many
+    were opened to get them."""
     share = -(-connections // workers)
+    opened = 0
     kept: list[Connection] = []
     per_worker: Counter[str] = Counter()
     deadline = time.monotonic() + CONNECT_TIMEOUT
     while len(kept) < connections and time.monotonic() < deadline:
         conn = await Connection.open(port)
+        opened += 1
         conn.pid = await conn.get(TRIVIAL)
         if per_worker[conn.pid] < share and (conn.pid in per_worker or len(per_worker) < workers):
             per_worker[conn.pid] += 1
@@ -82,13 +85,13 @@ async def _balanced(port: int, connections: int, workers: int) -> list[Connectio
         else:
             await conn.close()
             await asyncio.sleep(0.005)  # let the busy worker's sibling reach accept() first
-    return kept
+    return kept, opened
 
 
 async def _generator(port: int, connections: int, workers: int) -> None:
     orders = await stdin_reader()
-    conns = await _balanced(port, connections, workers)
-    emit({"ready": os.getpid(), "connections": Counter(c.pid for c in conns)})
+    conns, opened = await _balanced(port, connections, workers)
+    emit({"ready": os.getpid(), "connections": Counter(c.pid for c in conns), "opened": opened})
     try:
         while line := await orders.readline():
             emit(await _load(conns, json.loads(line)))

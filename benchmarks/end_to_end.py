@@ -217,13 +217,15 @@ async def _uvicorn(url: str, namespace: str, logs: Path) -> Any:
                 await server.wait()
 
 
-async def measure(url: str, settings: Settings) -> tuple[list[Window], dict[str, int]]:
-    """Every window (the ceiling first), and the connections each worker holds."""
+async def measure(url: str, settings: Settings) -> tuple[list[Window], dict[str, int], int]:
+    """Every window (the ceiling first), the connections each worker holds, and how many
+    connections the generators opened to spread them so."""
     namespace = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     r = aioredis.Redis.from_url(url)
     generators: list[Worker] = []
     windows: list[Window] = []
     connections: Counter[str] = Counter()
+    opened = 0
     with tempfile.TemporaryDirectory(prefix="redicache-e2e-") as logs:
         try:
             async with _uvicorn(url, namespace, Path(logs)) as port:
@@ -240,7 +242,9 @@ async def measure(url: str, settings: Settings) -> tuple[list[Window], dict[str,
                         )
                     )
                 for generator in generators:
-                    connections.update((await generator.receive(START_TIMEOUT))["connections"])
+                    ready = await generator.receive(START_TIMEOUT)
+                    connections.update(ready["connections"])
+                    opened += ready["opened"]
                 pids = [int(pid) for pid in connections]
                 ceiling = min(settings.seconds, 3.0)
                 windows.append(await _window(r, generators, pids, TRIVIAL, "ceiling", ceiling))
@@ -261,7 +265,7 @@ async def measure(url: str, settings: Settings) -> tuple[list[Window], dict[str,
     for window in windows:
         end = window.at + window.seconds
         window.fetches = [f for f in fetches.get(window.name, []) if window.at <= f[0] < end]
-    return windows, dict(connections)
+    return windows, dict(connections), opened
 
 
 def _fetch_log(logs: Path) -> dict[str, list[tuple[float, float, str]]]:
@@ -314,7 +318,9 @@ def _ms(values: Sequence[float], q: float) -> str:
     return f"{percentile(values, q):.1f}" if values else "—"
 
 
-def findings(windows: Sequence[Window], settings: Settings) -> list[Finding]:
+def findings(
+    windows: Sequence[Window], settings: Settings, connections: dict[str, int], opened: int
+) -> list[Finding]:
     ceiling, libraries = windows[0], {w.name: w for w in windows[1:]}
     rows = [
         (
@@ -370,6 +376,8 @@ def findings(windows: Sequence[Window], settings: Settings) -> list[Finding]:
         note=(
             f"{settings.generators} load-generator processes x {settings.connections} "
             f"keep-alive connections (closed loop), {settings.seconds:g} s per library; "
+            f"connections per worker {' / '.join(map(str, connections.values()))} ({opened} "
+            "opened to spread them: the extra ones landed on a worker that had its share); "
             "the first row is the same generators against an endpoint with no cache and no "
             "I/O. An expiry: the fetches that start within TTL/2 of its first. At expiry: the "
             "requests in flight between an expiry's first fetch start and its last fetch end. "
@@ -445,8 +453,8 @@ def run(
     out: Callable[[str], None] = print,
 ) -> list[Finding]:
     settings = settings or (SMOKE if smoke else FULL)
-    windows, connections = asyncio.run(measure(url, settings))
-    found = findings(windows, settings)
+    windows, connections, opened = asyncio.run(measure(url, settings))
+    found = findings(windows, settings, connections, opened)
     table = found[-1]
     assert isinstance(table, Table)
     out(
@@ -454,6 +462,7 @@ def run(
         f"{settings.generators} generators x {settings.connections} connections, "
         f"{settings.seconds:g} s per library; connections per worker: "
         + ", ".join(f"{pid}: {n}" for pid, n in connections.items())
+        + f" ({opened} opened to spread them)"
     )
     for row in table.rows:
         out("  " + row[0])
