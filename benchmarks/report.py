@@ -77,6 +77,8 @@ def environment(server_info: Mapping[str, str]) -> dict[str, str]:
         "redis-py": f"{redis.__version__} ({parser} parser)",
         "aiocache": _version("aiocache"),
         "cashews": _version("cashews"),
+        "uvloop": _version("uvloop"),
+        "uvicorn / fastapi": f"{_version('uvicorn')} / {_version('fastapi')}",
         "redicache_async": "dev" if ours == "not installed" else ours,
     }
     env.update(server_info)
