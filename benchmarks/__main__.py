@@ -4,12 +4,21 @@ its own (or ``--url``), then ``RESULTS.md`` and ``results.png`` (:mod:`benchmark
 A full run writes them into ``benchmarks/`` (they are committed); a smoke run (CI: every part,
 briefly) writes them into a temporary directory unless ``--out`` says where, so that it
 exercises the report without replacing the measured one.
+
+A part hands back findings (:mod:`benchmarks.results`): results held to the targets, tables
+and curves. ``scale-local`` and ``scale-listener`` are slots for modules that may be absent
+from a tree (``benchmarks/scale_local.py``, ``benchmarks/scale_listener.py``): when present,
+their ``run(url, *, smoke)`` (``url`` only if it takes one) is called like the others'; when
+absent, the part says so and is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import importlib
+import inspect
 import shlex
 import sys
 import tempfile
@@ -23,13 +32,16 @@ from . import (
     cluster_pubsub,
     cold_key,
     concurrency,
+    end_to_end,
     hot_path,
     invalidation,
     memory,
+    redis_read,
     report,
+    scale_readers,
 )
 from .cli import on_server
-from .results import Result
+from .results import Finding, Result, split
 
 PARTS = (
     "hot-path",
@@ -39,7 +51,14 @@ PARTS = (
     "rebuild",
     "memory",
     "cluster-pubsub",
+    "redis-read",
+    "readers",
+    "scale-local",
+    "scale-listener",
+    "end-to-end",
 )
+#: Parts whose module may be absent from a tree (see the module's docstring).
+SLOTS = {"scale-local": "scale_local", "scale-listener": "scale_listener"}
 HERE = Path(__file__).parent
 
 
@@ -66,8 +85,8 @@ async def _server_name(url: str) -> str:
     return f"redis {info.get('redis_version', '?')}"
 
 
-def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Result]]:
-    results: list[Result] = []
+def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Finding]]:
+    results: list[Finding] = []
     status = 0
     hot = hot_path.Settings(
         rounds=3 if smoke else 25,
@@ -76,15 +95,24 @@ def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Re
     )
     rebuild = builder_rebuild.Settings(rounds=2 if smoke else 5, items=5_000 if smoke else 100_000)
     steps: dict[str, Callable[[], int]] = {
-        "hot-path": lambda: asyncio.run(hot_path.run(url, hot, collect=results)),
+        "hot-path": lambda: _collected(
+            results, lambda collect: asyncio.run(hot_path.run(url, hot, collect=collect))
+        ),
         "concurrency": lambda: _extend(results, concurrency.run(url, smoke=smoke)),
         "cold-key": lambda: _extend(results, cold_key.run(url, smoke=smoke)),
         "invalidation": lambda: _extend(results, invalidation.run(url, smoke=smoke)),
-        "rebuild": lambda: asyncio.run(builder_rebuild.run(url, rebuild, collect=results)),
+        "rebuild": lambda: _collected(
+            results, lambda collect: asyncio.run(builder_rebuild.run(url, rebuild, collect=collect))
+        ),
         "memory": lambda: _extend(results, memory.run(smoke=smoke)),
         # on clusters of its own: the server at ``url`` is a single node
         "cluster-pubsub": lambda: _extend(results, cluster_pubsub.run(smoke=smoke)),
+        "redis-read": lambda: _extend(results, redis_read.run(url, smoke=smoke)),
+        "readers": lambda: _extend(results, scale_readers.run(url, smoke=smoke)),
+        "end-to-end": lambda: _extend(results, end_to_end.run(url, smoke=smoke)),
     }
+    for part, module in SLOTS.items():
+        steps[part] = functools.partial(_slot, module, url, smoke, results)
     for number, part in enumerate(parts):
         if number:
             print()
@@ -93,9 +121,32 @@ def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Re
     return status, results
 
 
-def _extend(results: list[Result], more: list[Result]) -> int:
+def _extend(results: list[Finding], more: Sequence[Finding]) -> int:
     results += more
     return 0
+
+
+def _collected(results: list[Finding], measure: Callable[[list[Result]], int]) -> int:
+    """``measure(collect)``, for the parts that append their results to a list they are given."""
+    collect: list[Result] = []
+    try:
+        return measure(collect)
+    finally:
+        results += collect
+
+
+def _slot(module: str, url: str, smoke: bool, results: list[Finding]) -> int:
+    """Run ``benchmarks.<module>`` if this tree has it."""
+    name = f"{__package__}.{module}"
+    try:
+        part = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        print(f"benchmarks/{module}.py is not in this tree: its part is skipped")
+        return 0
+    takes_url = "url" in inspect.signature(part.run).parameters
+    return _extend(results, part.run(url, smoke=smoke) if takes_url else part.run(smoke=smoke))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,14 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = [part for part in PARTS if args.only is None or part in args.only]
     command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
 
-    def measure(url: str) -> tuple[str, int, list[Result]]:
+    def measure(url: str) -> tuple[str, int, list[Finding]]:
         return (asyncio.run(_server_name(url)), *run_parts(url, parts, args.smoke))
 
-    server, status, results = on_server(args.url, measure)
+    server, status, findings = on_server(args.url, measure)
+    results, tables, curves = split(findings)
     out = args.out or (Path(tempfile.mkdtemp(prefix="redicache-bench-")) if args.smoke else HERE)
     out.mkdir(parents=True, exist_ok=True)
     env = report.environment({"server": server})
-    markdown, chart = report.write_report(results, out, env=env, command=command.strip())
+    markdown, chart = report.write_report(
+        results, out, env=env, command=command.strip(), tables=tables, curves=curves
+    )
     print()
     print(
         f"{sum(r.met is True for r in results)} of {sum(r.met is not None for r in results)} "

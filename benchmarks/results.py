@@ -1,12 +1,15 @@
-"""What each benchmark part hands back: one :class:`Result` per target of the performance
-issue, measured side by side in one run, for the report (``RESULTS.md`` and the chart)."""
+"""What each benchmark part hands back for the report (``RESULTS.md`` and the chart): one
+:class:`Result` per target of the performance issue, measured side by side in one run; and,
+where one figure cannot tell it, a :class:`Table` (a part's figures, side by side) or a
+:class:`Curve` (a figure against a load: entries, event rate, processes)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias
 
-__all__ = ["Compare", "Result"]
+__all__ = ["Compare", "Curve", "Finding", "Result", "Series", "Table", "split"]
 
 Compare = Literal["at_most", "at_least", "exactly"]
 
@@ -78,3 +81,57 @@ def format_figure(value: float, unit: str) -> str:
     if value == int(value):
         return f"{int(value):,} {unit}"
     return f"{value:,.1f} {unit}"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A part's figures side by side (e.g. one row per library), shown in ``RESULTS.md``
+    under the part's name; ``note`` says how to read it."""
+
+    part: str
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a :class:`Curve`: ``(x, y)`` points in the order of ``x``."""
+
+    label: str
+    points: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A figure against a load (readers, entries, event rate), one line per :class:`Series`;
+    shown in ``RESULTS.md`` as a table and drawn in the chart beside the targets."""
+
+    part: str
+    title: str
+    x_label: str
+    y_label: str
+    series: tuple[Series, ...]
+    log_x: bool = False
+    log_y: bool = False
+    note: str = ""
+
+
+Finding: TypeAlias = Result | Table | Curve
+"""Anything a part hands back to the report."""
+
+
+def split(findings: Iterable[Finding]) -> tuple[list[Result], list[Table], list[Curve]]:
+    """``findings`` sorted by kind, each kind in the order given."""
+    results: list[Result] = []
+    tables: list[Table] = []
+    curves: list[Curve] = []
+    for finding in findings:
+        if isinstance(finding, Result):
+            results.append(finding)
+        elif isinstance(finding, Table):
+            tables.append(finding)
+        else:
+            curves.append(finding)
+    return results, tables, curves
