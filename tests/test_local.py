@@ -137,3 +137,74 @@ def test_fresh_counts_a_hit_and_peek_does_not() -> None:
     assert layer.hits == 0  # a look, and a miss, are no hits
     assert layer.fresh("k") is not None
     assert layer.hits == 1
+
+
+def test_entries_read_during_a_scan_of_cold_keys_outlive_the_cold_ones() -> None:
+    """A hit sets the entry's reference bit: hot keys read between the puts of a long scan of
+    keys nobody reads again are spared each time the eviction hand passes them, and the cold
+    keys go instead. Deterministic: no clock, no randomness."""
+    layer = LocalLayer(max_entries=50, max_bytes=1 << 20)
+    hot = [f"hot{i}" for i in range(10)]
+    for key in hot:
+        put(layer, key)
+    for i in range(1_000):
+        put(layer, f"cold{i}")
+        if i % 10 == 0:  # each hot key is read again long before the hand comes back to it
+            for key in hot:
+                assert layer.fresh(key) is not None, (key, i)
+    assert all(layer.peek(key) is not None for key in hot)
+    assert len(layer) == 50
+    assert layer.evictions == 1_010 - 50
+    # The 40 other places hold the most recent cold keys.
+    assert sum(layer.peek(f"cold{i}") is not None for i in range(960, 1_000)) == 40
+
+
+def test_without_reads_the_oldest_entry_goes_first() -> None:
+    layer = LocalLayer(max_entries=3, max_bytes=1_000)
+    for key in "abcd":
+        put(layer, key)
+    assert [k for k in "abcd" if layer.peek(k) is not None] == ["b", "c", "d"]
+
+
+def test_the_entry_being_put_is_kept_even_when_every_other_one_was_read() -> None:
+    layer = LocalLayer(max_entries=3, max_bytes=1_000)
+    for key in "abc":
+        put(layer, key)
+        assert layer.fresh(key) is not None
+    assert put(layer, "d")
+    assert layer.peek("d") is not None
+    assert len(layer) == 3
+    assert layer.evictions == 1
+
+
+def test_dropped_and_replaced_entries_neither_grow_the_ring_nor_get_evicted_twice() -> None:
+    """A key dropped or replaced leaves a dead slot in the eviction ring: the ring is compacted
+    when dead slots outnumber live entries, and a dead slot never evicts the key's new entry."""
+    layer = LocalLayer(max_entries=4, max_bytes=1_000)
+    for round_ in range(1_000):
+        put(layer, "k", version=round_ + 1)  # a replacement each round
+        layer.discard("gone")
+        put(layer, "gone")
+    assert len(layer._ring) <= 2 * len(layer) + 64
+    put(layer, "a")
+    put(layer, "b")
+    put(layer, "c")  # five keys for four places: only the oldest live entry goes
+    assert layer.evictions == 1
+    assert len(layer) == 4
+    assert layer.bytes == 4
+    entry = layer.peek("k")
+    assert entry is None or entry.version == 1_000
+
+
+def test_bounds_hold_under_a_mix_of_puts_reads_and_drops() -> None:
+    layer = LocalLayer(max_entries=20, max_bytes=60)
+    for i in range(2_000):
+        key = f"k{i % 37}"
+        put(layer, key, size=1 + i % 5, version=i + 1)
+        if i % 3 == 0:
+            layer.fresh(f"k{(i * 7) % 37}")
+        if i % 11 == 0:
+            layer.discard(f"k{(i * 5) % 37}")
+        assert len(layer) <= 20
+        assert layer.bytes <= 60
+        assert layer.bytes == sum(e.size for e in layer._entries.values())
