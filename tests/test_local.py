@@ -177,23 +177,30 @@ def test_the_entry_being_put_is_kept_even_when_every_other_one_was_read() -> Non
     assert layer.evictions == 1
 
 
-def test_dropped_and_replaced_entries_neither_grow_the_ring_nor_get_evicted_twice() -> None:
-    """A key dropped or replaced leaves a dead slot in the eviction ring: the ring is compacted
-    when dead slots outnumber live entries, and a dead slot never evicts the key's new entry."""
+def test_a_replaced_entry_leaves_a_dead_slot_that_never_evicts_its_successor() -> None:
+    layer = LocalLayer(max_entries=4, max_bytes=1_000)
+    put(layer, "k", size=5, version=1)
+    put(layer, "k", size=7, version=2)  # the first slot in the ring is now dead
+    assert layer.fresh("k") is not None  # read: the hand spares it once
+    put(layer, "a")
+    put(layer, "b")
+    put(layer, "c")
+    put(layer, "d")  # five keys for four places
+    assert layer.evictions == 1
+    assert [key for key in "kabcd" if layer.peek(key) is None] == ["a"]
+    assert layer.peek("k").version == 2  # type: ignore[union-attr]
+    assert layer.bytes == 7 + 3
+
+
+def test_dead_slots_of_dropped_and_replaced_keys_do_not_grow_the_ring() -> None:
     layer = LocalLayer(max_entries=4, max_bytes=1_000)
     for round_ in range(1_000):
         put(layer, "k", version=round_ + 1)  # a replacement each round
         layer.discard("gone")
         put(layer, "gone")
     assert len(layer._ring) <= 2 * len(layer) + 64
-    put(layer, "a")
-    put(layer, "b")
-    put(layer, "c")  # five keys for four places: only the oldest live entry goes
-    assert layer.evictions == 1
-    assert len(layer) == 4
-    assert layer.bytes == 4
-    entry = layer.peek("k")
-    assert entry is None or entry.version == 1_000
+    assert len(layer) == 2
+    assert layer.bytes == 2
 
 
 def test_bounds_hold_under_a_mix_of_puts_reads_and_drops() -> None:
