@@ -215,3 +215,23 @@ def test_bounds_hold_under_a_mix_of_puts_reads_and_drops() -> None:
         assert len(layer) <= 20
         assert layer.bytes <= 60
         assert layer.bytes == sum(e.size for e in layer._entries.values())
+
+
+def test_expired_entries_keep_their_place_in_eviction_and_the_counts_stay_right() -> None:
+    """Ending freshness puts a copy with the earlier deadline in each entry's place (an entry
+    is its deadline, a float): the copy keeps the entry's reference bit, and the layer's
+    counts and bounds stay exact across repeated flushes."""
+    layer = LocalLayer(max_entries=3, max_bytes=1_000)
+    for key in "abc":
+        put(layer, key, size=2)
+    assert layer.fresh("a") is not None
+    assert layer.expire(stale_ttl=60.0) == 3
+    assert all(layer.fresh(key) is None and layer.stale(key) is not None for key in "abc")
+    put(layer, "d", size=2)  # "a" was read before the flush: "b" goes
+    assert [key for key in "abcd" if layer.stale(key) is None] == ["b"]
+    assert (len(layer), layer.bytes, layer.evictions) == (3, 6, 1)
+    for _ in range(200):
+        layer.expire(stale_ttl=60.0)
+        put(layer, "d", size=2, version=2)
+    assert len(layer._ring) <= 2 * len(layer) + 64
+    assert layer.bytes == 6

@@ -368,6 +368,29 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        id="flush-forgets-recency",
+        promise="D4",
+        removes="an expired entry's copy keeping its reference bit (a flush reorders eviction)",
+        file=_LOCAL,
+        before="        copy.used = entry.used\n",
+        after="",
+        tests=(
+            "tests/test_local.py::test_expired_entries_keep_their_place_in_eviction_and_the_counts"
+            "_stay_right",
+        ),
+    ),
+    Mutant(
+        id="expired-entry-stays-fresh",
+        promise="S: ttl",
+        removes="a local hit checking the entry's deadline",
+        file=_LOCAL,
+        before="        if entry != _NEVER and entry <= monotonic():",
+        after="        if False:",
+        tests=(
+            "tests/test_local.py::test_expired_entry_is_a_miss_and_is_dropped_without_a_stale_window",
+        ),
+    ),
+    Mutant(
         id="clock-ring-grows",
         promise="D4",
         removes="compacting the eviction ring when dead slots outnumber live entries",
