@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from redicache_async.invalidation import (
     Event,
@@ -19,6 +21,7 @@ from redicache_async.invalidation import (
     unlock_event,
 )
 from redicache_async.listener import InvalidationListener
+from redicache_async.subscriber import buffered_reader, event_payload, settle
 from redicache_async.testing import RedisServer
 
 from .helpers import wait_until
@@ -287,3 +290,30 @@ async def test_a_burst_of_events_is_read_in_batches_in_order_and_whole(
     assert recorder.ignored == 1
     assert calls - before < count // 10  # most replies were taken from the buffer
     assert listener.connected
+
+
+@pytest.mark.single_node
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_buffered_replies_that_are_not_events_are_settled_as_get_message_would(
+    make_redis: Callable[..., aioredis.Redis], namespace: str, protocol: int
+) -> None:
+    """A reply taken from the buffer that is not a published message (a pong, a subscription,
+    an error) gets redis-py's own treatment: a message dict, or the error raised."""
+    pubsub = make_redis(protocol=protocol).pubsub()
+    try:
+        await pubsub.subscribe(f"{namespace}:events")
+        assert buffered_reader(pubsub) is not None  # hiredis is installed with the library
+        assert event_payload([b"message", b"ch", b"data"]) == b"data"
+        assert event_payload(["message", "ch", "data"]) == "data"
+        for reply in ([b"pong", b""], b"PONG", [b"subscribe", b"ch", 1], [b"message", b"ch"]):
+            assert event_payload(reply) is None
+        assert (await settle(pubsub, [b"pong", b""]))["type"] == "pong"
+        assert (await settle(pubsub, b"PONG"))["type"] == "pong"
+        subscribed = await settle(pubsub, [b"subscribe", b"other", 2])
+        assert (subscribed["type"], subscribed["channel"]) == ("subscribe", b"other")
+        with pytest.raises(ResponseError, match="boom"):
+            await settle(pubsub, ResponseError("boom"))
+        with pytest.raises(RedisConnectionError):
+            await settle(pubsub, [RedisConnectionError("gone")])
+    finally:
+        await pubsub.aclose()
