@@ -316,4 +316,4 @@ async def test_buffered_replies_that_are_not_events_are_settled_as_get_message_w
         with pytest.raises(RedisConnectionError):
             await settle(pubsub, [RedisConnectionError("gone")])
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
