@@ -30,7 +30,6 @@ import platform
 import statistics
 import sys
 import tracemalloc
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import monotonic
@@ -114,33 +113,29 @@ def build_layer_ttl(sources: Sequence[Source]) -> object:
 # The breakdown: each step adds one thing on the way from the dict to the local layer.
 
 
-def build_ordered(sources: Sequence[Source]) -> object:
-    data: OrderedDict[str, Any] = OrderedDict()
-    for key, payload, _ in sources:
-        data[key.decode()] = json.loads(payload)
-    return data
-
-
 def build_entries(sources: Sequence[Source]) -> object:
-    """An OrderedDict of entries that all share one version and one size object."""
-    data: OrderedDict[str, LocalEntry] = OrderedDict()
+    """A dict of entries that all share one version and one size object."""
+    data: dict[str, LocalEntry] = {}
     for key, payload, _ in sources:
-        data[key.decode()] = LocalEntry(json.loads(payload), BASE_VERSION, 0, math.inf, math.inf)
+        text = key.decode()
+        data[text] = LocalEntry(json.loads(payload), BASE_VERSION, 0, math.inf, math.inf, text)
     return data
 
 
 def build_versioned(sources: Sequence[Source]) -> object:
-    data: OrderedDict[str, LocalEntry] = OrderedDict()
+    data: dict[str, LocalEntry] = {}
     for key, payload, version in sources:
-        data[key.decode()] = LocalEntry(json.loads(payload), int(version), 0, math.inf, math.inf)
+        text = key.decode()
+        data[text] = LocalEntry(json.loads(payload), int(version), 0, math.inf, math.inf, text)
     return data
 
 
 def build_sized(sources: Sequence[Source]) -> object:
-    data: OrderedDict[str, LocalEntry] = OrderedDict()
+    data: dict[str, LocalEntry] = {}
     for key, payload, version in sources:
-        data[key.decode()] = LocalEntry(
-            json.loads(payload), int(version), len(payload), math.inf, math.inf
+        text = key.decode()
+        data[text] = LocalEntry(
+            json.loads(payload), int(version), len(payload), math.inf, math.inf, text
         )
     return data
 
@@ -200,11 +195,10 @@ def run(*, smoke: bool = False, out: Callable[[str], None] = print) -> list[Resu
     plain = Structure("plain dict {key: value}", build_dict, [])
     ours = Structure("LocalLayer, no TTL", build_layer, [])
     ours_ttl = Structure(f"LocalLayer, TTL {TTL:g} s", build_layer_ttl, [])
-    ordered = Structure("OrderedDict {key: value}", build_ordered, [])
-    entries = Structure("OrderedDict {key: LocalEntry}, shared ints", build_entries, [])
+    entries = Structure("dict {key: LocalEntry}, shared ints", build_entries, [])
     versioned = Structure("... + a version int per entry", build_versioned, [])
     sized = Structure("... + the payload length as size", build_sized, [])
-    measure([plain, ours, ours_ttl, ordered, entries, versioned, sized], sources, repeats)
+    measure([plain, ours, ours_ttl, entries, versioned, sized], sources, repeats)
 
     def per_entry(structure: Structure) -> float:
         return structure.median / n
@@ -263,14 +257,10 @@ def run(*, smoke: bool = False, out: Callable[[str], None] = print) -> list[Resu
     big_sizes = sum(size >= SMALL_INT_LIMIT for size in payload_sizes)
     steps: list[tuple[str, float, str]] = [
         (
-            "OrderedDict instead of dict",
-            per_entry(ordered) - base,
-            "a linked-list node per key, and a node table as big as the hash table",
-        ),
-        (
             "a LocalEntry per entry",
-            per_entry(entries) - per_entry(ordered),
-            f"5 slots; sys.getsizeof {sys.getsizeof(LocalEntry(None, 0, 0, 0.0, 0.0))} B",
+            per_entry(entries) - base,
+            f"a float (its deadline) with 6 slots; sys.getsizeof "
+            f"{sys.getsizeof(LocalEntry(None, 0, 0, 0.0, 0.0))} B",
         ),
         (
             "the version int",
@@ -284,14 +274,14 @@ def run(*, smoke: bool = False, out: Callable[[str], None] = print) -> list[Resu
             "CPython's shared small ints",
         ),
         (
-            "the rest of LocalLayer.put",
+            "the eviction ring, and the rest of put",
             per_entry(ours) - per_entry(sized),
-            "should be about 0: the steps above are the whole layer",
+            "a deque slot per entry (8 B): the steps above are the whole layer",
         ),
         (
-            "a TTL: the expires_at and stale_until floats",
+            "a TTL: the stale_until float",
             per_entry(ours_ttl) - per_entry(ours),
-            f"2 floats; sys.getsizeof {sys.getsizeof(monotonic())} B each",
+            f"1 float, sys.getsizeof {sys.getsizeof(monotonic())} B (the deadline is the entry)",
         ),
     ]
     for label, extra, why in steps:

@@ -14,8 +14,8 @@ map below and checks every import of every module against it::
     faces:       __init__ __main__ handle status_report integrations.* demo.*
     engines:     client.* builder.*
     mechanisms:  locks gateway election targets decorator call_keys status
-    primitives:  leases listener invalidation replay orphans breaker failover batching tasks
-                 lifecycle fetching cancellation
+    primitives:  leases listener subscriber invalidation replay orphans breaker failover batching
+                 tasks lifecycle fetching cancellation
     leaves:      local keys scripts errors stats validation serializers topology tls logs
                  backoff replies testing.*
 

@@ -14,6 +14,7 @@ The task that listens to them is in ``listener.py``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -68,8 +69,48 @@ def unlock_event(key: str, origin: str) -> str:
     return plain_event(OP_UNLOCK, key, origin)
 
 
+# The exact shape the library writes (``event_prefix`` + version, and the ``id`` the stream
+# append adds), with no escape in any string. An event it matches reads the same as through
+# ``json.loads``; anything else (an escaped key, spaces, a foreign message) goes through
+# ``json.loads``, so the fast path changes no answer, only the cost (about 3x less).
+_STRING = rb'"([^"\\\x00-\x1f]*)"'
+_SHAPE = (
+    rb'\{"op":"(set|del|unlock|target|resign|refresh|built)","key":'
+    + _STRING
+    + rb',"origin":'
+    + _STRING
+    + rb',"version":(0|[1-9][0-9]*)(?:,"id":'
+    + _STRING
+    + rb")?\}"
+)
+_FAST_BYTES: Final = re.compile(_SHAPE).fullmatch
+_FAST_TEXT: Final = re.compile(_SHAPE.decode()).fullmatch
+
+
 def decode_event(data: Any) -> Event | None:
     """The event in a pub/sub payload, or None if it is not one of ours."""
+    if data.__class__ is bytes:
+        match = _FAST_BYTES(data)
+        if match is not None:
+            op, key, origin, version, stream_id = match.groups()
+            try:
+                return Event(
+                    op.decode(),
+                    key.decode(),
+                    origin.decode(),
+                    int(version),
+                    None if stream_id is None else stream_id.decode(),
+                )
+            except UnicodeDecodeError:
+                pass  # json.loads decides (it reads lone surrogates)
+    elif data.__class__ is str:
+        text = _FAST_TEXT(data)
+        if text is not None:
+            return Event(text[1], text[2], text[3], int(text[4]), text[5])
+    return _decode_json(data)
+
+
+def _decode_json(data: Any) -> Event | None:
     try:
         raw = json.loads(data)
         op, key, origin, version = raw["op"], raw["key"], raw["origin"], raw["version"]

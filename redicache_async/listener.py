@@ -25,6 +25,7 @@ from .errors import (
 from .invalidation import Event, decode_event
 from .logs import Throttle
 from .replay import StreamCursor
+from .subscriber import buffered_reader, event_payload, settle
 from .tls import diagnose_tls, tls_error
 from .topology import first_attempt, open_subscriber
 
@@ -34,6 +35,8 @@ logger = logging.getLogger("redicache_async")
 
 #: The shortest pause before reconnecting; pauses grow (jittered) to ``max_backoff``.
 _FIRST_BACKOFF: Final = 0.025
+#: Events handled in a row before the listener lets the loop's other tasks run.
+_BATCH: Final = 256
 
 
 class InvalidationListener:
@@ -81,6 +84,8 @@ class InvalidationListener:
         self.connected = False
         self.reconnects = 0
         self._log = Throttle()
+        #: When the answer to the last PING (or the subscription) is due; ``inf``: none owed.
+        self._pong_due = math.inf
 
     async def start(self, wait: float) -> bool:
         """Start listening; True once subscribed, False if that took longer than ``wait``
@@ -186,8 +191,11 @@ class InvalidationListener:
     async def _consume(self, pubsub: Any) -> None:
         await bounded(pubsub.subscribe(self._channel), self._timeout)
         loop = asyncio.get_running_loop()
-        pong_due = loop.time() + self._timeout  # the subscribe confirmation is due as a pong is
+        self._pong_due = (
+            loop.time() + self._timeout
+        )  # the subscribe confirmation is due as a pong is
         while True:
+            pong_due = self._pong_due
             wait = self._ping_interval if pong_due == math.inf else pong_due - loop.time()
             if wait <= 0:
                 raise TimeoutError("no answer on the pub/sub connection")
@@ -200,31 +208,61 @@ class InvalidationListener:
             if message is None:
                 if pong_due == math.inf:
                     await pubsub.ping()
-                    pong_due = loop.time() + self._timeout
+                    self._pong_due = loop.time() + self._timeout
                 continue
-            kind = message["type"]
-            if kind == "message":
-                event = decode_event(message["data"])
-                if event is None:
-                    self._on_ignored()
-                else:
-                    if self._cursor is not None:
-                        self._cursor.seen(event)
-                    self._on_event(event)
-            elif kind == "subscribe":
-                # Also seen when redis-py reconnected and resubscribed by itself: either way,
-                # events may have been missed.
-                await self._catch_up()
-                pong_due = math.inf
-                self.connected = True
-                self.refusal = None
-                self._refused.clear()
-                self._subscribed.set()
-                self._log.reset("lost")  # the next outage is news again
-                continue
-            elif kind != "pong":
-                continue
-            pong_due = math.inf
+            await self._handle(message)
+            # That read brought more than one reply, as a rate of events does: take the others
+            # without a call, a timeout and a dict each (see ``subscriber.py``).
+            await self._drain(pubsub)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "message":
+            self._deliver(message["data"])
+        elif kind == "subscribe":
+            # Also seen when redis-py reconnected and resubscribed by itself: either way,
+            # events may have been missed.
+            await self._catch_up()
+            self._pong_due = math.inf
+            self.connected = True
+            self.refusal = None
+            self._refused.clear()
+            self._subscribed.set()
+            self._log.reset("lost")  # the next outage is news again
+        elif kind == "pong":
+            self._pong_due = math.inf
+
+    def _deliver(self, data: Any) -> None:
+        event = decode_event(data)
+        if event is None:
+            self._on_ignored()
+            return
+        if self._cursor is not None:
+            self._cursor.seen(event)
+        self._on_event(event)
+
+    async def _drain(self, pubsub: Any) -> None:
+        """Handle every reply already received on ``pubsub``'s connection, then return (never
+        waits for the server). Yields to the loop every ``_BATCH`` events, so that a flood
+        cannot starve the process's other tasks."""
+        next_reply = buffered_reader(pubsub)
+        if next_reply is None:
+            return
+        handled = 0
+        while (reply := next_reply()) is not None:
+            data = event_payload(reply)
+            if data is not None:
+                self._deliver(data)
+            else:
+                message = await settle(pubsub, reply)
+                if message is not None:
+                    await self._handle(message)
+                next_reply = buffered_reader(pubsub)  # a handler may have reconnected it
+                if next_reply is None:
+                    return
+            handled += 1
+            if handled % _BATCH == 0:
+                await asyncio.sleep(0)
 
     async def _catch_up(self) -> None:
         """Replay what was missed while away, then report the subscription."""

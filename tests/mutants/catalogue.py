@@ -228,7 +228,32 @@ MUTANTS: tuple[Mutant, ...] = (
         file=_COHERENCE,
         before="self._local.expire(stale_ttl=self._stale_ttl)\n",
         after="pass\n",
-        tests=_t(_T_CLIENT, "test_reconnected_listener_flushes_when_the_gap_was_trimmed"),
+        tests=(
+            *_t(_T_CLIENT, "test_reconnected_listener_flushes_when_the_gap_was_trimmed"),
+            "tests/faults/test_overload.py::test_a_flood_past_the_output_buffer_limit_flushes_the"
+            "_local_layer_and_recovers",
+        ),
+    ),
+    Mutant(
+        id="listener-one-reply-per-call",
+        promise="D3",
+        removes="taking the replies already received in batches (one get_message each)",
+        file=_LISTENER,
+        before="            await self._drain(pubsub)\n",
+        after="            pass\n",
+        tests=(
+            "tests/test_invalidation.py::test_a_burst_of_events_is_read_in_batches_in_order_and"
+            "_whole",
+        ),
+    ),
+    Mutant(
+        id="fast-decoder-drops-stream-id",
+        promise="D3",
+        removes="the stream id of an event read without json (replay would lose its place)",
+        file="redicache_async/invalidation.py",
+        before="                    None if stream_id is None else stream_id.decode(),",
+        after="                    None,",
+        tests=("tests/test_invalidation.py::test_the_fast_decoder_reads_every_event_as_json_does",),
     ),
     Mutant(
         id="missed-events-not-replayed",
@@ -301,11 +326,81 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         id="lru-is-fifo",
         promise="D4",
-        removes="marking a hit as recently used (eviction by insertion order)",
+        removes="marking a hit as recently used (the reference bit: eviction by insertion order)",
         file=_LOCAL,
-        before="        self._entries.move_to_end(key)\n        return entry",
+        before="        entry.used = True\n        return entry",
         after="        return entry",
-        tests=("tests/test_local.py::test_lru_evicts_least_recently_used_beyond_max_entries",),
+        tests=(
+            "tests/test_local.py::test_lru_evicts_least_recently_used_beyond_max_entries",
+            "tests/test_local.py::test_entries_read_during_a_scan_of_cold_keys_outlive_the_cold_ones",
+        ),
+    ),
+    Mutant(
+        id="clock-never-spares",
+        promise="D4",
+        removes="the eviction hand sparing an entry read since it last passed",
+        file=_LOCAL,
+        before="            if candidate.used or candidate is spare:",
+        after="            if candidate is spare:",
+        tests=(
+            "tests/test_local.py::test_entries_read_during_a_scan_of_cold_keys_outlive_the_cold_ones",
+        ),
+    ),
+    Mutant(
+        id="clock-evicts-the-new-entry",
+        promise="D4",
+        removes="keeping the entry being put when every other entry was read",
+        file=_LOCAL,
+        before="            if candidate.used or candidate is spare:",
+        after="            if candidate.used:",
+        tests=(
+            "tests/test_local.py::test_the_entry_being_put_is_kept_even_when_every_other_one_was_read",
+        ),
+    ),
+    Mutant(
+        id="clock-dead-slot-evicts-live-entry",
+        promise="D4",
+        removes="telling a dead ring slot (a replaced entry) from the key's live entry",
+        file=_LOCAL,
+        before="            if entries.get(key) is not candidate:",
+        after="            if key not in entries:",
+        tests=(
+            "tests/test_local.py::test_a_replaced_entry_leaves_a_dead_slot_that_never_evicts_its_successor",
+        ),
+    ),
+    Mutant(
+        id="flush-forgets-recency",
+        promise="D4",
+        removes="an expired entry's copy keeping its reference bit (a flush reorders eviction)",
+        file=_LOCAL,
+        before="        copy.used = entry.used\n",
+        after="",
+        tests=(
+            "tests/test_local.py::test_expired_entries_keep_their_place_in_eviction_and_the_counts"
+            "_stay_right",
+        ),
+    ),
+    Mutant(
+        id="expired-entry-stays-fresh",
+        promise="S: ttl",
+        removes="a local hit checking the entry's deadline",
+        file=_LOCAL,
+        before="        if entry != _NEVER and entry <= monotonic():",
+        after="        if False:",
+        tests=(
+            "tests/test_local.py::test_expired_entry_is_a_miss_and_is_dropped_without_a_stale_window",
+        ),
+    ),
+    Mutant(
+        id="clock-ring-grows",
+        promise="D4",
+        removes="compacting the eviction ring when dead slots outnumber live entries",
+        file=_LOCAL,
+        before="        if len(ring) > 2 * len(self._entries) + _RING_SLACK:",
+        after="        if False:",
+        tests=(
+            "tests/test_local.py::test_dead_slots_of_dropped_and_replaced_keys_do_not_grow_the_ring",
+        ),
     ),
     # -- D5: Redis outages ------------------------------------------------------------------------
     Mutant(

@@ -1,0 +1,265 @@
+"""What a local hit and a local entry cost as the local layer grows, next to a plain dict.
+
+Target (issue 16): at 100k and 1M entries a local hit takes at most 1.5x a plain dict's lookup
+of the same keys, measured side by side in one run; the bytes per entry are reported beside the
+dict's at every size (1k, 10k, 100k, 1M).
+
+The dict's lookup is the baseline of the hot-path part (``hot_path.py``): an awaited
+``async def get(k): return data.get(k)``. The hit is the same shape around the layer, as the
+client answers a local hit: ``entry = layer.fresh(k)``, then ``entry.value``. The cost the
+client adds on top (``get_or_init``'s own bookkeeping) does not grow with the entries; it is the
+hot-path part's figure. The bare calls (``dict.get`` against ``LocalLayer.fresh``, a C call
+against a Python one) are printed beside them, without a target.
+
+Both structures hold the same keys and values, each filled the way the cache fills it (see
+``memory.py``: keys made anew, values decoded from their JSON payloads; the layer through
+``put`` with a microsecond version and a 60 s TTL, the common case). The lookups use key
+objects of their own (a caller builds its key; it is not the object stored), in one random
+order shared by both, so that a large table is read the way a busy process reads it: from
+memory, not from the CPU's cache. Rounds alternate dict, layer, dict, layer, ...; the figure is
+the median of the per-round ratios, so that noise from a shared machine hits both alike.
+
+Bytes per entry are what ``tracemalloc`` counts as still allocated once a structure is built,
+as in ``memory.py`` (keys and values included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import random
+import statistics
+import sys
+import tracemalloc
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from time import monotonic, perf_counter
+from typing import Any
+
+from redicache_async import JsonSerializer
+from redicache_async.local import LocalLayer
+
+from .results import Result
+
+__all__ = ["main", "run"]
+
+SIZES = (1_000, 10_000, 100_000, 1_000_000)
+SMOKE_SIZES = (1_000, 10_000)
+#: The sizes the latency target applies to: below them a hit is a Python call next to a C one.
+TARGET_SIZES = frozenset({100_000, 1_000_000})
+TARGET = 1.5
+TTL = 60.0
+BASE_VERSION = 1_763_900_000_123_456
+#: Lookups per timed round (cycled over when the table is smaller).
+LOOKUPS = 200_000
+
+Source = tuple[bytes, bytes, bytes]
+"""A key's UTF-8 bytes, the value's JSON payload and its version's digits (see memory.py)."""
+
+
+def _payloads(n: int) -> list[Source]:
+    dumps = JsonSerializer().dumps
+    return [
+        (
+            f"user:{i}".encode(),
+            dumps({"id": i, "name": f"user-{i}", "active": True}),
+            str(BASE_VERSION + i).encode(),
+        )
+        for i in range(n)
+    ]
+
+
+def build_dict(sources: Sequence[Source]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, payload, _ in sources:
+        data[key.decode()] = json.loads(payload)
+    return data
+
+
+def build_layer(sources: Sequence[Source]) -> LocalLayer:
+    layer = LocalLayer(max_entries=len(sources), max_bytes=1 << 40)
+    for key, payload, version in sources:
+        layer.put(
+            key.decode(),
+            json.loads(payload),
+            version=int(version),
+            size=len(payload),
+            expires_at=monotonic() + TTL,
+            stale_ttl=0.0,
+        )
+    return layer
+
+
+def held_bytes(build: Callable[[Sequence[Source]], object], sources: Sequence[Source]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        structure = build(sources)
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del structure
+    gc.collect()
+    return after - before
+
+
+def _time_calls(lookup: Callable[[str], object], keys: Sequence[str]) -> float:
+    """Seconds per call over ``keys`` (one pass; the loop is the same for both sides)."""
+    started = perf_counter()
+    for key in keys:
+        lookup(key)
+    return (perf_counter() - started) / len(keys)
+
+
+async def _time_awaited(lookup: Callable[[str], Awaitable[object]], keys: Sequence[str]) -> float:
+    started = perf_counter()
+    for key in keys:
+        await lookup(key)
+    return (perf_counter() - started) / len(keys)
+
+
+@dataclass
+class Latency:
+    """Median ns per hit, each side, and the median of the per-round ratios."""
+
+    dict_ns: float
+    ours_ns: float
+    ratio: float
+
+
+def _latency(dict_times: list[float], ours_times: list[float]) -> Latency:
+    return Latency(
+        statistics.median(dict_times) * 1e9,
+        statistics.median(ours_times) * 1e9,
+        statistics.median(o / d for o, d in zip(ours_times, dict_times, strict=True)),
+    )
+
+
+async def hit_latency(n: int, rounds: int) -> tuple[Latency, Latency]:
+    """The awaited hits (the target) and the bare calls, at ``n`` entries."""
+    sources = _payloads(n)
+    plain = build_dict(sources)
+    layer = build_layer(sources)
+    del sources
+    rng = random.Random(n)
+    # Keys of the caller's own, equal to the stored ones but other objects.
+    keys = [f"user:{rng.randrange(n)}" for _ in range(LOOKUPS)]
+    if not all(layer.fresh(key) is not None for key in keys[:100]):
+        raise AssertionError("the layer lost entries it was filled with")
+
+    async def dict_lookup(key: str) -> Any:
+        return plain.get(key)
+
+    fresh = layer.fresh
+
+    async def local_hit(key: str) -> Any:
+        entry = fresh(key)
+        return None if entry is None else entry.value
+
+    awaited: tuple[list[float], list[float]] = ([], [])
+    bare: tuple[list[float], list[float]] = ([], [])
+    await _time_awaited(dict_lookup, keys)  # warm both alike
+    await _time_awaited(local_hit, keys)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            awaited[0].append(await _time_awaited(dict_lookup, keys))
+            awaited[1].append(await _time_awaited(local_hit, keys))
+            bare[0].append(_time_calls(plain.get, keys))
+            bare[1].append(_time_calls(fresh, keys))
+    finally:
+        if gc_was:
+            gc.enable()
+    return _latency(*awaited), _latency(*bare)
+
+
+def _count_text(n: int) -> str:
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    return f"{n // 1000}k" if n % 1000 == 0 else f"{n:,}"
+
+
+def run(*, smoke: bool = False, out: Callable[[str], None] = print) -> list[Result]:
+    sizes = SMOKE_SIZES if smoke else SIZES
+    rounds = 3 if smoke else 9
+    out(
+        f"redicache_async local layer as it grows: hit and bytes per entry against entries, "
+        f"next to a plain dict (TTL {TTL:g} s entries; median of {rounds} alternating rounds "
+        f"of {LOOKUPS:,} random lookups) · Python {platform.python_version()}"
+    )
+    out("")
+    out(f"{'':>8} {'awaited hit':^33} {'bare call':^23} {'bytes per entry':^19}")
+    out(
+        f"{'entries':>8} {'dict ns':>8} {'ours ns':>8} {'ratio':>7}  {'target':<7}"
+        f" {'get ns':>7} {'fresh ns':>8} {'ratio':>6} {'dict':>9} {'ours':>9}"
+    )
+    results: list[Result] = []
+    for n in sizes:
+        hit, bare = asyncio.run(hit_latency(n, rounds))
+        ratio = hit.ratio
+        gc.collect()
+        sources = _payloads(n)
+        dict_bytes = held_bytes(build_dict, sources) / n
+        ours_bytes = held_bytes(build_layer, sources) / n
+        del sources
+        bound = TARGET if n in TARGET_SIZES else None
+        target = ("met" if ratio <= TARGET else "NOT met") if bound else ""
+        out(
+            f"{_count_text(n):>8} {hit.dict_ns:>8.0f} {hit.ours_ns:>8.0f} {ratio:>6.2f}x  "
+            f"{target:<7} {bare.dict_ns:>7.0f} {bare.ours_ns:>8.0f} {bare.ratio:>5.2f}x"
+            f" {dict_bytes:>9.1f} {ours_bytes:>9.1f}"
+        )
+        count = _count_text(n)
+        results.append(
+            Result(
+                part="scale",
+                name=f"local hit / awaited dict lookup ({count} entries)",
+                figure=ratio,
+                unit="x",
+                bound=bound,
+                detail=(
+                    f"ours {hit.ours_ns:.0f} ns, dict {hit.dict_ns:.0f} ns (medians); bare "
+                    f"LocalLayer.fresh {bare.ours_ns:.0f} ns, dict.get {bare.dict_ns:.0f} ns"
+                ),
+            )
+        )
+        results.append(
+            Result(
+                part="scale",
+                name=f"local layer bytes per entry ({count} entries)",
+                figure=round(ours_bytes, 1),
+                unit="B/entry",
+                bound=None,
+                detail=f"plain dict {dict_bytes:.0f} B/entry",
+            )
+        )
+        gc.collect()
+    out("")
+    out(f"target: awaited hit <= {TARGET:g}x the awaited dict lookup at 100k and 1M entries.")
+    out("ns: one lookup in a loop over random keys (awaited: an `async def` around it, as the")
+    out("hot-path part's dict baseline; bare: dict.get against LocalLayer.fresh);")
+    out("B/e: bytes still allocated per entry once built, keys and values included.")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale_local",
+        description="Local hit latency and bytes per entry against entries, next to a dict.",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="1k and 10k entries, 3 rounds (seconds; CI)"
+    )
+    args = parser.parse_args(argv)
+    run(smoke=args.smoke)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
