@@ -1,7 +1,8 @@
 """A Redis client whose connection pool runs out: back-pressure, not an outage.
 
 Callers wait for a connection within ``redis_timeout`` and then get Redis's answer; past it
-they get :class:`PoolExhaustedError`. Neither counts towards the circuit breaker, and no call
+they get :class:`PoolExhaustedError` (on a cluster at once: its nodes' pools cannot be asked
+for room). Neither counts towards the circuit breaker, and no call
 answers as if Redis were down (a read's ``None``, a fetch in the process).
 """
 
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 
 from redicache_async import CacheClient, PoolExhaustedError
 from redicache_async.keys import KeySpace
+from redicache_async.testing import ClusterServers
 from tests.conftest import MakeCache, MakeRedis
 
 from .helpers import Fetch, wait_until
@@ -168,3 +171,54 @@ def _every_call(cache: CacheClient, fetch: Fetch) -> list[Callable[[], Any]]:
         lambda: cache.delete("k0"),
         lambda: cache.attempt_regeneration("k0", fetch),
     ]
+
+
+async def test_a_full_cluster_node_pool_raises_pool_exhausted_at_once(
+    cluster_servers: ClusterServers, namespace: str
+) -> None:
+    """A cluster node's pool has no public room check, so there is no wait: the call meets
+    redis-py's MaxConnectionsError, reported as PoolExhaustedError, not as an outage."""
+    other = RedisCluster.from_url(cluster_servers.url)
+    tiny = RedisCluster.from_url(cluster_servers.url, max_connections=2)
+    holders: list[asyncio.Task[Any]] = []
+    release = ""
+    try:
+        async with CacheClient(other, namespace=namespace) as writer:
+            await writer.set("k0", {"i": 0})
+        async with CacheClient(
+            tiny, namespace=namespace, local_max_entries=0, redis_timeout=5.0
+        ) as cache:
+            node = tiny.get_node_from_key(KeySpace(namespace).value("k0"))
+            assert node is not None
+            release = next(
+                f"{namespace}-release-{i}"
+                for i in range(10_000)
+                if tiny.get_node_from_key(f"{namespace}-release-{i}") is node
+            )
+
+            async def blpop() -> Any:
+                return await tiny.blpop([release], timeout=30)
+
+            async def hold_one() -> None:
+                before = len(node._connections) - len(node._free)
+                holders.append(asyncio.create_task(blpop()))
+                await wait_until(
+                    lambda: len(node._connections) - len(node._free) > before, what="a holder"
+                )
+
+            while len(node._connections) < node.max_connections or node._free:
+                await hold_one()
+            for call in _every_call(cache, Fetch({"fetched": "here"})):
+                with pytest.raises(PoolExhaustedError, match="pool is exhausted"):
+                    await call()
+            stats = cache.stats()
+            assert (stats.circuit_opens, stats.circuit_skips, stats.redis_errors) == (0, 0, 0)
+            await other.rpush(release, *["go"] * len(holders))
+            await asyncio.gather(*holders)
+            assert await cache.get("k0") == {"i": 0}
+    finally:
+        if holders and release:
+            await other.rpush(release, *["go"] * len(holders))
+        await asyncio.gather(*holders, return_exceptions=True)
+        await tiny.aclose()
+        await other.aclose()

@@ -373,8 +373,8 @@ MUTANTS: tuple[Mutant, ...] = (
         after="            if False:",
         tests=_t(
             _T_POOL,
+            "test_a_full_cluster_node_pool_raises_pool_exhausted_at_once",
             "test_many_callers_on_a_tiny_pool_all_get_redis_answers",
-            "test_past_redis_timeout_it_raises_pool_exhausted_not_unreachable",
         ),
     ),
     Mutant(
