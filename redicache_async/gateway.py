@@ -156,7 +156,7 @@ class RedisGateway:
         breaker.succeeded()
         return result
 
-    async def _wait_for_room(self, room: Callable[[], bool]) -> float:
+    async def _wait_for_room(self, room: Callable[[], object]) -> float:
         """Wait until the pool has a connection to give; the time left of the call's bound."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout

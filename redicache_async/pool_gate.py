@@ -30,21 +30,16 @@ __all__ = ["PoolGate", "room_check"]
 _FIRST_LOOK: Final = 0.001
 _MAX_LOOK: Final = 0.05
 
-Room = Callable[[], bool]
+#: Truthy while the pool can give a connection now.
+Room = Callable[[], object]
 
 
 def room_check(redis: Any) -> Room | None:
     """The pool's own "can a connection be had now" test, or None where there is none (a
     cluster; a pool of another kind)."""
     pool = getattr(redis, "connection_pool", None)
-    check = getattr(pool, "can_get_connection", None)
-    if check is None:
-        return None
-
-    def room() -> bool:
-        return bool(check())
-
-    return room
+    # Called as it is on every command: a wrapper would cost a third more (about 60 ns).
+    return getattr(pool, "can_get_connection", None)
 
 
 class PoolGate:
@@ -67,7 +62,7 @@ class PoolGate:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return room()
+                return bool(room())
             waiter: asyncio.Future[None] = loop.create_future()
             entry = (room, waiter)
             self._waiters.append(entry)
