@@ -96,7 +96,7 @@ async def test_a_call_waits_for_a_connection_and_then_gets_redis_answer(
     make_redis: MakeRedis, namespace: str, topology: str, pool: str
 ) -> None:
     if topology == "cluster":
-        pytest.skip("a cluster node's pool cannot be asked for room (see the module above)")
+        pytest.skip("a cluster node's pool cannot be asked for room: no wait (see below)")
     await _seed(make_redis, namespace, 1)
     list_key = f"{namespace}-release"
     holders: list[asyncio.Task[Any]] = []
@@ -137,7 +137,7 @@ async def test_past_redis_timeout_it_raises_pool_exhausted_not_unreachable(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     if topology == "cluster":
-        pytest.skip("a cluster node's pool cannot be held from here without its private parts")
+        pytest.skip("on a cluster there is no wait: see the full cluster node pool test below")
     await _seed(make_redis, namespace, 1)
     tiny = make_redis(max_connections=3)
     cache = await make_cache(tiny, local_max_entries=0, redis_timeout=0.3)
