@@ -14,8 +14,8 @@ map below and checks every import of every module against it::
     faces:       __init__ __main__ handle status_report integrations.* demo.*
     engines:     client.* builder.*
     mechanisms:  locks gateway election targets decorator call_keys status
-    primitives:  leases listener subscriber invalidation replay orphans breaker failover batching
-                 tasks lifecycle fetching cancellation
+    primitives:  leases listener subscriber invalidation replay orphans breaker pool_gate failover
+                 batching tasks lifecycle fetching cancellation
     leaves:      local keys scripts errors stats validation serializers topology tls logs
                  backoff replies testing.*
 
@@ -30,13 +30,14 @@ map below and checks every import of every module against it::
   ``spec.py`` their settings and status.
 - mechanisms, shared by both engines where they do the same: ``locks.py`` (single-flight,
   wake-ups, the lock manager that makes and releases claims), ``gateway.py`` (every Redis
-  command: deadline, circuit breaker, outage classification), ``election.py`` (leadership per
-  registration), ``targets.py`` (target types, atomic swap), ``decorator.py``
-  (``@cache.cached``, over a client's public operations) with ``call_keys.py`` (its default
-  key of a call), ``status.py`` (a namespace read for operators).
+  command: deadline, circuit breaker, pool back-pressure, outage classification),
+  ``election.py`` (leadership per registration), ``targets.py`` (target types, atomic
+  swap), ``decorator.py`` (``@cache.cached``, over a client's public operations) with
+  ``call_keys.py`` (its default key of a call), ``status.py`` (a namespace read for operators).
 - primitives: one claim (``leases.py``), the pub/sub listener and its codec and replay, the
-  orphaned claims, the circuit breaker, the cluster failover watch, read batching, owned tasks,
-  the open/close life, calling fetch functions, cancellation-safe deadlines.
+  orphaned claims, the circuit breakers (one per cluster master), waiting for a pooled
+  connection, the cluster failover watch, read batching, owned tasks, the open/close life,
+  calling fetch functions, cancellation-safe deadlines.
 - leaves: the local layer, key names, Lua scripts, errors, counters, argument checks,
   serializers, topology and TLS facts, throttled logs, jittered back-off, reply decoding, and
   ``testing`` (real servers for tests).
@@ -53,6 +54,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidResultError,
+    PoolExhaustedError,
     RedicacheError,
     RedisConfigurationError,
     RedisPermissionError,
@@ -82,6 +84,7 @@ __all__ = [
     "JsonSerializer",
     "MsgpackSerializer",
     "PickleSerializer",
+    "PoolExhaustedError",
     "RedicacheError",
     "RedisConfigurationError",
     "RedisPermissionError",

@@ -6,17 +6,22 @@ doubles with every failure while open, up to ``max_window``. When a window ends,
 through as a probe; its success closes the breaker, its failure opens the next window. Anything
 else that proves Redis is back (the listener resubscribing) may close it early with
 :meth:`CircuitBreaker.close`.
+
+:class:`Breakers` keeps one per node a call goes to: on a cluster, one per master (the owner of
+the call's key's slot), so that a dead master costs only its own slots; on one server or
+through Sentinel, one for all.
 """
 
 from __future__ import annotations
 
 import logging
 from time import monotonic
-from typing import Final
+from typing import Any, Final
 
 from .errors import RedisUnavailableError
+from .topology import is_cluster, masters, slot_map, slot_owner
 
-__all__ = ["CircuitBreaker", "CircuitOpenError"]
+__all__ = ["Breakers", "CircuitBreaker", "CircuitOpenError"]
 
 logger = logging.getLogger("redicache_async")
 
@@ -39,13 +44,21 @@ class CircuitBreaker:
         "_probing",
         "_threshold",
         "_window",
+        "name",
         "opened",
         "skipped",
     )
 
     def __init__(
-        self, *, threshold: int = 3, first_window: float = 0.05, max_window: float = 2.0
+        self,
+        *,
+        threshold: int = 3,
+        first_window: float = 0.05,
+        max_window: float = 2.0,
+        name: str = "Redis",
     ) -> None:
+        #: What the breaker guards, for its log lines ("Redis", or a cluster node's address).
+        self.name = name
         self._threshold = threshold
         self._first_window = first_window
         self._max_window = max_window
@@ -89,7 +102,8 @@ class CircuitBreaker:
         if self._open_until == _CLOSED:
             self.opened += 1
             logger.warning(
-                "Redis is unreachable; calls skip it (probing every %.2f-%.1f s) until it answers",
+                "%s is unreachable; calls skip it (probing every %.2f-%.1f s) until it answers",
+                self.name,
                 self._first_window,
                 self._max_window,
             )
@@ -103,8 +117,93 @@ class CircuitBreaker:
 
     def close(self) -> None:
         if self._open_until != _CLOSED:
-            logger.warning("Redis answers again; calls go to it")
+            logger.warning("%s answers again; calls go to it", self.name)
         self._failures = 0
         self._window = self._first_window
         self._open_until = _CLOSED
         self._probing = False
+
+
+class Breakers:
+    """The circuit breakers of one client's calls: one for all of them on one server or
+    through Sentinel; on a cluster, one per master, chosen by the call's key (:meth:`for_key`).
+
+    A failing master then opens only its own breaker: calls for the slots of the others neither
+    wait nor answer as if Redis were down. Breakers are keyed by node address, so when a
+    failover moves a slot to the promoted replica, that slot's calls go to the replica's own
+    breaker (closed) from the moment the client's map of the slots names it, not to the dead
+    node's. Each time the client builds a new map, the breakers of nodes that are no longer
+    masters are dropped: a node that comes back (as a replica) and is promoted later starts
+    with a closed breaker, not the open one it left with. Keyless calls (loading the scripts)
+    and calls made before the client has a map use :attr:`whole`.
+    """
+
+    __slots__ = (
+        "_by_node",
+        "_cluster",
+        "_dropped_opened",
+        "_dropped_skipped",
+        "_map",
+        "_redis",
+        "whole",
+    )
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._cluster = is_cluster(redis)
+        self.whole = CircuitBreaker()
+        self._by_node: dict[str, CircuitBreaker] = {}
+        self._map: object = None
+        self._dropped_opened = 0
+        self._dropped_skipped = 0
+
+    def for_key(self, key: str | None) -> CircuitBreaker:
+        """The breaker of the node a command for ``key`` goes to."""
+        if not self._cluster or key is None:
+            return self.whole
+        node = slot_owner(self._redis, key)
+        if node is None:
+            return self.whole
+        current = slot_map(self._redis)
+        if current is not self._map:
+            self._map = current
+            self._forget_former_masters()
+        breaker = self._by_node.get(node)
+        if breaker is None:
+            breaker = self._by_node[node] = CircuitBreaker(name=f"Redis node {node}")
+        return breaker
+
+    def _forget_former_masters(self) -> None:
+        live = masters(self._redis)
+        for node in [node for node in self._by_node if node not in live]:
+            dropped = self._by_node.pop(node)
+            self._dropped_opened += dropped.opened
+            self._dropped_skipped += dropped.skipped
+
+    @property
+    def opened(self) -> int:
+        """Times a breaker opened, all nodes together."""
+        return (
+            self.whole.opened
+            + self._dropped_opened
+            + sum(breaker.opened for breaker in self._by_node.values())
+        )
+
+    @property
+    def skipped(self) -> int:
+        """Calls answered without trying Redis, all nodes together."""
+        return (
+            self.whole.skipped
+            + self._dropped_skipped
+            + sum(breaker.skipped for breaker in self._by_node.values())
+        )
+
+    def node(self, name: str) -> CircuitBreaker | None:
+        """The breaker of the cluster node ``name`` (``host:port``), if it has one."""
+        return self._by_node.get(name)
+
+    def close(self) -> None:
+        """Something proved Redis answers (the listener subscribed): every call may try it."""
+        self.whole.close()
+        for breaker in self._by_node.values():
+            breaker.close()

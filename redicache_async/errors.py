@@ -6,6 +6,7 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     ClusterDownError,
+    MaxConnectionsError,
     NoPermissionError,
     ReadOnlyError,
     RedisClusterException,
@@ -25,6 +26,7 @@ __all__ = [  # noqa: RUF022 - the hierarchy's order, root first
     "FetchTimeout",
     "ClientClosedError",
     "RedisUnavailableError",
+    "PoolExhaustedError",
     "RedisConfigurationError",
     "RedisPermissionError",
     "BuildError",
@@ -75,6 +77,13 @@ class RedisUnavailableError(RedicacheError, ConnectionError):
     (a write or a delete); reads answer without Redis instead of raising this."""
 
 
+class PoolExhaustedError(RedicacheError):
+    """No connection of the Redis client's pool came free within ``redis_timeout``: every one
+    was busy with other calls (the pool's ``max_connections`` is smaller than the concurrency).
+    Redis was not tried, so this is back-pressure, not an outage: it does not count towards
+    the circuit breaker, and nothing answers as if Redis were down."""
+
+
 class RedisConfigurationError(RedicacheError):
     """Redis cannot be used as configured, and waiting will not change it: a TLS handshake
     that fails (a wrong CA, a plain URL pointed at a TLS port), or a refusal
@@ -108,6 +117,21 @@ OUTAGES = (
 #: Every error a Redis command can raise: redis-py's cluster client raises some errors that
 #: are not :class:`redis.exceptions.RedisError`.
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """Whether redis-py raised ``exc`` because its pool had no connection to give: a
+    ``ConnectionPool`` (or a cluster node's pool) at ``max_connections``, or a
+    ``BlockingConnectionPool`` whose own wait ran out. Both are ``ConnectionError``s, which
+    would otherwise read as an outage."""
+    if isinstance(exc, MaxConnectionsError):
+        return True
+    # BlockingConnectionPool.get_connection: its wait for a connection timed out.
+    return (
+        isinstance(exc, RedisConnectionError)
+        and isinstance(exc.__cause__, TimeoutError)
+        and str(exc) == "No connection available."
+    )
 
 
 def describe_error(exc: BaseException) -> str:

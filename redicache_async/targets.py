@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
+from hiredis import pack_command as _pack
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from .cancellation import bounded
 from .errors import (
@@ -276,6 +278,11 @@ def _score(item: Any, score_field: str, index: int) -> float:
 
 async def write(redis: Any, writes: Sequence[tuple[str, Prepared]], *, timeout: float) -> None:
     """Fill each temporary key with its target's commands, in pipelined round trips."""
+    pool = None if is_cluster(redis) else getattr(redis, "connection_pool", None)
+    if pool is not None:
+        await _write_packed(pool, writes, timeout=timeout)
+        return
+    # A cluster: redis-py's pipeline sends each command to its slot's node and follows MOVED.
     pipe = redis.pipeline(transaction=False)
     queued = 0
     for temporary, prepared in writes:
@@ -289,6 +296,51 @@ async def write(redis: Any, writes: Sequence[tuple[str, Prepared]], *, timeout: 
                 queued = 0
     if len(pipe):
         await bounded(pipe.execute(), timeout)
+
+
+async def _write_packed(
+    pool: Any, writes: Sequence[tuple[str, Prepared]], *, timeout: float
+) -> None:
+    """:func:`write` on one server's connection, the commands packed here: redis-py's asyncio
+    connection packs in Python, argument by argument, which was 45% of a 100k-item build
+    (issue 5); hiredis packs a whole command in C. Each round trip ends with one ``PEXPIRE``
+    of each temporary key it wrote to."""
+    connection = await pool.get_connection()
+    try:
+        batch: list[bytes] = []
+        expiring: dict[str, None] = {}
+        queued = 0
+        for temporary, prepared in writes:
+            command = _ADD_COMMAND.get(prepared.target.type, "SET")
+            for arguments, size in prepared.commands:
+                batch.append(_pack((command, temporary, *arguments)))
+                expiring[temporary] = None
+                queued += size
+                if queued >= _BYTES_PER_ROUND_TRIP:
+                    await bounded(_round_trip(connection, batch, expiring), timeout)
+                    batch, expiring, queued = [], {}, 0
+        if batch:
+            await bounded(_round_trip(connection, batch, expiring), timeout)
+    except BaseException:
+        # Replies may still be on their way: the connection cannot serve another command.
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
+async def _round_trip(connection: Any, batch: list[bytes], expiring: dict[str, None]) -> None:
+    # hiredis's stub types the tuple as one element long
+    batch += [_pack(("PEXPIRE", key, _TEMPORARY_TTL_MS)) for key in expiring]  # type: ignore[arg-type]
+    await connection.send_packed_command(batch)
+    failure = None
+    for _ in batch:  # every reply is read, so the connection stays in step
+        try:
+            await connection.read_response()
+        except ResponseError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 async def swap(

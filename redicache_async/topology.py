@@ -20,11 +20,32 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["first_attempt", "is_cluster", "open_subscriber"]
+__all__ = ["first_attempt", "is_cluster", "masters", "open_subscriber", "slot_map", "slot_owner"]
 
 
 def is_cluster(redis: Any) -> bool:
     return isinstance(redis, RedisCluster)
+
+
+def slot_owner(redis: Any, key: str) -> str | None:
+    """The name (``host:port``) of the master that serves ``key``'s slot, as the cluster
+    client's map of the slots says now (the node its next command for ``key`` goes to); None
+    while the client has no map yet (before its first command) or the slot has no master in it.
+    """
+    nodes = redis.nodes_manager.slots_cache.get(redis.keyslot(key))
+    return nodes[0].name if nodes else None
+
+
+def slot_map(redis: Any) -> object:
+    """The cluster client's map of the slots: redis-py builds a new one each time it learns
+    the cluster's layout again (after a connection error, or a failover), and patches it in
+    place on a MOVED reply."""
+    return redis.nodes_manager.slots_cache
+
+
+def masters(redis: Any) -> set[str]:
+    """The names of the masters the cluster client knows of."""
+    return {node.name for node in redis.get_primaries()}
 
 
 async def open_subscriber(redis: Any, attempt: int) -> Any:

@@ -10,7 +10,8 @@ session's server), ``cluster`` (3 masters, 3 replicas) and ``sentinel`` (a maste
 and 3 sentinels), each started once for the session when first needed. ``--topologies`` (or
 ``REDICACHE_TOPOLOGIES``) narrows the list. A test of such a module that needs one node
 (it inspects the server, or wraps the client) is marked ``single_node`` and runs on ``single``
-only; tests of other modules do too.
+only; tests of other modules do too. One that does not apply to some topologies is marked
+``not_on("cluster", ...)``: it is not generated for them (rather than skipped at run time).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         "single_node"
     ):
         topologies = _chosen_topologies(metafunc.config)
+        for marker in definition.iter_markers("not_on"):
+            topologies = [name for name in topologies if name not in marker.args]
     else:
         topologies = ["single"]
     metafunc.parametrize("topology", topologies)

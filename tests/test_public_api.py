@@ -36,6 +36,7 @@ EXPORTS: dict[str, list[str]] = {
         "JsonSerializer",
         "MsgpackSerializer",
         "PickleSerializer",
+        "PoolExhaustedError",
         "RedicacheError",
         "RedisConfigurationError",
         "RedisPermissionError",

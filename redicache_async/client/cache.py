@@ -317,11 +317,13 @@ class CacheClient(Loads, TargetReads):
         with self._watching(key) as guard:
             started = monotonic()
             try:
+                value_key = self._keys.value(key)
                 version = await self._gateway.call(
                     self._scripts.write(
-                        keys=[self._keys.value(key), self._keys.lock(key), *self._stream_keys],
+                        keys=[value_key, self._keys.lock(key), *self._stream_keys],
                         args=["", payload, ttl_ms, *self._event_args(OP_SET, key)],
-                    )
+                    ),
+                    value_key,
                 )
             except BaseException:
                 self._write_unknown(key)
@@ -335,11 +337,13 @@ class CacheClient(Loads, TargetReads):
         validate_key(key)
         self._check_open()
         try:
+            value_key = self._keys.value(key)
             version = await self._gateway.call(
                 self._scripts.delete(
-                    keys=[self._keys.value(key), self._keys.lock(key), *self._stream_keys],
+                    keys=[value_key, self._keys.lock(key), *self._stream_keys],
                     args=list(self._event_args(OP_DELETE, key)),
-                )
+                ),
+                value_key,
             )
         except BaseException:
             self._write_unknown(key)
@@ -399,4 +403,4 @@ class CacheClient(Loads, TargetReads):
         command = self._scripts.release(
             keys=[lock_key], args=[token, self._keys.channel, unlock_event(key, self._origin)]
         )
-        return bool(await self._gateway.call(command))
+        return bool(await self._gateway.call(command, lock_key))

@@ -72,7 +72,8 @@ class Loads(Coherence):
                             self._scripts.read_or_lock(
                                 keys=[value_key, lock_key],
                                 args=[token, self._lock_ms, ignored],
-                            )
+                            ),
+                            value_key,
                         )
                     except RedisUnavailableError as exc:
                         self._locks.unanswered(exc, key, lock_key, token)
@@ -130,10 +131,9 @@ class Loads(Coherence):
         try:
             started = monotonic()
             value_key = self._keys.value
+            names = [value_key(key) for key in keys]
             try:
-                replies = await self._gateway.call(
-                    self._scripts.read_values([value_key(key) for key in keys])
-                )
+                replies = await self._gateway.call(self._scripts.read_values(names), names[0])
             except RedisUnavailableError:
                 return [UNREACHABLE] * len(keys)
             values: list[Any] = []
@@ -156,7 +156,7 @@ class Loads(Coherence):
         lease = self._locks.lease(self._keys.lock(key))
         with self._watching(key) as guard:
             try:
-                acquired = await self._gateway.call(lease.acquire())
+                acquired = await self._gateway.call(lease.acquire(), lease.key)
             except RedisUnavailableError as exc:
                 self._locks.unanswered(exc, key, lease.key, lease.token)
                 return await self._fetch_without_redis(key, fetch, ttl_ms, guard, use_stale=False)
@@ -208,7 +208,8 @@ class Loads(Coherence):
                 self._scripts.write(
                     keys=[self._keys.value(key), lease.key, *self._stream_keys],
                     args=[lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
-                )
+                ),
+                lease.key,
             )
         except RedisUnavailableError:
             self._locks.orphans.add(key, lease.key, lease.token)

@@ -33,7 +33,8 @@ class TargetReads(Coherence):
                 reply = await self._gateway.call(
                     self._scripts.read_target(
                         keys=[key, self._keys.target_meta(key)], args=[field or ""]
-                    )
+                    ),
+                    key,
                 )
             except RedisUnavailableError:
                 return self._stale_or(local_key, None)

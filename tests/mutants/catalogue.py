@@ -54,6 +54,8 @@ _T_FAILOVER = "tests/test_failover.py"
 _T_SECURITY = "tests/faults/test_security.py"
 _T_HANDLE = "tests/test_handle.py"
 _T_FETCH_THREADS = "tests/test_fetch_threads.py"
+_T_POOL = "tests/test_pool_exhaustion.py"
+_T_NODE_BREAKERS = "tests/test_node_breakers.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -417,7 +419,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: Redis unreachable",
         removes="redis_timeout on the client's commands",
         file=_GATEWAY,
-        before="result = await bounded(command, self.timeout)",
+        before="result = await bounded(command, timeout)",
         after="result = await command",
         tests=_t(_T_OUTAGES, "test_a_paused_server_does_not_hang_callers"),
     ),
@@ -456,6 +458,48 @@ MUTANTS: tuple[Mutant, ...] = (
         before="fresh_until = started + _UNSHARED_FRESHNESS if version == 0 else math.inf",
         after="fresh_until = math.inf",
         tests=_t(_T_OUTAGES, "test_a_value_fetched_during_a_short_freeze_gives_way_to_redis_s"),
+    ),
+    Mutant(
+        id="pool-exhaustion-taken-for-outage",
+        promise="S: connection pool exhausted",
+        removes="telling an exhausted pool (Redis untried) from an outage: it counts towards the "
+        "breaker and reads answer as without Redis",
+        file=_GATEWAY,
+        before="            if pool_exhausted(exc):",
+        after="            if False:",
+        tests=_t(
+            _T_POOL,
+            "test_a_full_cluster_node_pool_raises_pool_exhausted_at_once",
+            "test_many_callers_on_a_tiny_pool_all_get_redis_answers",
+        ),
+    ),
+    Mutant(
+        id="pool-exhaustion-not-waited-for",
+        promise="S: connection pool exhausted",
+        removes="waiting within redis_timeout for a connection of a full pool",
+        file=_GATEWAY,
+        before="        if room is not None and not room():",
+        after="        if False:",
+        tests=_t(_T_POOL, "test_a_call_waits_for_a_connection_and_then_gets_redis_answer"),
+    ),
+    Mutant(
+        id="breaker-one-per-cluster-client",
+        promise="S: a cluster master dies",
+        removes="a breaker per cluster master: a dead master's failures skip every slot's calls",
+        file="redicache_async/breaker.py",
+        before="        if not self._cluster or key is None:",
+        after="        if True:",
+        tests=_t(_T_NODE_BREAKERS, "test_a_dead_master_costs_only_its_own_slots"),
+    ),
+    Mutant(
+        id="breaker-of-a-former-master-kept",
+        promise="S: a cluster master dies",
+        removes="dropping the breakers of nodes that are no longer masters when the slot map "
+        "changes (a node back and promoted again would start with its old open breaker)",
+        file="redicache_async/breaker.py",
+        before="        if current is not self._map:",
+        after="        if False:",
+        tests=_t(_T_NODE_BREAKERS, "test_a_dead_master_costs_only_its_own_slots"),
     ),
     Mutant(
         id="refusal-taken-for-outage",
