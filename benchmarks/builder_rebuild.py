@@ -47,7 +47,8 @@ __all__ = ["format_duration", "main", "make_items", "run"]
 NAME = "rebuild-bench"
 #: Commands per ``execute()`` in the chunked raw variant.
 CHUNK = 10_000
-TARGET_RATIO = 1.3
+#: Issue 16: a build costs no more than the fastest raw pipelined form of the same writes.
+TARGET_RATIO = 1.0
 ONCE = "redis-py HSET per item, one execute"
 CHUNKED = f"redis-py HSET per item, execute per {CHUNK // 1000}k"
 #: Items per command in the multi-field raw variant (as many as the builder sends in one).
