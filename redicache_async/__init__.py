@@ -15,9 +15,9 @@ map below and checks every import of every module against it::
     engines:     client.* builder.*
     mechanisms:  locks gateway election targets decorator call_keys status
     primitives:  leases listener invalidation replay orphans breaker failover batching tasks
-                 lifecycle fetching cancellation
-    leaves:      local keys scripts errors stats validation serializers topology tls logs
-                 backoff replies testing.*
+                 lifecycle fetching cancellation clock
+    leaves:      local keys scripts stored errors stats validation serializers topology tls
+                 logs backoff replies testing.*
 
 - faces: the public names (here), ``handle.py`` (a client named at import time, bound
   later), ``python -m redicache_async`` (demo, status report, development server), the web
@@ -36,10 +36,11 @@ map below and checks every import of every module against it::
   key of a call), ``status.py`` (a namespace read for operators).
 - primitives: one claim (``leases.py``), the pub/sub listener and its codec and replay, the
   orphaned claims, the circuit breaker, the cluster failover watch, read batching, owned tasks,
-  the open/close life, calling fetch functions, cancellation-safe deadlines.
-- leaves: the local layer, key names, Lua scripts, errors, counters, argument checks,
-  serializers, topology and TLS facts, throttled logs, jittered back-off, reply decoding, and
-  ``testing`` (real servers for tests).
+  the open/close life, calling fetch functions, cancellation-safe deadlines, the server's
+  clock offset.
+- leaves: the local layer, key names, Lua scripts, the stored value's layout, errors,
+  counters, argument checks, serializers, topology and TLS facts, throttled logs, jittered
+  back-off, reply decoding, and ``testing`` (real servers for tests).
 """
 
 from __future__ import annotations
