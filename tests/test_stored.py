@@ -43,7 +43,7 @@ class OldProcess:
 
     async def set(self, key: str, value: Any, ttl_ms: int = 0) -> int:
         prefix = event_prefix(OP_SET, key, "old-release")
-        args = ["", json.dumps(value), ttl_ms, self.keys.channel, prefix]
+        args: list[str | int] = ["", json.dumps(value), ttl_ms, self.keys.channel, prefix]
         return int(await self._write(keys=self._keys(key), args=args))
 
     async def delete(self, key: str) -> None:
