@@ -310,6 +310,7 @@ class Scripts:
     __slots__ = (
         "_read_many_sha",
         "_redis",
+        "_write_sha",
         "acquire_leader",
         "delete",
         "read_or_lock",
@@ -324,6 +325,7 @@ class Scripts:
     def __init__(self, redis: Any) -> None:
         self._redis = redis
         self._read_many_sha = hashlib.sha1(READ_MANY.encode()).hexdigest()
+        self._write_sha = hashlib.sha1(WRITE.encode()).hexdigest()
         self.read_or_lock: AsyncScript = redis.register_script(READ_OR_LOCK)
         self.write: AsyncScript = redis.register_script(WRITE)
         self.delete: AsyncScript = redis.register_script(DELETE)
@@ -345,18 +347,22 @@ class Scripts:
             raise
 
     async def read_values(self, keys: list[str]) -> list[Any]:
-        """READ_MANY of value ``keys``: the hottest call, so ``EVALSHA`` is sent directly
-        rather than through redis-py's script wrapper (an import, tuple copies and a type
-        check per call), loading the script on ``NOSCRIPT`` as the wrapper does."""
+        """READ_MANY of value ``keys``."""
+        return await self._evalsha(READ_MANY, self._read_many_sha, keys)  # type: ignore[no-any-return]
+
+    async def write_value(self, keys: list[str], args: list[Any]) -> Any:
+        """WRITE (``keys`` and ``args`` as it documents them): a hot call, see ``_evalsha``."""
+        return await self._evalsha(WRITE, self._write_sha, keys, *args)
+
+    async def _evalsha(self, source: str, sha: str, keys: list[str], *args: Any) -> Any:
+        """``EVALSHA`` of a hot script, sent directly rather than through redis-py's script
+        wrapper (an import, tuple copies and a type check per call), loading the script on
+        ``NOSCRIPT`` as the wrapper does."""
         try:
-            return await self._redis.execute_command(  # type: ignore[no-any-return]
-                "EVALSHA", self._read_many_sha, len(keys), *keys
-            )
+            return await self._redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self._redis.script_load(READ_MANY)
-            return await self._redis.execute_command(  # type: ignore[no-any-return]
-                "EVALSHA", self._read_many_sha, len(keys), *keys
-            )
+            await self._redis.script_load(source)
+            return await self._redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     async def load(self) -> None:
         """Load every script now, so that first calls do not pay a NOSCRIPT round trip."""

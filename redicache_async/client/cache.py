@@ -347,20 +347,22 @@ class CacheClient(Loads, TargetReads):
         if value is None:
             raise InvalidArgumentError("value must not be None (None means 'no value' to readers)")
         payload = self._serializer.dumps(value)
-        canonical = self._serializer.loads(payload)
         self._check_open()
         with self._watching(key) as guard:
             started = monotonic()
             try:
                 version = await self._gateway.call(
-                    self._scripts.write(
-                        keys=[self._keys.value(key), self._keys.lock(key), *self._stream_keys],
-                        args=["", payload, ttl_ms, *self._event_args(OP_SET, key)],
+                    self._scripts.write_value(
+                        [self._keys.value(key), self._keys.lock(key), *self._stream_keys],
+                        ["", payload, ttl_ms, *self._event_args(OP_SET, key)],
                     )
                 )
             except BaseException:
                 self._write_unknown(key)
                 raise
+            # Decoded once the write has left (its event goes out first): the value every
+            # reader gets is the serializer's round trip, kept here too.
+            canonical = self._serializer.loads(payload)
             self._count_write()
             self._wrote(key, int(version))
             self._remember(

@@ -235,9 +235,9 @@ class Loads(Coherence):
         started = monotonic()
         try:
             version = await self._gateway.call(
-                self._scripts.write(
-                    keys=[self._keys.value(key), lease.key, *self._stream_keys],
-                    args=[lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
+                self._scripts.write_value(
+                    [self._keys.value(key), lease.key, *self._stream_keys],
+                    [lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
                 )
             )
         except RedisUnavailableError:
