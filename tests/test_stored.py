@@ -17,6 +17,8 @@ from redicache_async import CacheClient
 from redicache_async.invalidation import OP_DELETE, OP_SET, event_prefix
 from redicache_async.keys import KeySpace
 from redicache_async.leases import new_token
+from redicache_async.status import read_status
+from redicache_async.status_report import render
 from redicache_async.stored import HEADER_SIZE, pack, unpack
 
 from .conftest import MakeCache
@@ -205,3 +207,21 @@ async def test_a_value_with_an_expiry_is_not_kept_before_the_clock_is_known(
     assert await reader.get("forever") == "v"
     assert reader._local.peek("k") is None
     assert reader._local.peek("forever") is not None
+
+
+async def test_the_status_report_marks_values_of_an_older_layout(
+    make_cache: MakeCache, redis: aioredis.Redis
+) -> None:
+    cache = await make_cache()
+    old = _old(cache, redis)
+    await old.set("old", "o", ttl_ms=60_000)
+    await cache.set("new", "n")
+    status = await read_status(redis, cache.namespace)
+    found = {k.key: k for k in status.keys}
+    assert found["old"].outdated
+    assert found["old"].ttl is not None
+    assert not found["new"].outdated
+    assert found["new"].size == len(b'"n"')
+    assert found["new"].written_at is not None
+    report = render(status, where="here", now=0.0)
+    assert "older layout: read as a miss" in report
