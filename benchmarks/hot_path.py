@@ -3,7 +3,8 @@
 - local hit: ``await cache.get_or_init(key, fetch)`` on a warm key against an awaited dict
   lookup (``async def get(k): return d.get(k)``); target: at most 4x.
 - Redis-backed read: ``await cache.get(key)`` with the local layer off against a raw redis-py
-  ``await r.get(key)`` of a value of the same size; target: at most 1.2x.
+  ``await r.get(key)`` plus ``json.loads`` of the same bytes (the cache returns values, not
+  bytes); target: at most 1.1x. The bare GET is shown beside it.
 - write: ``await cache.set(key, value)`` against a raw redis-py ``SET``; and the client's
   write script with and without its ``XADD`` to the namespace's event stream, which shows what
   the stream (the replay of missed invalidations after a reconnect) costs each write.
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import gc
 import importlib
+import json
 import platform
 import statistics
 import sys
@@ -111,8 +113,9 @@ def _get_or_init_timer(cache: CacheClient, key: str) -> Timer:
 
 
 def _decoding_get(r: aioredis.Redis) -> Callable[[str], Awaitable[Any]]:
-    """A raw GET plus the decoding that the cache does too (it returns values, not bytes)."""
-    loads = JsonSerializer().loads
+    """A raw GET plus the decoding that the cache does too (it returns values, not bytes),
+    with the standard library's ``json.loads``."""
+    loads = json.loads
 
     async def get(k: str) -> Any:
         return loads(cast(bytes, await r.get(k)))
@@ -305,7 +308,7 @@ async def run(
                 "redis-py await r.get(key)", _one_arg_timer(r.get, raw_key), settings.redis_batch
             )
             decoded = Bench(
-                "redis-py r.get(key) + JSON decode (reference)",
+                "redis-py r.get(key) + json.loads",
                 _one_arg_timer(_decoding_get(r), raw_key),
                 settings.redis_batch,
             )
@@ -384,8 +387,8 @@ async def run(
     comparisons = [
         Comparison("local hit", local, dict_get, 4.0),
         Comparison("local hit", local_get, dict_get),
-        Comparison(f"Redis-backed read, {len(payload)}-byte value", decoded, raw),
-        Comparison(f"Redis-backed read, {len(payload)}-byte value", remote_get, raw, 1.2),
+        Comparison(f"Redis-backed read, {len(payload)}-byte value", raw, decoded),
+        Comparison(f"Redis-backed read, {len(payload)}-byte value", remote_get, decoded, 1.1),
         Comparison(f"write, {len(payload)}-byte value", cache_set, raw_set),
         Comparison("write: cost of the event stream", streamed, unstreamed),
     ]
@@ -416,7 +419,7 @@ async def run(
     for problem in problems:
         out(f"error: {problem}")
     if collect is not None:
-        collect += _results(local, dict_get, peers, remote_get, raw, decorated, decorator_peers)
+        collect += _results(local, dict_get, peers, remote_get, decoded, decorated, decorator_peers)
     return 1 if problems else 0
 
 
@@ -443,10 +446,10 @@ def _results(
         ),
         Result(
             "hot path",
-            "Redis-backed read: CacheClient.get (local layer off) / raw redis-py GET",
+            "Redis-backed read: CacheClient.get (local layer off) / raw redis-py GET + json.loads",
             ratio(remote_get, raw),
             "x",
-            1.2,
+            1.1,
             detail=medians(remote_get, raw),
         ),
     ]

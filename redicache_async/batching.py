@@ -48,19 +48,23 @@ class _Flight:
 
 class ReadBatcher(Generic[K, R]):
     """Runs ``send(keys)`` (one result per key, in order) for reads of ``keys`` that were
-    issued together; see the module's docstring. ``max_batch`` caps the keys of one send."""
+    issued together; see the module's docstring. ``max_batch`` caps the keys of one send;
+    ``send_one(key)``, when given, sends a batch of one key instead of ``send``."""
 
-    __slots__ = ("_flights", "_forming", "_in_flight", "_max_batch", "_send")
+    __slots__ = ("_flights", "_forming", "_in_flight", "_max_batch", "_send", "_send_one")
 
     def __init__(
         self,
         send: Callable[[list[K]], Coroutine[Any, Any, Sequence[R]]],
         *,
+        send_one: Callable[[K], Coroutine[Any, Any, R]] | None = None,
         max_batch: int = 256,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._send = send
+        #: Sends a batch of one key, when it has a cheaper command than a batch's.
+        self._send_one = send_one
         self._max_batch = max_batch
         self._flights: dict[K, _Flight] = {}
         #: The reads of the batch that is gathering callers this loop iteration.
@@ -117,7 +121,10 @@ class ReadBatcher(Generic[K, R]):
                         self._forming = None
             self._in_flight += 1
             try:
-                results = await self._send([key for key, _ in batch])
+                if len(batch) == 1 and self._send_one is not None:
+                    results: Sequence[Any] = (await self._send_one(key),)
+                else:
+                    results = await self._send([key for key, _ in batch])
             finally:
                 self._in_flight -= 1
         except asyncio.CancelledError:

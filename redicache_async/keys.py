@@ -131,7 +131,7 @@ class KeySpace:
         self.stream = f"{namespace}:stream"
 
     def value(self, key: str) -> str:
-        """The hash holding a cached value (field ``d``) and its version (field ``v``)."""
+        """The string holding a cached value: its header, then its payload (``stored.py``)."""
         return f"{self.namespace}:v:{_tagged(key)}"
 
     def lock(self, key: str) -> str:

@@ -10,7 +10,7 @@ import hashlib
 from typing import Any
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["STREAM_MAXLEN", "Scripts"]
 
@@ -42,57 +42,68 @@ local function bump(old, t)
 end
 """
 
-# A version newer than both the server clock and what the hash already holds. A key of another
-# type (written by hand, or by an older release) is replaced rather than failing the write.
-_NEXT_VERSION = """
-local kind = redis.call('TYPE', KEYS[1])['ok']
-local old = false
-if kind == 'hash' then
-  old = redis.call('HGET', KEYS[1], 'v')
-elseif kind ~= 'none' then
-  redis.call('DEL', KEYS[1])
+# The layout of a value (``stored.py``): one string, a header then the payload.
+# ``stored_version(key)``: the version in the header of the value at ``key``, or nil when it has
+# none (no key, or a key of another type or layout: an older release's hash, a hand-written
+# string; the write replaces it). Only the header is read, not the payload.
+# ``header(version, t, ttl)``: the header of a value written at server time ``t`` (a TIME
+# reply) for ``ttl`` ms (0: none). Its expiry is taken 1 ms early: the key's own expiry counts
+# from the script's start, which TIME may be a little past, and a reader's deadline must never
+# outlast the key.
+_HEADER = """
+local function stored_version(key)
+  local h = redis.pcall('GETRANGE', key, 0, 16)
+  if type(h) == 'string' and #h == 17 and string.byte(h, 1) == 1 then
+    return tonumber(string.sub(h, 2), 16)
+  end
+  return nil
 end
-local version = bump(old, redis.call('TIME'))
+local function header(version, t, ttl)
+  local expires = 0
+  if ttl > 0 then
+    expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1 + ttl
+  end
+  return string.format('\\1%016x%012x00', tonumber(version), expires)
+end
 """
 
 # Read scripts start with this line. A script declared with a shebang (and without the
 # ``no-writes`` flag) is refused by a replica (READONLY), as a write would be. Without it, a
 # client still connected to a master that a failover demoted would read the replica it became,
 # which answers "no value" while it resyncs. ``allow-oom``: a read may run when memory is full.
+# A lone read is a plain GET (see ``client/loads.py`` for how it keeps this guarantee).
 _READ_FROM_MASTER = "#!lua flags=allow-oom\n"
 
-# KEYS: value hashes. Returns, for each, {payload, version, pttl}, or false when it has no value
-# (a key of another type, or a hash without both fields, written by hand, has none: pcall turns
-# a WRONGTYPE into an error table). Any other error is the server's (a cluster slot between two
-# masters...) and is returned as such: it must not read as "no value". One call reads the
-# values that concurrent callers asked for (``batching.py``).
+# KEYS: values. Returns, for each, its stored string (header and payload), nil when there is
+# none, or 0 when the key holds another type (an older release's hash: read as no value, and
+# counted). Any other error is the server's (a cluster slot between two masters...) and is
+# returned as such: it must not read as "no value". One call reads the values that concurrent
+# callers asked for (``batching.py``).
 READ_MANY = (
     _READ_FROM_MASTER
     + """
 local out = {}
 for i, key in ipairs(KEYS) do
-  local r = redis.pcall('HMGET', key, 'd', 'v')
-  if r.err then
+  local r = redis.pcall('GET', key)
+  if type(r) == 'table' then
     if not string.find(r.err, 'WRONGTYPE', 1, true) then return r end
-    out[i] = false
-  elseif r[1] and r[2] then
-    out[i] = {r[1], r[2], redis.call('PTTL', key)}
+    out[i] = 0
   else
-    out[i] = false
+    out[i] = r
   end
 end
 return out
 """
 )
 
-# KEYS[1]: value hash, KEYS[2]: its lock. ARGV[1]: token, ARGV[2]: lock ttl in ms,
-# ARGV[3]: '1' to ignore a value that cannot be decoded.
-# Returns {1, payload, version, pttl} for a value, {2} when the lock was taken for the caller,
-# {3, lock pttl} when another holder has it.
+# KEYS[1]: value, KEYS[2]: its lock. ARGV[1]: token, ARGV[2]: lock ttl in ms,
+# ARGV[3]: '1' to ignore the value (it cannot be decoded, or is in a layout the client skips).
+# Returns {1, stored value} for a value in this layout, {2} when the lock was taken for the
+# caller, {3, lock pttl} when another holder has it.
 READ_OR_LOCK = """
-if ARGV[3] ~= '1' and redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
-  local r = redis.call('HMGET', KEYS[1], 'd', 'v')
-  if r[1] and r[2] then return {1, r[1], r[2], redis.call('PTTL', KEYS[1])} end
+if ARGV[3] ~= '1' then
+  local r = redis.pcall('GET', KEYS[1])
+  if type(r) == 'string' and string.byte(r, 1) == 1 then return {1, r} end
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {3, redis.call('PTTL', KEYS[2])}
@@ -107,27 +118,27 @@ if not ttl or ttl < 0 or ttl >= 9007199254740992 or ttl ~= math.floor(ttl) then
 end
 """
 
-# KEYS[1]: value hash, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
+# KEYS[1]: value, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
 # ARGV[1]: token ('' for a write that holds no lock),
 # ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix.
 # Fenced: with a token, writes only while the lock still holds it. Every write deletes the lock:
 # its holder's release, or a revocation (memcache's lease invalidation) when another holder
 # fetches meanwhile, so that its older result is refused here and cannot undo this write.
+# SET replaces a key of any type (an older release's hash) and, without PX, its expiry.
 # Returns the new version, or nil when the lock was lost.
 WRITE = (
     _ANNOUNCE
     + _BUMP
+    + _HEADER
     + _CHECK_TTL
     + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
-"""
-    + _NEXT_VERSION
-    + """
-redis.call('HSET', KEYS[1], 'd', ARGV[2], 'v', version)
+local t = redis.call('TIME')
+local version = bump(stored_version(KEYS[1]), t)
 if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('SET', KEYS[1], header(version, t, ttl) .. ARGV[2], 'PX', ARGV[3])
 else
-  redis.call('PERSIST', KEYS[1])
+  redis.call('SET', KEYS[1], header(version, t, 0) .. ARGV[2])
 end
 redis.call('DEL', KEYS[2])
 announce(KEYS[3], ARGV[4], ARGV[5] .. version .. '}')
@@ -135,15 +146,16 @@ return version
 """
 )
 
-# KEYS[1]: value hash, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
+# KEYS[1]: value, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
 # ARGV[1]: channel, ARGV[2]: event prefix. Deletes the value and revokes its lock (see WRITE):
 # a fetch that started before the delete can no longer store its result. Returns the delete's
 # version.
 DELETE = (
     _ANNOUNCE
     + _BUMP
-    + _NEXT_VERSION
+    + _HEADER
     + """
+local version = bump(stored_version(KEYS[1]), redis.call('TIME'))
 redis.call('DEL', KEYS[1], KEYS[2])
 announce(KEYS[3], ARGV[1], ARGV[2] .. version .. '}')
 return version
@@ -298,6 +310,7 @@ class Scripts:
     __slots__ = (
         "_read_many_sha",
         "_redis",
+        "_write_sha",
         "acquire_leader",
         "delete",
         "read_or_lock",
@@ -312,6 +325,7 @@ class Scripts:
     def __init__(self, redis: Any) -> None:
         self._redis = redis
         self._read_many_sha = hashlib.sha1(READ_MANY.encode()).hexdigest()
+        self._write_sha = hashlib.sha1(WRITE.encode()).hexdigest()
         self.read_or_lock: AsyncScript = redis.register_script(READ_OR_LOCK)
         self.write: AsyncScript = redis.register_script(WRITE)
         self.delete: AsyncScript = redis.register_script(DELETE)
@@ -322,19 +336,33 @@ class Scripts:
         self.swap_targets: AsyncScript = redis.register_script(SWAP_TARGETS)
         self.read_target: AsyncScript = redis.register_script(READ_TARGET)
 
-    async def read_values(self, keys: list[str]) -> list[Any]:
-        """READ_MANY of value ``keys``: the hottest call, so ``EVALSHA`` is sent directly
-        rather than through redis-py's script wrapper (an import, tuple copies and a type
-        check per call), loading the script on ``NOSCRIPT`` as the wrapper does."""
+    async def read_value(self, key: str) -> Any:
+        """A plain GET of value ``key``, answered as READ_MANY answers for each key: the stored
+        string, None, or 0 when the key holds another type (an older release's hash)."""
         try:
-            return await self._redis.execute_command(  # type: ignore[no-any-return]
-                "EVALSHA", self._read_many_sha, len(keys), *keys
-            )
+            return await self._redis.execute_command("GET", key)
+        except ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                return 0
+            raise
+
+    async def read_values(self, keys: list[str]) -> list[Any]:
+        """READ_MANY of value ``keys``."""
+        return await self._evalsha(READ_MANY, self._read_many_sha, keys)  # type: ignore[no-any-return]
+
+    async def write_value(self, keys: list[str], args: list[Any]) -> Any:
+        """WRITE (``keys`` and ``args`` as it documents them): a hot call, see ``_evalsha``."""
+        return await self._evalsha(WRITE, self._write_sha, keys, *args)
+
+    async def _evalsha(self, source: str, sha: str, keys: list[str], *args: Any) -> Any:
+        """``EVALSHA`` of a hot script, sent directly rather than through redis-py's script
+        wrapper (an import, tuple copies and a type check per call), loading the script on
+        ``NOSCRIPT`` as the wrapper does."""
+        try:
+            return await self._redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self._redis.script_load(READ_MANY)
-            return await self._redis.execute_command(  # type: ignore[no-any-return]
-                "EVALSHA", self._read_many_sha, len(keys), *keys
-            )
+            await self._redis.script_load(source)
+            return await self._redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     async def load(self) -> None:
         """Load every script now, so that first calls do not pay a NOSCRIPT round trip."""

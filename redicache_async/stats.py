@@ -53,6 +53,10 @@ class CacheStats:
     """Redis calls skipped (answered without Redis) while the circuit breaker was open."""
     decode_errors: int = 0
     """Values in Redis that could not be decoded and were treated as misses."""
+    foreign_values: int = 0
+    """Values in Redis in a layout this release does not read (an older release's hash, a
+    string without this layout's format byte, a flag it does not know): read as misses, and
+    replaced by the next write (a fetch rewrites them)."""
     redis_errors: int = 0
     """Redis calls that failed or timed out."""
     stale_served: int = 0

@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from .keys import KeySpace
 from .replies import text
+from .stored import HEADER_SIZE, unpack
 from .validation import check_count
 
 __all__ = [
@@ -33,8 +34,8 @@ _SCAN_COUNT: Final = 500
 _PIPELINE_SIZE: Final = 500
 #: ``PTTL``'s answer for a key that does not exist (it expired after the scan found it).
 _GONE: Final = -2
-#: What is read of each cached value: its TTL, its version, the size of its payload.
-_VALUE_QUERIES: Final = (("PTTL",), ("HGET", "v"), ("HSTRLEN", "d"))
+#: What is read of each cached value: its TTL, its header, its size (``stored.py``).
+_VALUE_QUERIES: Final = (("PTTL",), ("GETRANGE", 0, HEADER_SIZE - 1), ("STRLEN",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class CachedKey:
     written_at: float | None
     #: Bytes of the serialized value.
     size: int
+    #: Stored in a layout this release does not read (an older release's): clients read it
+    #: as a miss, and their next fetch of it replaces it.
+    outdated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,15 +158,22 @@ async def read_status(redis: Any, namespace: str, *, limit: int = 1000) -> Names
 
 
 async def _cached_keys(redis: Any, pairs: list[tuple[str, str]]) -> list[CachedKey]:
-    # HSTRLEN, not the value: no payload crosses the wire, and a binary one (msgpack) cannot
-    # trip a client made with decode_responses=True.
-    commands = [(op, name, *field) for name, _ in pairs for op, *field in _VALUE_QUERIES]
-    replies = iter(await _pipelined(redis, commands))
+    # The header and the size, not the value: no payload crosses the wire, and a binary one
+    # (msgpack) cannot trip a client made with decode_responses=True. A key of another type
+    # (an older release's hash) answers WRONGTYPE to both.
+    commands = [(op, name, *args) for name, _ in pairs for op, *args in _VALUE_QUERIES]
+    replies = iter(await _pipelined(redis, commands, raise_on_error=False))
     found = []
     for _, key in pairs:
-        ttl, version, size = (next(replies) for _ in _VALUE_QUERIES)
-        if ttl != _GONE:
-            found.append(CachedKey(key, _seconds(ttl), _us_to_s(version), int(size)))
+        ttl, head, size = (next(replies) for _ in _VALUE_QUERIES)
+        if ttl == _GONE:
+            continue
+        stored = None if isinstance(head, Exception) else unpack(head)
+        if stored is None:
+            found.append(CachedKey(key, _seconds(ttl), None, 0, outdated=True))
+        else:
+            version = stored[0]
+            found.append(CachedKey(key, _seconds(ttl), version / 1e6, int(size) - HEADER_SIZE))
     return found
 
 
@@ -247,13 +258,15 @@ async def _scan(redis: Any, pattern: str) -> AsyncIterator[str]:
         yield _text(name)
 
 
-async def _pipelined(redis: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+async def _pipelined(
+    redis: Any, commands: Sequence[tuple[Any, ...]], *, raise_on_error: bool = True
+) -> list[Any]:
     replies: list[Any] = []
     for start in range(0, len(commands), _PIPELINE_SIZE):
         pipe = redis.pipeline(transaction=False)
         for command in commands[start : start + _PIPELINE_SIZE]:
             pipe.execute_command(*command)
-        replies.extend(await pipe.execute())
+        replies.extend(await pipe.execute(raise_on_error=raise_on_error))
     return replies
 
 

@@ -128,7 +128,12 @@ def render(status: NamespaceStatus, *, where: str, now: float) -> str:
     out.append(_heading("cached keys", len(status.keys)))
     out += _table(
         ("KEY", "TTL", "WRITTEN", "SIZE"),
-        [(k.key, _ttl(k.ttl), _ago(k.written_at, now), _bytes(k.size)) for k in status.keys],
+        [
+            (k.key, _ttl(k.ttl), _ago(k.written_at, now), _bytes(k.size))
+            if not k.outdated
+            else (k.key, _ttl(k.ttl), "older layout: read as a miss", "-")
+            for k in status.keys
+        ],
     )
 
     out.append(_heading("write locks held (a fetch is running)", len(status.locks)))

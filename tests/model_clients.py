@@ -75,10 +75,11 @@ class Hooks:
         self._hold: ReplyHold | None = None
 
     def hold_next_script(self, key: str) -> ReplyHold:
-        """Hold the reply of the next script call that names ``key``."""
+        """Hold the reply of the next script call (or plain GET: a lone read) that names
+        ``key``."""
 
         def wanted(args: tuple[Any, ...]) -> bool:
-            return bool(args) and str(args[0]).upper() == "EVALSHA" and key in args
+            return bool(args) and str(args[0]).upper() in ("EVALSHA", "GET") and key in args
 
         self._hold = ReplyHold(wanted)
         return self._hold

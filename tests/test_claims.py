@@ -18,10 +18,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from redicache_async import CacheBuilder, ClientClosedError, Target
-from redicache_async.scripts import ACQUIRE_LEADER, READ_MANY, READ_OR_LOCK
+from redicache_async.scripts import ACQUIRE_LEADER, READ_OR_LOCK
 
 from .conftest import MakeCache
 from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, runs_script, wait_until
+from .values import reads_value
 
 LOCK_TTL = 30.0
 
@@ -65,10 +66,10 @@ async def unlock_events(redis: aioredis.Redis, namespace: str) -> AsyncIterator[
 async def test_a_refused_write_releases_and_announces_the_lock(
     make_cache: MakeCache, redis: aioredis.Redis, redis_url: str, namespace: str
 ) -> None:
-    """The server refuses the write script (here an ACL without HSET; a script error or OOM
-    alike): the callers get what was fetched, and the lock is released and announced at once
-    instead of being left for ``lock_ttl``."""
-    async with acl_user(redis, redis_url, ["+@all", "-hset"]) as (_, limited):
+    """The server refuses the write script (here an ACL without TIME, which only the write
+    scripts use; a script error or OOM alike): the callers get what was fetched, and the lock
+    is released and announced at once instead of being left for ``lock_ttl``."""
+    async with acl_user(redis, redis_url, ["+@all", "-time"]) as (_, limited):
         cache = await make_cache(limited, lock_ttl=LOCK_TTL)
         async with unlock_events(redis, namespace) as unlocked:
             fetch = Fetch("fetched")
@@ -166,7 +167,7 @@ async def test_a_call_past_its_open_check_when_aclose_runs_starts_no_fetch(
     """Its read was in flight when the client closed; the miss it reads afterwards must not
     start a load: no fetch, no lock, no write after ``aclose()``."""
     cache = await make_cache(gated, lock_ttl=LOCK_TTL)
-    gated.hold_first(runs_script(READ_MANY))
+    gated.hold_first(reads_value)
     fetch = Fetch("v")
     calling = asyncio.create_task(cache.get_or_init("k", fetch))
     await gated.held.wait()
@@ -184,7 +185,7 @@ async def test_a_read_retried_after_close_is_not_sent(
     """Two readers share one read; its sender is cancelled after the client closed. The other
     reader would send the read again: after ``aclose()`` it gets ``ClientClosedError``."""
     cache = await make_cache(gated)
-    gated.hold_first(runs_script(READ_MANY))
+    gated.hold_first(reads_value)
     sender = asyncio.create_task(cache.get("k"))
     await gated.held.wait()
     joined = asyncio.create_task(cache.get("k"))

@@ -30,17 +30,20 @@ from redicache_async import (
     tls,
 )
 from redicache_async.keys import KeySpace
+from redicache_async.stored import unpack
 
 from .conftest import MakeCache
 from .helpers import (
     ChannelTap,
     GatedRedis,
+    command_calls,
     commands_processed,
     masters,
     ns_keys,
     script_calls,
     wait_until,
 )
+from .values import put_value, reads_value, stored_payload, stored_version
 
 pytestmark = pytest.mark.topologies
 
@@ -106,15 +109,16 @@ async def test_concurrent_callers_share_one_read_and_one_fetch(
     results = await asyncio.gather(*(cache.get_or_init("k", fetch) for _ in range(100)))
     assert all(r == {"value": "v1"} for r in results)
     assert fetch.calls == 1
-    # one read (no value yet), one read-or-lock (takes the lock), one write; the watchdog has
-    # no time to renew in 50 ms
-    assert await script_calls(redis) - before == 3
-    # and 100 concurrent reads of a warm key in a fresh client: a single Redis read
+    # one read (a GET: no value yet), then one read-or-lock (takes the lock) and one write;
+    # the watchdog has no time to renew in 50 ms
+    assert await script_calls(redis) - before == 2
+    # and 100 concurrent reads of a warm key in a fresh client: a single Redis read, a GET
     other = await make_cache()
     await other.get("warm-up")
-    before = await script_calls(redis)
+    before, gets = await script_calls(redis), await command_calls(redis, ("get",))
     await asyncio.gather(*(other.get("k") for _ in range(100)))
-    assert await script_calls(redis) - before == 1
+    assert await command_calls(redis, ("get",)) - gets == 1
+    assert await script_calls(redis) == before
     assert other.stats().redis_hits == 2  # the warm-up read and this one
 
 
@@ -144,16 +148,31 @@ async def test_values_are_json_round_tripped_the_same_in_every_process(
     assert mine == theirs == {"t": [1, 2], "3": "int key"}
 
 
-async def test_stored_format_is_a_hash_with_payload_and_version(
+async def test_stored_format_is_a_string_with_a_header_and_the_payload(
     make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:
     cache = await make_cache()
+    value_key = f"{namespace}:v:{{cms::homepage}}"
     await cache.set("cms::homepage", {"title": "Hi"})
-    assert await ns_keys(redis, namespace) == [f"{namespace}:v:{{cms::homepage}}".encode()]
-    stored = await redis.hgetall(f"{namespace}:v:{{cms::homepage}}")
-    assert stored[b"d"] == b'{"title":"Hi"}'
-    assert int(stored[b"v"]) > 0
-    assert await redis.pttl(f"{namespace}:v:{{cms::homepage}}") == -1
+    assert await ns_keys(redis, namespace) == [value_key.encode()]
+    raw = await redis.get(value_key)
+    assert isinstance(raw, bytes)
+    assert raw.startswith(b"\x01")
+    assert raw.endswith(b'{"title":"Hi"}')
+    version, expires_ms, payload = unpack(raw) or (0, -1, b"")
+    (seconds, micros) = await redis.time()
+    assert 0 < version <= seconds * 1_000_000 + micros  # the server's clock, in µs
+    assert (expires_ms, payload) == (0, b'{"title":"Hi"}')
+    assert await redis.pttl(value_key) == -1
+    # with a ttl: the key expires in Redis, and the header tells when, in server time
+    await cache.set("cms::homepage", {"title": "Hi"}, ttl=60)
+    version, expires_ms, _ = unpack(await redis.get(value_key) or b"") or (0, 0, b"")
+    pttl = await redis.pttl(value_key)
+    (seconds, micros) = await redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    assert 59_000 < pttl <= 60_000
+    # never later than the key's own expiry (taken 1 ms early), within the calls' time
+    assert now_ms + pttl - 1_000 <= expires_ms <= now_ms + pttl
 
 
 async def test_keys_with_braces_keep_value_and_lock_in_one_slot(
@@ -176,12 +195,12 @@ async def test_versions_grow_even_after_delete(
     cache = await make_cache()
     key = f"{namespace}:v:{{k}}"
     await cache.set("k", 1)
-    first = int(await redis.hget(key, "v") or 0)
+    first = await stored_version(redis, key)
     await cache.set("k", 2)
-    second = int(await redis.hget(key, "v") or 0)
+    second = await stored_version(redis, key)
     await cache.delete("k")
     await cache.set("k", 3)
-    third = int(await redis.hget(key, "v") or 0)
+    third = await stored_version(redis, key)
     assert first < second < third
 
 
@@ -547,8 +566,7 @@ async def test_fencing_rejects_the_write_of_a_holder_that_lost_its_lock(
     proceed.set()
     assert await regenerating == "late"  # the caller still gets what it fetched
     assert holder.stats().fenced_writes == 1
-    stored = await redis.hget(f"{namespace}:v:{{k}}", "d")
-    assert stored == b'"current"'
+    assert await stored_payload(redis, f"{namespace}:v:{{k}}") == b'"current"'
     assert await redis.get(f"{namespace}:lock:{{k}}") == b"successor"
     assert await holder.get("k") == "current"  # nor kept locally
 
@@ -669,6 +687,7 @@ async def test_a_read_that_raced_an_invalidation_is_not_kept(
     try:
         writer = await make_cache()
         await writer.set("k", "old")
+        gated.holds = reads_value
         gated.gate.clear()
         reading = asyncio.create_task(reader.get("k"))
         await gated.held.wait()
@@ -704,8 +723,8 @@ async def _write_unannounced(r: aioredis.Redis, namespace: str, key: str, value:
     """Change ``key`` the way a write does, but with its pub/sub event lost: only the stream
     has it (as when a listener is disconnected at the time of the write)."""
     value_key = f"{namespace}:v:{{{key}}}"
-    version = int(await r.hget(value_key, "v") or 0) + 1
-    await r.hset(value_key, mapping={"d": json.dumps(value), "v": version})
+    version = await stored_version(r, value_key) + 1
+    await put_value(r, value_key, json.dumps(value), version=version)
     event = {"op": "set", "key": key, "origin": "elsewhere", "version": version}
     await r.xadd(f"{namespace}:stream", {"e": json.dumps(event)})
 
@@ -801,13 +820,16 @@ async def test_undecodable_value_in_redis_is_a_miss_and_is_refetched(
     make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:
     cache = await make_cache()
-    await redis.hset(f"{namespace}:v:{{k}}", mapping={"d": b"\x80not json", "v": 1})
+    await put_value(redis, f"{namespace}:v:{{k}}", b"\x80not json")
     assert await cache.get("k") is None
     assert await cache.get_or_init("k", Counter()) == {"value": "v1"}
     assert cache.stats().decode_errors == 2
+    # a string without the format's header is another layout: a counted miss, then replaced
     await redis.set(f"{namespace}:v:{{w}}", "a string written by hand")
     assert await cache.get("w") is None
     assert await cache.get_or_init("w", Counter()) == {"value": "v1"}
+    assert cache.stats().foreign_values == 2
+    assert cache.stats().decode_errors == 2
 
 
 async def test_json_is_the_default_and_pickle_an_explicit_choice(
@@ -815,7 +837,7 @@ async def test_json_is_the_default_and_pickle_an_explicit_choice(
 ) -> None:
     plain = await make_cache()
     await plain.set("j", {"when": "2026-11-23", "tags": ["a"]})
-    stored = await redis.hget(f"{namespace}:v:{{j}}", "d")
+    stored = await stored_payload(redis, f"{namespace}:v:{{j}}")
     assert stored is not None
     assert json.loads(stored) == {
         "when": "2026-11-23",
@@ -831,7 +853,7 @@ async def test_json_is_the_default_and_pickle_an_explicit_choice(
     assert await b.get("p") == value
     with pytest.raises(SerializationError):
         await a.set("bad", lambda: None)
-    await redis.hset(f"{namespace}:v:{{junk}}", mapping={"d": b"not a pickle", "v": 1})
+    await put_value(redis, f"{namespace}:v:{{junk}}", b"not a pickle")
     assert await b.get("junk") is None  # undecodable: a miss, not a crash
     assert b.stats().decode_errors == 1
 

@@ -18,10 +18,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from redicache_async import CacheClient
-from redicache_async.scripts import READ_MANY
 
 from .conftest import MakeCache
-from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, runs_script, wait_until
+from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, wait_until
+from .values import reads_value
 
 pytestmark = pytest.mark.topologies
 
@@ -110,7 +110,7 @@ async def test_a_read_in_flight_before_a_write_is_not_joined_after_it(
         cache._local.clear()
         lagging: list[Any] = []
         cache._listener._on_event = lagging.append  # only the write itself may do this
-        gated.hold_first(runs_script(READ_MANY))
+        gated.hold_first(reads_value)
         reading = asyncio.create_task(cache.get("k"))
         await gated.held.wait()
         await cache.set("k", "new")
@@ -138,7 +138,7 @@ async def test_a_reply_older_than_this_process_s_write_is_not_kept_while_the_lis
         cache._local.clear()
         lagging: list[Any] = []
         cache._listener._on_event = lagging.append  # events are received, not applied yet
-        gated.hold_first(runs_script(READ_MANY))
+        gated.hold_first(reads_value)
         reading = asyncio.create_task(cache.get("k"))
         await gated.held.wait()
         large = "n" * 200

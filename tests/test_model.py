@@ -59,6 +59,7 @@ from redicache_async.keys import KeySpace
 from .helpers import Fetch, HeldFetch
 from .model_clients import MARKER, Connections, Hooks, ReplyHold, Topology
 from .model_history import History, ModelViolation, Write
+from .values import stored_payload
 
 pytestmark = pytest.mark.topologies
 
@@ -183,7 +184,7 @@ class CacheModel(RuleBasedStateMachine):
             await asyncio.sleep(0.001)
 
     async def redis_value(self, key: str) -> Any:
-        raw = await self.admin.hget(self.keys.value(key), "d")
+        raw = await stored_payload(self.admin, self.keys.value(key))
         return None if raw is None else json.loads(raw)
 
     async def _settle(self, *tasks: asyncio.Task[Any] | None) -> None:

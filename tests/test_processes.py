@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redicache_async import CacheClient
 
 from .helpers import wait_until
+from .values import stored_payload
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -111,7 +112,7 @@ async def test_frozen_holder_that_lost_its_lease_cannot_overwrite_its_successor(
         holder.process.send_signal(signal.SIGCONT)
     report = await holder.line()
     assert report == {"value": "late", "fenced_writes": 1, "fetches": 1}
-    assert await redis.hget(f"{namespace}:v:{{k}}", "d") == b'"successor"'
+    assert await stored_payload(redis, f"{namespace}:v:{{k}}") == b'"successor"'
 
 
 async def _start_holder(

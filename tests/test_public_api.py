@@ -135,7 +135,8 @@ SIGNATURES: dict[str, str] = {
         " lock_wait_timeouts=0, lock_takeovers=0, fenced_writes=0, writes=0, deletes=0,"
         " invalidations_sent=0, invalidations_received=0, invalidations_ignored=0,"
         " local_evictions=0, local_flushes=0, replays=0, circuit_opens=0, circuit_skips=0,"
-        " decode_errors=0, redis_errors=0, stale_served=0, local_entries=0, local_bytes=0)"
+        " decode_errors=0, foreign_values=0, redis_errors=0, stale_served=0, local_entries=0,"
+        " local_bytes=0)"
     ),
     "redicache_async.BuilderStats": (
         "(registrations, leading, terms, builds, failures, ignored_messages)"

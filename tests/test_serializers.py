@@ -29,6 +29,7 @@ from redicache_async.keys import KeySpace
 
 from .conftest import MakeCache
 from .helpers import Fetch, wait_until
+from .values import stored_payload
 
 
 def _date_default(obj: Any) -> Any:
@@ -195,7 +196,7 @@ async def test_msgpack_values_go_through_redis_as_msgpack(
     value = {"title": "Home", "n": 3, "ratio": 0.5, "blocks": ["news", None, True], "raw": b"\0"}
     assert await a.get_or_init("home", Fetch(value)) == value
     assert await b.get("home") == value
-    stored = await redis.hget(KeySpace(namespace).value("home"), "d")
+    stored = await stored_payload(redis, KeySpace(namespace).value("home"))
     assert stored == msgspec.msgpack.encode(value)  # binary, not JSON
     with pytest.raises(SerializationError, match="msgpack"):
         await a.set("k", object())

@@ -17,8 +17,10 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from redicache_async.batching import ReadBatcher
 from redicache_async.cancellation import cancel_and_wait
+from redicache_async.clock import REFRESH_INTERVAL, RETRY_INTERVAL, ServerClock
 from redicache_async.decorator import CachedFunction, cached
 from redicache_async.errors import (
+    REFUSALS,
     ClientClosedError,
     InvalidArgumentError,
     RedicacheError,
@@ -32,6 +34,7 @@ from redicache_async.keys import KeySpace, validate_key
 from redicache_async.listener import InvalidationListener
 from redicache_async.local import LocalKey, LocalLayer
 from redicache_async.locks import LockManager, SingleFlight, Wakeups
+from redicache_async.replies import text
 from redicache_async.scripts import Scripts
 from redicache_async.serializers import Serializer, check_serializer
 from redicache_async.stats import CacheStats
@@ -48,6 +51,7 @@ from redicache_async.validation import (
     ttl_to_ms,
 )
 
+from .coherence import deadline
 from .loads import Loads
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
 from .target_reads import TargetReads, check_field
@@ -130,7 +134,12 @@ class CacheClient(Loads, TargetReads):
         self._loads = SingleFlight(self._tasks)
         self._reads = SingleFlight(self._tasks)
         # On a cluster the keys of one script share a slot, which distinct keys rarely do.
-        self._values = ReadBatcher(self._read_values, max_batch=1 if cluster else 256)
+        self._values = ReadBatcher(
+            self._read_values, send_one=self._read_value, max_batch=1 if cluster else 256
+        )
+        self._clock = ServerClock(redis, timeout=self._redis_timeout)
+        self._cluster = cluster
+        self._plain_reads = cluster
         self._wakeups = Wakeups()
         self._guards = {}
         self._target_fields = {}
@@ -178,11 +187,42 @@ class CacheClient(Loads, TargetReads):
         subscribed = await self._listener.start(wait=self._redis_timeout)
         if not subscribed:
             logger.warning("Redis is not reachable yet; answering without it until it is")
+            self._tasks.spawn(self._watch_server(0.0), name="redicache-server-watch")
             return
         try:
             await self._gateway.call(self._scripts.load())
         except RedicacheError as exc:  # EVALSHA loads them on demand anyway
             logger.debug("preloading the scripts failed: %s", describe_error(exc))
+        synced = await self._look_at_server()
+        self._tasks.spawn(
+            self._watch_server(REFRESH_INTERVAL if synced else RETRY_INTERVAL),
+            name="redicache-server-watch",
+        )
+
+    async def _watch_server(self, first: float) -> None:
+        """Keep the server's clock offset and role current, every ``REFRESH_INTERVAL``."""
+        pause = first
+        while True:
+            await asyncio.sleep(pause)
+            pause = REFRESH_INTERVAL if await self._look_at_server() else RETRY_INTERVAL
+
+    async def _look_at_server(self) -> bool:
+        """Estimate the server's clock offset, and whether lone reads may be plain GETs (it is
+        a master); False when Redis did not answer (the last estimates stand)."""
+        try:
+            await self._clock.sync()
+            if not self._cluster:  # see ``_plain_reads``
+                role = await self._gateway.bounded(self._redis.execute_command("ROLE"))
+                self._plain_reads = text(role[0]) == "master"
+        except asyncio.CancelledError:
+            raise
+        except REFUSALS as exc:  # an ACL without ROLE: reads stay scripts, which are safe
+            self._plain_reads = False
+            logger.debug("cannot ask the server's role: %r", exc)
+        except Exception as exc:
+            logger.debug("could not read the server's clock and role: %r", exc)
+            return False
+        return True
 
     async def aclose(self) -> None:
         """Stop the listener and every in-flight load. Idempotent; shielded from cancellation."""
@@ -312,25 +352,29 @@ class CacheClient(Loads, TargetReads):
         if value is None:
             raise InvalidArgumentError("value must not be None (None means 'no value' to readers)")
         payload = self._serializer.dumps(value)
-        canonical = self._serializer.loads(payload)
         self._check_open()
         with self._watching(key) as guard:
             started = monotonic()
             try:
                 value_key = self._keys.value(key)
                 version = await self._gateway.call(
-                    self._scripts.write(
-                        keys=[value_key, self._keys.lock(key), *self._stream_keys],
-                        args=["", payload, ttl_ms, *self._event_args(OP_SET, key)],
+                    self._scripts.write_value(
+                        [value_key, self._keys.lock(key), *self._stream_keys],
+                        ["", payload, ttl_ms, *self._event_args(OP_SET, key)],
                     ),
                     value_key,
                 )
             except BaseException:
                 self._write_unknown(key)
                 raise
+            # Decoded once the write has left (its event goes out first): the value every
+            # reader gets is the serializer's round trip, kept here too.
+            canonical = self._serializer.loads(payload)
             self._count_write()
             self._wrote(key, int(version))
-            self._remember(key, canonical, guard, int(version), len(payload), ttl_ms, started)
+            self._remember(
+                key, canonical, guard, int(version), len(payload), deadline(started, ttl_ms)
+            )
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` from Redis and from every process's local layer."""

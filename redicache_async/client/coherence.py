@@ -18,11 +18,17 @@ from redicache_async.local import LocalKey
 
 from .state import ClientState, Guard
 
-__all__ = ["Coherence"]
+__all__ = ["Coherence", "deadline"]
 
 #: Seconds a value fetched while Redis was unreachable is served as fresh before Redis is
 #: asked again.
 _UNSHARED_FRESHNESS: Final = 1.0
+
+
+def deadline(started: float, ttl_ms: int) -> float:
+    """The local deadline of a value written with ``ttl_ms`` (0: none) by a command sent at
+    ``started`` (``monotonic()``): never later than the key's expiry in Redis."""
+    return started + ttl_ms / 1000 if ttl_ms > 0 else math.inf
 
 
 class Coherence(ClientState):
@@ -61,17 +67,17 @@ class Coherence(ClientState):
         guard: Guard,
         version: int,
         size: int,
-        ttl_ms: int,
-        started: float,
+        expires_at: float | None,
+        started: float = 0.0,
     ) -> None:
         """Keep ``value`` locally unless an event newer than it arrived while it was in flight.
 
-        ``ttl_ms`` is the key's TTL in Redis (0: none); the deadline counts from ``started``,
-        taken before the command was sent, so the local copy never outlives the Redis key.
+        ``expires_at`` is the ``monotonic()`` deadline of the key in Redis, never later than
+        its expiry there (``inf``: none; None: unknown, and then the value is not kept).
+        ``started``: when a value fetched without Redis (version 0) was fetched.
         """
-        if guard.void or version < guard.min_version:
+        if guard.void or version < guard.min_version or expires_at is None:
             return
-        expires_at = started + ttl_ms / 1000 if ttl_ms > 0 else math.inf
         # A value fetched without Redis (version 0) may differ from what Redis holds or will
         # hold: Redis is asked again soon, and meanwhile the value stays as a fallback.
         fresh_until = started + _UNSHARED_FRESHNESS if version == 0 else math.inf

@@ -10,6 +10,8 @@ from collections.abc import Callable, Coroutine
 from time import monotonic
 from typing import Any, Final
 
+from redis.exceptions import ReadOnlyError
+
 from redicache_async.errors import (
     ClientClosedError,
     RedicacheError,
@@ -21,9 +23,9 @@ from redicache_async.invalidation import OP_SET, event_prefix
 from redicache_async.leases import Lease, new_token
 from redicache_async.local import LocalKey
 from redicache_async.locks import SingleFlight, wait_event
-from redicache_async.replies import ttl_from_pttl
+from redicache_async.stored import unpack
 
-from .coherence import Coherence
+from .coherence import Coherence, deadline
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, Guard, logger
 
 __all__ = ["Loads"]
@@ -66,7 +68,6 @@ class Loads(Coherence):
             with self._watching(key) as guard:
                 while True:
                     token = new_token()
-                    started = monotonic()
                     try:
                         reply = await self._gateway.call(
                             self._scripts.read_or_lock(
@@ -76,6 +77,7 @@ class Loads(Coherence):
                             value_key,
                         )
                     except RedisUnavailableError as exc:
+                        self._note_replica(exc)
                         self._locks.unanswered(exc, key, lock_key, token)
                         return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
                     except asyncio.CancelledError:
@@ -83,20 +85,19 @@ class Loads(Coherence):
                         raise
                     status = reply[0]
                     if status == 1:
-                        value = self._decode(key, reply[1])
+                        stored = unpack(reply[1])
+                        if stored is None:
+                            self._stats.foreign_values += 1
+                            ignored = "1"
+                            continue
+                        version, expires_ms, payload = stored
+                        value = self._decode(key, payload)
                         if value is UNDECODABLE:
                             ignored = "1"
                             continue
                         self._stats.redis_hits += 1
-                        self._remember(
-                            key,
-                            value,
-                            guard,
-                            int(reply[2]),
-                            len(reply[1]),
-                            ttl_from_pttl(reply[3]),
-                            started,
-                        )
+                        expires_at = self._clock.deadline(expires_ms)
+                        self._remember(key, value, guard, version, len(payload), expires_at)
                         return value
                     if deadline is None:
                         self._stats.misses += 1
@@ -124,33 +125,62 @@ class Loads(Coherence):
         finally:
             self._wakeups.unregister(key, wake)
 
+    async def _read_value(self, key: str) -> Any:
+        """Read ``key`` alone (see ``batching.py``): its value, kept locally, or ``MISSING``,
+        ``UNDECODABLE``, ``UNREACHABLE``.
+
+        A plain GET, unless this client may be talking to a replica (see ``_plain_reads``): a
+        replica answers GET, and what it answers may be old or missing while it resyncs."""
+        if not self._plain_reads:
+            return (await self._read_values([key]))[0]
+        guard = self._watch(key)
+        try:
+            try:
+                value_key = self._keys.value(key)
+                reply = await self._gateway.call(self._scripts.read_value(value_key), value_key)
+            except RedisUnavailableError:
+                return UNREACHABLE
+            return self._stored_value(key, guard, reply)
+        finally:
+            self._unwatch(key, guard)
+
     async def _read_values(self, keys: list[str]) -> list[Any]:
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
-        or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``."""
+        or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``. A script, which a replica refuses."""
         guards = [self._watch(key) for key in keys]
         try:
-            started = monotonic()
             value_key = self._keys.value
             names = [value_key(key) for key in keys]
             try:
                 replies = await self._gateway.call(self._scripts.read_values(names), names[0])
             except RedisUnavailableError:
                 return [UNREACHABLE] * len(keys)
-            values: list[Any] = []
-            for key, guard, reply in zip(keys, guards, replies, strict=True):
-                if reply is None:
-                    values.append(MISSING)
-                    continue
-                value = self._decode(key, reply[0])
-                if value is not UNDECODABLE:
-                    self._stats.redis_hits += 1
-                    ttl_ms = ttl_from_pttl(reply[2])
-                    self._remember(key, value, guard, int(reply[1]), len(reply[0]), ttl_ms, started)
-                values.append(value)
-            return values
+            stored_value = self._stored_value
+            return [
+                stored_value(key, guard, reply)
+                for key, guard, reply in zip(keys, guards, replies, strict=True)
+            ]
         finally:
             for key, guard in zip(keys, guards, strict=True):
                 self._unwatch(key, guard)
+
+    def _stored_value(self, key: str, guard: Guard, reply: Any) -> Any:
+        """A read's ``reply`` (a stored string, None, or 0 for a key of another type) as a
+        value, kept locally, or ``MISSING`` (no value, or one in a layout this release skips:
+        counted) or ``UNDECODABLE``."""
+        if reply is None:
+            return MISSING
+        stored = None if reply == 0 else unpack(reply)
+        if stored is None:
+            self._stats.foreign_values += 1
+            return MISSING
+        version, expires_ms, payload = stored
+        value = self._decode(key, payload)
+        if value is not UNDECODABLE:
+            self._stats.redis_hits += 1
+            expires_at = self._clock.deadline(expires_ms)
+            self._remember(key, value, guard, version, len(payload), expires_at)
+        return value
 
     async def _regenerate(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
         lease = self._locks.lease(self._keys.lock(key))
@@ -205,9 +235,9 @@ class Loads(Coherence):
         started = monotonic()
         try:
             version = await self._gateway.call(
-                self._scripts.write(
-                    keys=[self._keys.value(key), lease.key, *self._stream_keys],
-                    args=[lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
+                self._scripts.write_value(
+                    [self._keys.value(key), lease.key, *self._stream_keys],
+                    [lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
                 ),
                 lease.key,
             )
@@ -234,7 +264,7 @@ class Loads(Coherence):
             return canonical
         self._count_write()
         self._wrote(key, int(version))
-        self._remember(key, canonical, guard, int(version), len(payload), ttl_ms, started)
+        self._remember(key, canonical, guard, int(version), len(payload), deadline(started, ttl_ms))
         return canonical
 
     async def _fetch_without_redis(
@@ -259,7 +289,9 @@ class Loads(Coherence):
         payload = self._serializer.dumps(value)
         canonical = self._serializer.loads(payload)
         if guard is not None:
-            self._remember(key, canonical, guard, 0, len(payload), ttl_ms, started)
+            self._remember(
+                key, canonical, guard, 0, len(payload), deadline(started, ttl_ms), started
+            )
         return canonical
 
     async def _answer_without_redis(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
@@ -287,6 +319,12 @@ class Loads(Coherence):
             self._stats.decode_errors += 1
             logger.warning("the value of %r in Redis cannot be decoded (%r); refetching", key, exc)
             return UNDECODABLE
+
+    def _note_replica(self, exc: RedisUnavailableError) -> None:
+        """A command refused as by a replica (READONLY): lone reads go through a script,
+        which it refuses too, until the server is seen a master again (``_plain_reads``)."""
+        if isinstance(exc.__cause__, ReadOnlyError) and not self._cluster:
+            self._plain_reads = False
 
     def _event_args(self, op: str, key: str) -> tuple[str, str]:
         return self._keys.channel, event_prefix(op, key, self._origin)

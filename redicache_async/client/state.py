@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from redicache_async.batching import ReadBatcher
+from redicache_async.clock import ServerClock
 from redicache_async.fetching import FetchRunner
 from redicache_async.gateway import RedisGateway
 from redicache_async.keys import KeySpace
@@ -60,6 +61,15 @@ class ClientState(Lifecycle):
     _redis: Any
     _scripts: Scripts
     _gateway: RedisGateway
+    #: The server's clock, for the local deadlines of values read (their expiry is server time).
+    _clock: ServerClock
+    #: Whether a lone read may be a plain GET: not before the server was seen to be a master,
+    #: nor after it refused a write as a replica (READONLY), until it is seen a master again.
+    #: Reads are then scripts, which a replica refuses. On a cluster a replica redirects a
+    #: GET (MOVED) to its master, and a Sentinel failover disconnects the demoted master's
+    #: clients: this covers a client pointed at a single server that became a replica.
+    _plain_reads: bool
+    _cluster: bool
     _locks: LockManager
     #: The event stream's key where a value's script can append to it (not on a cluster).
     _stream_keys: list[str]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from time import monotonic
+import math
 from typing import Any
 
 from redicache_async.errors import (
@@ -28,7 +28,6 @@ class TargetReads(Coherence):
     async def _read_target(self, key: str, field: str | None) -> Any:
         local_key: LocalKey = ("target", key) if field is None else ("target", key, field)
         with self._watching(("target", key)) as guard:
-            started = monotonic()
             try:
                 reply = await self._gateway.call(
                     self._scripts.read_target(
@@ -64,7 +63,7 @@ class TargetReads(Coherence):
             if version:
                 if field is not None:
                     self._target_fields.setdefault(key, set()).add(field)
-                self._remember(local_key, value, guard, version, size, 0, started)
+                self._remember(local_key, value, guard, version, size, math.inf)
             return value
 
 

@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 
 from redicache_async import CacheClient, FetchTimeout, RegenerationInProgress
 from redicache_async.errors import RedisUnavailableError
+from redicache_async.stored import unpack
 
 OPS = ("get_or_init", "get", "set", "attempt_regeneration")
 WEIGHTS = (50, 20, 20, 10)
@@ -274,10 +275,12 @@ async def converge(
         passes += 1
         pipe = r.pipeline(transaction=False)
         for name in names:
-            pipe.hmget(value_key(namespace, name), ["d", "v"])
-        stored = await pipe.execute()
+            pipe.get(value_key(namespace, name))
+        stored = [unpack(raw) if raw is not None else None for raw in await pipe.execute()]
         disagreeing = {}
-        for name, (payload, version) in zip(names, stored, strict=True):
+        for name, (version, _, payload) in zip(
+            names, (s or (None, 0, None) for s in stored), strict=True
+        ):
             expected = None if payload is None else json.loads(payload)
             try:
                 async with asyncio.timeout(5.0):

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redicache_async import CacheClient, RedisUnavailableError
 from tests.faults.proxy import FaultProxy
 from tests.helpers import Fetch, wait_until
+from tests.values import stored_payload
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ async def faulted(proxy: FaultProxy) -> AsyncIterator[aioredis.Redis]:
 
 
 async def in_redis(r: aioredis.Redis, namespace: str, key: str) -> Any:
-    raw = await r.hget(f"{namespace}:v:{{{key}}}", "d")
+    raw = await stored_payload(r, f"{namespace}:v:{{{key}}}")
     return None if raw is None else json.loads(raw)
 
 

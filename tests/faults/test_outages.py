@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from redicache_async import CacheBuilder, CacheClient, RedisUnavailableError, Target
 from redicache_async.testing import RedisServer, free_port
 from tests.helpers import Fetch, wait_until
+from tests.values import put_value
 
 pytestmark = pytest.mark.slow
 
@@ -311,7 +312,7 @@ async def test_a_value_fetched_during_a_short_freeze_gives_way_to_redis_s(
     # The freeze is shorter than the listener notices, so nothing resubscribes: the value
     # fetched meanwhile must still give way to the one in Redis (found by the soak test).
     async with CacheClient(client, namespace=namespace, redis_timeout=0.3) as cache:
-        await client.hset(f"{namespace}:v:{{k}}", mapping={"d": '"in redis"', "v": 1})
+        await put_value(client, f"{namespace}:v:{{k}}", '"in redis"')
         server.pause()
         try:
             assert await cache.get_or_init("k", Fetch("fetched while frozen", delay=0.01)) == (

@@ -66,6 +66,7 @@ ACL_COMMANDS = (
     # keyspace and strings: locks and leases (SET NX PX), versions, expiry, the target swap
     "set",
     "get",
+    "getrange",
     "del",
     "unlink",
     "exists",
@@ -75,6 +76,7 @@ ACL_COMMANDS = (
     "pexpire",
     "persist",
     "time",
+    "role",
     # hashes: values, builder state and target metadata, hash targets
     "hset",
     "hget",
@@ -395,9 +397,11 @@ async def test_a_read_the_acl_refuses_inside_a_script_is_an_error_not_a_miss(
     acl_server: RedisServer, admin: aioredis.Redis, namespace: str
 ) -> None:
     """The value read skips keys of another type (their WRONGTYPE reads as "no value"); any
-    other error inside it, here the ACL's refusal of HMGET, must reach the caller."""
+    other error, here the ACL's refusal of GET, must reach the caller: from a lone read's
+    plain GET, and from inside the script that reads a batch (or where a replica may
+    answer)."""
     user = f"app-{uuid.uuid4().hex[:8]}"
-    allowed = " ".join(f"+{command}" for command in ACL_COMMANDS if command != "hmget")
+    allowed = " ".join(f"+{command}" for command in ACL_COMMANDS if command != "get")
     await run(
         admin,
         f"ACL SETUSER {user} on >{APP_PASSWORD} resetkeys ~{namespace}:* "
@@ -410,6 +414,9 @@ async def test_a_read_the_acl_refuses_inside_a_script_is_an_error_not_a_miss(
         # Inside a script the server words it its own way ("ACL failure in script", "The user
         # executing the script can't run this command"), which redis-py does not map to
         # NoPermissionError: the library reports the server's refusal as it is.
+        with pytest.raises(RedisPermissionError):
+            await cache.get("k")
+        cache._plain_reads = False
         with pytest.raises(RedicacheError, match="script"):
             await cache.get("k")
 

@@ -43,6 +43,7 @@ _SCRIPTS = "redicache_async/scripts.py"
 _ELECTION = "redicache_async/election.py"
 _LOCAL = "redicache_async/local.py"
 _LISTENER = "redicache_async/listener.py"
+_CLOCK = "redicache_async/clock.py"
 
 _T_CLIENT = "tests/test_client.py"
 _T_BUILDER = "tests/test_builder.py"
@@ -56,6 +57,7 @@ _T_HANDLE = "tests/test_handle.py"
 _T_FETCH_THREADS = "tests/test_fetch_threads.py"
 _T_POOL = "tests/test_pool_exhaustion.py"
 _T_NODE_BREAKERS = "tests/test_node_breakers.py"
+_T_STORED = "tests/test_stored.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -219,8 +221,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D3",
         removes="refusing to keep a read older than an event that arrived meanwhile",
         file=_COHERENCE,
-        before="if guard.void or version < guard.min_version:",
-        after="if guard.void:",
+        before="if guard.void or version < guard.min_version or expires_at is None:",
+        after="if guard.void or expires_at is None:",
         tests=_t(_T_CLIENT, "test_a_read_that_raced_an_invalidation_is_not_kept"),
     ),
     Mutant(
@@ -280,20 +282,50 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         id="local-outlives-ttl",
         promise="S: ttl",
-        removes="a local copy's deadline from the key's TTL in Redis",
+        removes="a written local copy's deadline from the key's TTL in Redis",
         file=_COHERENCE,
-        before="expires_at = started + ttl_ms / 1000 if ttl_ms > 0 else math.inf",
-        after="expires_at = math.inf",
+        before="return started + ttl_ms / 1000 if ttl_ms > 0 else math.inf",
+        after="return math.inf",
         tests=_t(_T_CLIENT, "test_local_copy_never_outlives_the_redis_ttl"),
     ),
     Mutant(
-        id="read-ignores-pttl",
+        id="header-without-expiry",
         promise="S: ttl",
-        removes="PTTL in the read's reply: a reader's copy never expires",
+        removes="the expiry in a value's header: a reader's copy never expires",
         file=_SCRIPTS,
-        before="out[i] = {r[1], r[2], redis.call('PTTL', key)}",
-        after="out[i] = {r[1], r[2], -1}",
+        before="    expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1 + ttl",
+        after="    expires = 0",
         tests=_t(_T_CLIENT, "test_local_copy_never_outlives_the_redis_ttl"),
+    ),
+    Mutant(
+        id="deadline-without-clock-offset",
+        promise="S: ttl",
+        removes="the server's clock offset in a read value's local deadline",
+        file=_CLOCK,
+        before="return expires_ms / 1000 - offset",
+        after="return expires_ms / 1000",
+        tests=(
+            *_t(_T_STORED, "test_a_value_read_expires_locally_no_later_than_in_redis"),
+            *_t(_T_CLIENT, "test_local_copy_never_outlives_the_redis_ttl"),
+        ),
+    ),
+    Mutant(
+        id="old-layout-not-counted",
+        promise="S: a value in another layout",
+        removes="counting a value of another layout (an older release's) as it reads as a miss",
+        file=_LOADS,
+        before="            self._stats.foreign_values += 1\n            return MISSING",
+        after="            return MISSING",
+        tests=_t(_T_STORED, "test_an_old_release_s_value_reads_as_a_counted_miss_and_is_rewritten"),
+    ),
+    Mutant(
+        id="old-layout-is-an-error",
+        promise="S: a value in another layout",
+        removes="a lone read of an older release's value (a hash: WRONGTYPE) reading as a miss",
+        file=_SCRIPTS,
+        before='if str(exc).startswith("WRONGTYPE"):',
+        after="if False:",
+        tests=_t(_T_STORED, "test_an_old_release_s_value_reads_as_a_counted_miss_and_is_rewritten"),
     ),
     Mutant(
         id="no-stale-window",
@@ -410,9 +442,27 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: Redis unreachable",
         removes="answering reads without Redis (local, stale, in-process fetch)",
         file=_LOADS,
+        before="                return UNREACHABLE\n",
+        after="                raise\n",
+        tests=_t(_T_OUTAGES, "test_new_key_with_redis_dead_is_fetched_in_process_then_converges"),
+    ),
+    Mutant(
+        id="replica-read-with-get",
+        promise="S: a failover loses writes",
+        removes="reading with a plain GET only once the server is known to be a master",
+        file=_CLIENT,
+        before='self._plain_reads = text(role[0]) == "master"',
+        after="self._plain_reads = True",
+        tests=_t(_T_FAILOVER, "test_reads_are_refused_by_a_replica_not_answered_as_no_value"),
+    ),
+    Mutant(
+        id="outage-script-read-raises",
+        promise="S: Redis unreachable",
+        removes="answering without Redis when the read script fails (a replica refuses it)",
+        file=_LOADS,
         before="                return [UNREACHABLE] * len(keys)",
         after="                raise",
-        tests=_t(_T_OUTAGES, "test_new_key_with_redis_dead_is_fetched_in_process_then_converges"),
+        tests=_t(_T_FAILOVER, "test_reads_are_refused_by_a_replica_not_answered_as_no_value"),
     ),
     Mutant(
         id="redis-call-unbounded",
@@ -1080,8 +1130,10 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: ttl",
         removes="the write script checking its ttl before it writes anything",
         file=_SCRIPTS,
-        before=("    _ANNOUNCE\n    + _BUMP\n    + _CHECK_TTL"),
-        after=('    _ANNOUNCE\n    + _BUMP\n    + "local ttl = tonumber(ARGV[3]) or 0"'),
+        before=("    _ANNOUNCE\n    + _BUMP\n    + _HEADER\n    + _CHECK_TTL"),
+        after=(
+            '    _ANNOUNCE\n    + _BUMP\n    + _HEADER\n    + "local ttl = tonumber(ARGV[3]) or 0"'
+        ),
         tests=_t(
             _T_CLAIMS,
             "test_the_write_script_checks_its_ttl_before_it_writes_anything[single-9007199254740992]",
