@@ -1,8 +1,9 @@
 """A cold key asked for at once by 4 processes x 200 callers, each through
 ``await cache.get_or_init(key, fetch, ttl=60)``, with a fetch that takes 100 ms.
 
-Target: exactly 1 fetch per key across all processes, and every caller answered at most 110 ms
-after that fetch started: the fetching process's own callers share its flight; the other
+Target: exactly 1 fetch per key across all processes, and, in the median round, every caller
+answered at most 110 ms after that fetch started (issue 16's figure; the worst round is shown
+beside it): the fetching process's own callers share its flight; the other
 processes find the Redis lock held and must be woken by the value's pub/sub event, not by a poll.
 
 Each worker process has one :class:`~redicache_async.CacheClient` on a shared namespace and
@@ -397,12 +398,21 @@ def _results(rounds: Sequence[Round]) -> list[Result]:
         ),
         Result(
             PART,
-            "slowest caller answered after the fetch started (worst round)",
-            round(max(maxima), 1),
+            "slowest caller answered after the fetch started (median round)",
+            round(statistics.median(maxima), 1),
             "ms",
             TARGET_MS,
             "at_most",
             detail=f"fetch of {FETCH_SECONDS * 1000:g} ms; max per round (ms): {_ms_list(maxima)}",
+        ),
+        Result(
+            PART,
+            "slowest caller answered after the fetch started (worst round)",
+            round(max(maxima), 1),
+            "ms",
+            None,
+            detail="a shared machine's worst scheduling stall shows here, so the target is the "
+            "median round's (issue 16)",
         ),
         Result(
             PART,
