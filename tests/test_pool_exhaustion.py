@@ -24,6 +24,7 @@ from redicache_async.testing import ClusterServers
 from tests.conftest import MakeCache, MakeRedis
 
 from .helpers import Fetch, wait_until
+from .values import stored_payload
 
 pytestmark = pytest.mark.topologies
 
@@ -168,7 +169,7 @@ async def test_past_redis_timeout_it_raises_pool_exhausted_not_unreachable(
         await other.rpush(list_key, *["go"] * len(holders))
         await asyncio.gather(*holders, return_exceptions=True)
     assert await cache.get("k0") == {"i": 0}
-    raw = await other.hget(KeySpace(namespace).value("k0"), "d")
+    raw = await stored_payload(other, KeySpace(namespace).value("k0"))
     assert raw is not None
     assert json.loads(raw) == {"i": 0}
     assert "unreachable" not in caplog.text
