@@ -44,6 +44,7 @@ class CircuitBreaker:
         "_probing",
         "_threshold",
         "_window",
+        "epoch",
         "name",
         "opened",
         "skipped",
@@ -70,6 +71,10 @@ class CircuitBreaker:
         #: Times the breaker opened, and calls it answered without trying Redis.
         self.opened = 0
         self.skipped = 0
+        #: Bumped by :meth:`close`. A call reports the epoch it started in: a failure from
+        #: before the last close (a call to a master that a failover replaced, ending after the
+        #: listener reached the new one) says nothing about Redis now.
+        self.epoch = 0
 
     @property
     def is_open(self) -> bool:
@@ -91,9 +96,13 @@ class CircuitBreaker:
         if self._failures:
             self.close()
 
-    def failed(self, *, probe: bool = False) -> None:
+    def failed(self, *, probe: bool = False, epoch: int | None = None) -> None:
         """A call found Redis unreachable (``probe``: the call that ``allow`` let through while
-        open; a failure of a call sent before the breaker opened frees no probe slot)."""
+        open; a failure of a call sent before the breaker opened frees no probe slot).
+        ``epoch``: the :attr:`epoch` the call started in; a call older than the last close
+        is not counted."""
+        if epoch is not None and epoch != self.epoch:
+            return
         self._failures += 1
         if probe:
             self._probing = False
@@ -122,6 +131,7 @@ class CircuitBreaker:
         self._window = self._first_window
         self._open_until = _CLOSED
         self._probing = False
+        self.epoch += 1
 
 
 class Breakers:

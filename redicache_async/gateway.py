@@ -108,7 +108,7 @@ class RedisGateway:
         if not breaker.allow():
             command.close()
             raise CircuitOpenError()
-        probe = breaker.is_open
+        probe, epoch = breaker.is_open, breaker.epoch
         timeout = self.timeout
         room = self._room
         if room is not None and not room():
@@ -139,7 +139,7 @@ class RedisGateway:
                 if probe:
                     breaker.abandoned()
                 raise tls_mistake from exc
-            breaker.failed(probe=probe)
+            breaker.failed(probe=probe, epoch=epoch)
             raise RedisUnavailableError(f"Redis is unreachable: {describe_error(exc)}") from exc
         except RedisError as exc:
             self._on_error()

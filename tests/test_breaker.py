@@ -78,3 +78,18 @@ def test_close_starts_afresh() -> None:
     breaker.failed()
     assert breaker.is_open
     assert breaker._open_until - time.monotonic() <= 0.001  # the first window again
+
+
+def test_a_failure_of_a_call_older_than_the_last_close_is_not_counted() -> None:
+    """Calls sent to a master that a failover replaced fail after the listener reached the new
+    one and closed the breaker: they tell nothing about the new master and must not open it."""
+    breaker = CircuitBreaker(threshold=2, first_window=60.0)
+    assert breaker.allow()
+    before = breaker.epoch
+    breaker.close()
+    for _ in range(3):
+        breaker.failed(epoch=before)
+    assert not breaker.is_open
+    for _ in range(2):
+        breaker.failed(epoch=breaker.epoch)
+    assert breaker.is_open

@@ -44,6 +44,17 @@ def _serve_own_slots_when_one_is_down(cluster: ClusterServers) -> None:
                 client.close()
 
 
+def _allow_failover(replica: RedisServer, allowed: bool) -> None:
+    """``cluster-replica-no-failover``: while it is ``yes`` the replica does not take over its
+    dead master, so the test decides when the failover happens instead of racing it (with a
+    1 s node timeout it could come before the dead master's breaker had a chance to open)."""
+    client = SyncRedis(host=replica.host, port=replica.port, socket_timeout=5)
+    try:
+        client.config_set("cluster-replica-no-failover", "no" if allowed else "yes")
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterServers]:
     with ClusterServers(masters=3, replicas=1) as servers:
@@ -101,6 +112,7 @@ async def test_a_dead_master_costs_only_its_own_slots(
             breakers = cache._gateway.breaker
             fetch = Fetch("fetched here")
 
+            _allow_failover(replica, False)
             cluster.fail_master(victim, wait=False)
             killed = True
 
@@ -128,6 +140,7 @@ async def test_a_dead_master_costs_only_its_own_slots(
             assert cache.stats().circuit_opens == 1
 
             # The replica takes over: the dead slots are served again, by its breaker.
+            _allow_failover(replica, True)
             await asyncio.to_thread(cluster.wait_ok)
 
             async def dead_key_served() -> bool:
@@ -145,6 +158,7 @@ async def test_a_dead_master_costs_only_its_own_slots(
                 assert await cache.get(key) == f"{key} v4"
     finally:
         await redis.aclose()
+        _allow_failover(replica, True)
         if killed:
             await asyncio.to_thread(cluster.restart_node, victim)
             _serve_own_slots_when_one_is_down(cluster)

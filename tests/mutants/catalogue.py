@@ -1276,4 +1276,15 @@ MUTANTS: tuple[Mutant, ...] = (
         after="if kind not in _SCALARS:",
         tests=("tests/test_decorator.py::test_default_keys_tell_arguments_apart",),
     ),
+    Mutant(
+        id="breaker-counts-calls-older-than-its-close",
+        promise="S: Redis unreachable",
+        removes="the epoch check that keeps a failure from before the last close uncounted",
+        file="redicache_async/breaker.py",
+        before="        if epoch is not None and epoch != self.epoch:",
+        after="        if False:",
+        tests=(
+            "tests/test_breaker.py::test_a_failure_of_a_call_older_than_the_last_close_is_not_counted",
+        ),
+    ),
 )
