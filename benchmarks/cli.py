@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-__all__ = ["on_server", "part_parser"]
+__all__ = ["on_server", "part_main", "part_parser"]
 
 T = TypeVar("T")
 
@@ -28,3 +28,17 @@ def on_server(url: str | None, measure: Callable[[str], T]) -> T:
 
     with RedisServer() as server:
         return measure(server.url)
+
+
+def part_main(
+    module: str, description: str, *, smoke: str, run: Callable[..., object]
+) -> Callable[..., int]:
+    """The ``main`` of a part whose command line is only ``--smoke`` and ``--url``: it calls
+    ``run(url, smoke=...)`` on that server (or on one started for it)."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        args = part_parser(module, description, smoke=smoke).parse_args(argv)
+        on_server(args.url, lambda url: run(url, smoke=args.smoke))
+        return 0
+
+    return main

@@ -9,20 +9,19 @@ that noise from the shared machine hits both alike; a figure is the median over 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from redicache_async import CacheClient, JsonSerializer
 
-from .cli import on_server, part_parser
+from .cli import part_main
 from .results import Result
 
 __all__ = ["main", "run"]
@@ -138,19 +137,12 @@ def run(url: str, *, smoke: bool = False, out: Callable[[str], None] = print) ->
     return results
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = part_parser(
-        "concurrency",
-        "64 concurrent local misses against raw redis-py GETs over a pool.",
-        smoke="2 short slices (CI)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    on_server(args.url, lambda url: run(url, smoke=args.smoke))
-    return 0
+main = part_main(
+    "concurrency",
+    "64 concurrent local misses against raw redis-py GETs over a pool.",
+    smoke="2 short slices (CI)",
+    run=run,
+)
 
 
 if __name__ == "__main__":

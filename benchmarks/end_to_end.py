@@ -28,7 +28,6 @@ the last is answered):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib.metadata
@@ -48,7 +47,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .cli import on_server, part_parser
+from .cli import part_main
 from .cold_key import ROOT, Worker, percentile
 from .e2e_loadgen import TRIVIAL, Connection
 from .results import Finding, Result, Table
@@ -479,19 +478,12 @@ def run(
     return found
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = part_parser(
-        "end_to_end",
-        "A FastAPI app under uvicorn --workers 2: ours against aiocache and cashews.",
-        smoke="a few seconds per library (CI)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    on_server(args.url, lambda url: run(url, smoke=args.smoke))
-    return 0
+main = part_main(
+    "end_to_end",
+    "A FastAPI app under uvicorn --workers 2: ours against aiocache and cashews.",
+    smoke="a few seconds per library (CI)",
+    run=run,
+)
 
 
 if __name__ == "__main__":

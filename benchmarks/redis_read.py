@@ -19,14 +19,13 @@ is the median of the per-round ratios; across loops, the ratio of the medians. T
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib
 import json
 import statistics
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
@@ -36,7 +35,7 @@ import redis.asyncio as aioredis
 
 from redicache_async import CacheClient
 
-from .cli import on_server, part_parser
+from .cli import part_main
 from .hot_path import VALUE, Bench, format_ns, measure
 from .results import Finding, Result, Table
 
@@ -308,19 +307,12 @@ def run(
     return found
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = part_parser(
-        "redis_read",
-        "The Redis-backed read beside aiocache's and cashews' Redis gets, with a uvloop column.",
-        smoke="one short session per loop (CI)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    on_server(args.url, lambda url: run(url, smoke=args.smoke))
-    return 0
+main = part_main(
+    "redis_read",
+    "The Redis-backed read beside aiocache's and cashews' Redis gets, with a uvloop column.",
+    smoke="one short session per loop (CI)",
+    run=run,
+)
 
 
 if __name__ == "__main__":
