@@ -258,6 +258,12 @@ class CacheClient(Loads, TargetReads):
         entry = self._local.fresh(key)  # a hit is counted by the local layer
         if entry is not None:
             return entry.value
+        return await self._get_or_init_beyond_local(key, fetch, ttl)
+
+    async def _get_or_init_beyond_local(self, key: str, fetch: Fetch, ttl: float | None) -> Any:
+        """:meth:`get_or_init` past a local miss. Apart, because a function whose closures
+        capture its arguments makes a cell for each of them on every call: in the hit's frame
+        that cost a hit as much as everything else it does."""
         validate_key(key)
         check_callable("fetch", fetch)
         ttl_ms = ttl_to_ms(ttl)
@@ -339,6 +345,13 @@ class CacheClient(Loads, TargetReads):
         entry = self._local.fresh(local_key)
         if entry is not None:
             return entry.value
+        return await self._get_target_beyond_local(key, field, local_key)
+
+    async def _get_target_beyond_local(
+        self, key: str, field: str | None, local_key: LocalKey
+    ) -> Any:
+        """:meth:`get_target` past a local miss, apart for the reason given at
+        :meth:`_get_or_init_beyond_local`."""
         validate_key(key)
         if field is not None:
             check_field(field)

@@ -71,8 +71,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D1",
         removes="get_or_init answering from the local layer",
         file=_CLIENT,
-        before="            return entry.value\n        validate_key(key)\n        check_callable(",
-        after="            pass\n        validate_key(key)\n        check_callable(",
+        before="            return entry.value\n        return await self._get_or_init_beyond",
+        after="            pass\n        return await self._get_or_init_beyond",
         tests=_t(_T_CLIENT, "test_local_hit_sends_nothing_to_redis"),
     ),
     Mutant(
