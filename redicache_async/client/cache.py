@@ -2,8 +2,8 @@
 fetched once across every process that shares the Redis.
 
 This module holds its options, its life and its public operations; the read path is in
-``loads.py``, builder targets' reads in ``target_reads.py``, the local layer's coherence in
-``coherence.py``.
+``loads.py``, the many-key calls in ``many.py``, builder targets' reads in ``target_reads.py``,
+the local layer's coherence in ``coherence.py``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from redicache_async.validation import (
 
 from .coherence import deadline
 from .loads import Loads
+from .many import ManyKeys
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
 from .target_reads import TargetReads, check_field
 
@@ -67,7 +68,7 @@ _FAILOVER_POLL: Final = 1.0
 _PLAIN_NUMBERS: Final = (float, int)
 
 
-class CacheClient(Loads, TargetReads):
+class CacheClient(ManyKeys, Loads, TargetReads):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await

@@ -1,0 +1,211 @@
+"""The client's many-key calls: ``get_many``, ``set_many`` and ``delete_many``.
+
+Each key is read, written or deleted exactly as its one-key call does it (``get``, ``set``,
+``delete``), with the same local-layer coherence, but the keys that share a cluster slot go to
+Redis in one script call: one round trip per slot group, all groups at once (a single node or
+a Sentinel master: one round trip in all). A script per slot, rather than a pipeline of
+one-key scripts, because one script call is one command to the gateway: it gets the same
+deadline, circuit breaker and error classification as every other call, and it either ran or
+did not (a pipeline can half fail, and its commands can each meet ``NOSCRIPT``). Its writes
+and deletes share their Lua with the one-key scripts (``scripts.py``), so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterable, Mapping
+from time import monotonic
+from typing import Any, TypeVar
+
+from redis.crc import key_slot
+
+from redicache_async.cancellation import cancel_and_wait
+from redicache_async.errors import InvalidArgumentError, InvalidArgumentTypeError
+from redicache_async.invalidation import OP_DELETE, OP_SET
+from redicache_async.keys import validate_key
+from redicache_async.validation import ttl_to_ms
+
+from .coherence import deadline
+from .loads import Loads
+from .state import MISSING, UNDECODABLE, UNREACHABLE
+
+__all__ = ["ManyKeys", "check_keys"]
+
+T = TypeVar("T")
+
+
+def check_keys(keys: object) -> list[str]:
+    """``keys``, an iterable of keys (a str is one key, not an iterable of them), each valid,
+    without repeats, in their first order."""
+    if isinstance(keys, str | bytes | bytearray | memoryview) or not isinstance(keys, Iterable):
+        raise InvalidArgumentTypeError(
+            f"keys must be an iterable of str keys (a list, a set...), not {type(keys).__name__}"
+        )
+    return list(dict.fromkeys(validate_key(key) for key in keys))
+
+
+class ManyKeys(Loads):
+    """``get_many``, ``set_many`` and ``delete_many``."""
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of ``keys`` that some process stored, as ``{key: value}`` (keys without a
+        value are absent). Never fetches.
+
+        Each key is answered as :meth:`get` answers it: from the local layer without I/O when
+        it holds the key, else from Redis (and then kept locally), in one round trip per
+        cluster slot that the keys fall in (one on a single node). While Redis is unreachable
+        a key has its stale local copy within ``stale_ttl``, if any, else is absent.
+        """
+        wanted = check_keys(keys)
+        found: dict[str, Any] = {}
+        missed = []
+        fresh = self._local.fresh
+        for key in wanted:
+            entry = fresh(key)
+            if entry is None:
+                missed.append(key)
+            else:
+                found[key] = entry.value
+        if not missed:
+            return found
+        self._check_open()
+        groups = self._slot_groups(missed)
+        for group, values in zip(
+            groups, await _all([self._read_values(group) for group in groups]), strict=True
+        ):
+            for key, value in zip(group, values, strict=True):
+                if value is MISSING:
+                    self._stats.misses += 1
+                elif value is UNREACHABLE:
+                    stale = self._stale_or(key, None)
+                    if stale is not None:
+                        found[key] = stale
+                elif value is not UNDECODABLE:
+                    found[key] = value
+        return found
+
+    async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:
+        """Store each value of ``mapping`` under its key for ``ttl`` seconds (None: no expiry),
+        as :meth:`set` does, in one round trip per cluster slot of the keys (one on a single
+        node). Every key gets its own version and event, and its write revokes the key's lock,
+        so a fetch that started before cannot undo it. Everything is checked (and serialized)
+        before anything is sent.
+
+        Should a slot's write fail, the other slots' writes still happen, and the first error
+        is raised once all have ended.
+        """
+        if not isinstance(mapping, Mapping):
+            raise InvalidArgumentTypeError(
+                f"mapping must be a mapping of key to value, not {type(mapping).__name__}"
+            )
+        ttl_ms = ttl_to_ms(ttl)
+        payloads: dict[str, bytes] = {}
+        for key, value in mapping.items():
+            validate_key(key)
+            if value is None:
+                raise InvalidArgumentError(
+                    f"the value of {key!r} must not be None (None means 'no value' to readers)"
+                )
+            payloads[key] = self._serializer.dumps(value)
+        if not payloads:
+            return
+        self._check_open()
+        groups = self._slot_groups(list(payloads))
+        await _all([self._write_group(group, payloads, ttl_ms) for group in groups])
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove ``keys`` from Redis and from every process's local layer, as :meth:`delete`
+        does, in one round trip per cluster slot of the keys (one on a single node)."""
+        doomed = check_keys(keys)
+        if not doomed:
+            return
+        self._check_open()
+        await _all([self._delete_group(group) for group in self._slot_groups(doomed)])
+
+    def _slot_groups(self, keys: list[str]) -> list[list[str]]:
+        """``keys`` grouped by the cluster slot of their values (one group off a cluster): the
+        keys one script may touch together."""
+        if not self._cluster:
+            return [keys]
+        groups: dict[int, list[str]] = {}
+        value = self._keys.value
+        for key in keys:
+            groups.setdefault(key_slot(value(key).encode()), []).append(key)
+        return list(groups.values())
+
+    def _pairs(self, keys: list[str]) -> list[str]:
+        """The script keys of ``keys``: value and lock of each, then the stream if it shares
+        the node."""
+        names: list[str] = []
+        for key in keys:
+            names += (self._keys.value(key), self._keys.lock(key))
+        return names + self._stream_keys
+
+    async def _write_group(self, keys: list[str], payloads: dict[str, bytes], ttl_ms: int) -> None:
+        """Write ``keys`` (one slot) as :meth:`set` writes one."""
+        guards = [self._watch(key) for key in keys]
+        try:
+            channel = self._keys.channel
+            args: list[Any] = [ttl_ms, channel]
+            for key in keys:
+                args += (payloads[key], self._event_args(OP_SET, key)[1])
+            names = self._pairs(keys)
+            started = monotonic()
+            try:
+                versions = await self._gateway.call(
+                    self._scripts.write_many(keys=names, args=args), names[0]
+                )
+            except BaseException:
+                for key in keys:
+                    self._write_unknown(key)
+                raise
+            loads = self._serializer.loads
+            expires_at = deadline(started, ttl_ms)
+            for key, guard, version in zip(keys, guards, versions, strict=True):
+                payload = payloads[key]
+                self._count_write()
+                self._wrote(key, int(version))
+                self._remember(key, loads(payload), guard, int(version), len(payload), expires_at)
+        finally:
+            for key, guard in zip(keys, guards, strict=True):
+                self._unwatch(key, guard)
+
+    async def _delete_group(self, keys: list[str]) -> None:
+        """Delete ``keys`` (one slot) as :meth:`delete` deletes one."""
+        args = [self._keys.channel] + [self._event_args(OP_DELETE, key)[1] for key in keys]
+        names = self._pairs(keys)
+        try:
+            versions = await self._gateway.call(
+                self._scripts.delete_many(keys=names, args=args), names[0]
+            )
+        except BaseException:
+            for key in keys:
+                self._write_unknown(key)
+            raise
+        for key, version in zip(keys, versions, strict=True):
+            self._local.discard(key)
+            self._wrote(key, int(version))
+            self._stats.deletes += 1
+            self._stats.invalidations_sent += 1
+
+
+async def _all(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """The results of ``calls``, run at once; when one raises, the others still run to their
+    end (a write that was sent is not abandoned half-way) and then the first error is raised.
+    A lone call runs in the caller's task. Cancelled, the caller cancels them all and waits
+    for their ends."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        await asyncio.wait(tasks)
+    finally:
+        for task in tasks:
+            if not task.done():
+                await cancel_and_wait(task)
+        # Read every outcome, so that none is reported as never retrieved.
+        errors = [task.exception() for task in tasks if not task.cancelled()]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [task.result() for task in tasks]
