@@ -141,7 +141,7 @@ async def test_local_hits_send_nothing_to_redis(
 async def test_one_round_trip_per_slot_group(
     make_cache: MakeCache, redis: aioredis.Redis, topology: str
 ) -> None:
-    groups = _keys_in_slots((3, 2, 1))
+    groups = _keys_in_slots((3, 2, 2))
     keys = [key for group in groups for key in group]
     expected = len(groups) if topology == "cluster" else 1
     writer, reader = await make_cache(), await make_cache()
@@ -160,6 +160,12 @@ async def test_one_round_trip_per_slot_group(
     await writer.delete_many(keys)
     assert await script_calls(redis) - before == expected
     assert await reader.get_many(keys) == {}
+
+    # a slot's lone key is read as get reads it alone: one GET, no script
+    scripts, gets = await script_calls(redis), await command_calls(redis, ("get",))
+    assert await reader.get_many(["m0"]) == {}
+    assert await script_calls(redis) == scripts
+    assert await command_calls(redis, ("get",)) - gets == 1
 
 
 # -- coherence across clients; no write is undone ---------------------------------------------

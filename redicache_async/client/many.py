@@ -71,7 +71,7 @@ class ManyKeys(Loads):
         self._check_open()
         groups = self._slot_groups(missed)
         for group, values in zip(
-            groups, await _all([self._read_values(group) for group in groups]), strict=True
+            groups, await _all([self._read_group(group) for group in groups]), strict=True
         ):
             for key, value in zip(group, values, strict=True):
                 if value is MISSING:
@@ -83,6 +83,13 @@ class ManyKeys(Loads):
                 elif value is not UNDECODABLE:
                     found[key] = value
         return found
+
+    async def _read_group(self, keys: list[str]) -> list[Any]:
+        """Read ``keys`` (one slot) as ``get`` reads them: a lone key as a lone read (a plain
+        GET where that is safe), several in one script call."""
+        if len(keys) == 1:
+            return [await self._read_value(keys[0])]
+        return await self._read_values(keys)
 
     async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:
         """Store each value of ``mapping`` under its key for ``ttl`` seconds (None: no expiry),
