@@ -20,16 +20,19 @@ from redicache_async import (
     SerializationError,
 )
 from redicache_async.keys import KeySpace
+from redicache_async.scripts import DELETE_MANY, WRITE_MANY
 from redicache_async.testing import RedisServer
 
 from .conftest import MakeCache
 from .helpers import (
     Fetch,
+    GatedRedis,
     HeldFetch,
     command_calls,
     commands_processed,
     masters,
     ns_keys,
+    runs_script,
     script_calls,
     wait_until,
 )
@@ -236,6 +239,37 @@ async def test_a_many_key_change_in_the_same_process_is_not_undone_by_its_runnin
     old.release.set()
     assert await loading == "old"
     assert await a.get("p") == expected
+
+
+@pytest.mark.single_node
+@pytest.mark.parametrize("op", ["set_many", "delete_many"])
+async def test_a_many_key_call_cancelled_with_its_reply_on_the_wire_keeps_no_old_copy(
+    make_cache: MakeCache, redis_url: str, op: str
+) -> None:
+    """The script ran but its caller never learnt it: the keys' local copies, older than what
+    Redis now holds, must go (as after a cancelled ``set`` or ``delete``)."""
+    gated = GatedRedis.connect(redis_url)
+    cache = await make_cache(gated)
+    try:
+        await cache.set_many({"a": "old", "b": "old"})
+        lagging: list[Any] = []
+        cache._listener._on_event = lagging.append  # only the call itself may drop them
+        gated.hold_first(runs_script(WRITE_MANY if op == "set_many" else DELETE_MANY))
+        if op == "set_many":
+            call = asyncio.create_task(cache.set_many({"a": "new", "b": "new"}))
+        else:
+            call = asyncio.create_task(cache.delete_many(["a", "b"]))
+        await gated.held.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        gated.gate.set()
+        expected = {"a": "new", "b": "new"} if op == "set_many" else {}
+        assert await cache.get_many(["a", "b"]) == expected  # what Redis holds, not "old"
+    finally:
+        gated.gate.set()
+        await cache.aclose()
+        await gated.aclose(close_connection_pool=True)
 
 
 # -- Redis unreachable ------------------------------------------------------------------------
