@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
 
 from redicache_async import (
@@ -169,6 +170,48 @@ async def test_one_round_trip_per_slot_group(
     assert await reader.get_many(["never-written"]) == {}
     assert await script_calls(redis) == scripts
     assert await command_calls(redis, ("get",)) - gets == 1
+
+
+@pytest.mark.not_on("single", "sentinel")
+async def test_on_a_cluster_each_node_s_slots_are_read_in_one_pipeline(
+    make_cache: MakeCache, redis: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys rarely share a slot (a value's key is hashed whole): the reads of one node's slots
+    go together, one round trip per node. A slot whose command fails there (a script the node
+    lost, a key of another type) is read again alone, as ``get`` reads it."""
+    groups = _keys_in_slots((3, 2, *(1,) * 10))
+    keys = [key for group in groups for key in group]
+    writer, reader = await make_cache(), await make_cache(local_max_entries=0)
+    values = {key: key.upper() for key in keys}
+    await writer.set_many(values)
+    await reader.get("warm")  # connected
+    nodes = len(await masters(redis))
+    pipelines: list[str] = []
+    lone: list[tuple[Any, ...]] = []
+    original_pipeline, original_command = ClusterNode.execute_pipeline, ClusterNode.execute_command
+
+    async def pipeline(node: ClusterNode, commands: list[Any]) -> Any:
+        pipelines.append(node.name)
+        return await original_pipeline(node, commands)
+
+    async def command(node: ClusterNode, *args: Any, **options: Any) -> Any:
+        lone.append(args)
+        return await original_command(node, *args, **options)
+
+    monkeypatch.setattr(ClusterNode, "execute_pipeline", pipeline)
+    monkeypatch.setattr(ClusterNode, "execute_command", command)
+    assert await reader.get_many(keys) == values
+    assert lone == []
+    assert len(pipelines) == len(set(pipelines)) <= nodes
+
+    foreign = groups[2][0]  # alone in its slot: its GET fails (WRONGTYPE)
+    value_key = KeySpace(namespace).value(foreign)
+    await redis.delete(value_key)
+    await redis.hset(value_key, "f", "v")
+    await redis.script_flush()  # every EVALSHA of the pipelines fails (NOSCRIPT)
+    del values[foreign]
+    assert await reader.get_many(keys) == values
+    assert reader.stats().foreign_values == 1
 
 
 # -- coherence across clients; no write is undone ---------------------------------------------

@@ -3,7 +3,9 @@
 Each key is read, written or deleted exactly as its one-key call does it (``get``, ``set``,
 ``delete``), with the same local-layer coherence, but the keys that share a cluster slot go to
 Redis in one script call: one round trip per slot group, all groups at once (a single node or
-a Sentinel master: one round trip in all). A script per slot, rather than a pipeline of
+a Sentinel master: one round trip in all). Reads go further on a cluster, where distinct keys
+rarely share a slot (a value's key is hashed whole): the groups of one node share a pipeline,
+one round trip per node. A script per slot, rather than a pipeline of
 one-key scripts, because one script call is one command to the gateway: it gets the same
 deadline, circuit breaker and error classification as every other call, and it either ran or
 did not (a pipeline can half fail, and its commands can each meet ``NOSCRIPT``). Its writes
@@ -13,6 +15,7 @@ and deletes share their Lua with the one-key scripts (``scripts.py``), so they c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Coroutine, Iterable, Mapping
 from time import monotonic
 from typing import Any, TypeVar
@@ -20,9 +23,15 @@ from typing import Any, TypeVar
 from redis.crc import key_slot
 
 from redicache_async.cancellation import cancel_and_wait
-from redicache_async.errors import InvalidArgumentError, InvalidArgumentTypeError
+from redicache_async.errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    RedisUnavailableError,
+)
 from redicache_async.invalidation import OP_DELETE, OP_SET
 from redicache_async.keys import validate_key
+from redicache_async.scripts import READ_MANY
+from redicache_async.topology import slot_owner
 from redicache_async.validation import ttl_to_ms
 
 from .coherence import deadline
@@ -32,6 +41,8 @@ from .state import MISSING, UNDECODABLE, UNREACHABLE
 __all__ = ["ManyKeys", "check_keys"]
 
 T = TypeVar("T")
+
+_READ_MANY_SHA = hashlib.sha1(READ_MANY.encode()).hexdigest()
 
 
 def check_keys(keys: object) -> list[str]:
@@ -70,9 +81,7 @@ class ManyKeys(Loads):
             return found
         self._check_open()
         groups = self._slot_groups(missed)
-        for group, values in zip(
-            groups, await _all([self._read_group(group) for group in groups]), strict=True
-        ):
+        for group, values in zip(groups, await self._read_groups(groups), strict=True):
             for key, value in zip(group, values, strict=True):
                 if value is MISSING:
                     self._stats.misses += 1
@@ -83,6 +92,66 @@ class ManyKeys(Loads):
                 elif value is not UNDECODABLE:
                     found[key] = value
         return found
+
+    async def _read_groups(self, groups: list[list[str]]) -> list[list[Any]]:
+        """Read each slot group of keys: a cluster's groups of one node in one pipeline, the
+        nodes at once (one round trip per node rather than per slot: on a cluster distinct
+        keys rarely share a slot)."""
+        if len(groups) == 1:
+            return [await self._read_group(groups[0])]
+        by_node: dict[str | None, list[int]] = {}
+        for i, group in enumerate(groups):
+            by_node.setdefault(slot_owner(self._redis, self._keys.value(group[0])), []).append(i)
+        nodes = list(by_node.values())
+        answers = await _all([self._read_node([groups[i] for i in node]) for node in nodes])
+        values: list[list[Any]] = [[] for _ in groups]
+        for node, node_values in zip(nodes, answers, strict=True):
+            for i, group_values in zip(node, node_values, strict=True):
+                values[i] = group_values
+        return values
+
+    async def _read_node(self, groups: list[list[str]]) -> list[list[Any]]:
+        """Read slot groups served by one cluster node in one pipeline, each group as
+        :meth:`_read_group` reads it; a group whose command failed there (a script the node
+        lacks, a key of another type, a slot that moved) is read again alone, as ``get``
+        would read it, so that its error is handled or raised as there."""
+        if len(groups) == 1:
+            return [await self._read_group(groups[0])]
+        guards = [[self._watch(key) for key in group] for group in groups]
+        try:
+            value_key = self._keys.value
+            pipe = self._redis.pipeline()
+            for group in groups:
+                names = [value_key(key) for key in group]
+                if len(names) == 1:
+                    pipe.execute_command("GET", names[0])
+                else:
+                    pipe.execute_command("EVALSHA", _READ_MANY_SHA, len(names), *names)
+            try:
+                replies = await self._gateway.call(
+                    pipe.execute(raise_on_error=False), value_key(groups[0][0])
+                )
+            except RedisUnavailableError:
+                return [[UNREACHABLE] * len(group) for group in groups]
+            stored_value = self._stored_value
+            values = []
+            for group, group_guards, reply in zip(groups, guards, replies, strict=True):
+                if isinstance(reply, Exception):
+                    values.append(await self._read_group(group))
+                elif len(group) == 1:
+                    values.append([stored_value(group[0], group_guards[0], reply)])
+                else:
+                    values.append(
+                        [
+                            stored_value(key, guard, one)
+                            for key, guard, one in zip(group, group_guards, reply, strict=True)
+                        ]
+                    )
+            return values
+        finally:
+            for group, group_guards in zip(groups, guards, strict=True):
+                for key, guard in zip(group, group_guards, strict=True):
+                    self._unwatch(key, guard)
 
     async def _read_group(self, keys: list[str]) -> list[Any]:
         """Read ``keys`` (one slot) as ``get`` reads them: a lone key as a lone read (a plain
