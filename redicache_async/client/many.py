@@ -59,13 +59,13 @@ class ManyKeys(Loads):
     """``get_many``, ``set_many`` and ``delete_many``."""
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The values of ``keys`` that some process stored, as ``{key: value}`` (keys without a
-        value are absent). Never fetches.
+        """The values of ``keys`` that some process stored, as ``{key: value}`` in the order
+        of ``keys`` (keys without a value are absent). Never fetches.
 
         Each key is answered as :meth:`get` answers it: from the local layer without I/O when
-        it holds the key, else from Redis (and then kept locally), in one round trip per
-        cluster slot that the keys fall in (one on a single node). While Redis is unreachable
-        a key has its stale local copy within ``stale_ttl``, if any, else is absent.
+        it holds the key, else from Redis (and then kept locally): one round trip on a single
+        node or behind Sentinel, one per node of a cluster. While Redis is unreachable a key
+        has its stale local copy within ``stale_ttl``, if any, else is absent.
         """
         wanted = check_keys(keys)
         found: dict[str, Any] = {}
@@ -91,7 +91,7 @@ class ManyKeys(Loads):
                         found[key] = stale
                 elif value is not UNDECODABLE:
                     found[key] = value
-        return found
+        return {key: found[key] for key in wanted if key in found}
 
     async def _read_groups(self, groups: list[list[str]]) -> list[list[Any]]:
         """Read each slot group of keys: a cluster's groups of one node in one pipeline, the
