@@ -173,43 +173,66 @@ async def test_one_round_trip_per_slot_group(
     assert await command_calls(redis, ("get",)) - gets == 1
 
 
+class NodeCalls:
+    """A spy on a cluster client's node calls (they run as usual): the node of each round
+    trip, a pipeline or a command sent alone."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.round_trips: list[str] = []
+        pipeline, command = ClusterNode.execute_pipeline, ClusterNode.execute_command
+
+        async def spied_pipeline(node: ClusterNode, commands: list[Any]) -> Any:
+            self.round_trips.append(node.name)
+            return await pipeline(node, commands)
+
+        async def spied_command(node: ClusterNode, *args: Any, **options: Any) -> Any:
+            self.round_trips.append(node.name)
+            return await command(node, *args, **options)
+
+        monkeypatch.setattr(ClusterNode, "execute_pipeline", spied_pipeline)
+        monkeypatch.setattr(ClusterNode, "execute_command", spied_command)
+
+    def at_most_one_round_trip_per_node(self) -> bool:
+        seen, self.round_trips = self.round_trips, []
+        return len(seen) == len(set(seen))
+
+
 @pytest.mark.not_on("single", "sentinel")
-async def test_on_a_cluster_each_node_s_slots_are_read_in_one_pipeline(
+async def test_on_a_cluster_each_node_s_slots_share_one_pipeline(
     make_cache: MakeCache, redis: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Keys rarely share a slot (a value's key is hashed whole): the reads of one node's slots
-    go together, one round trip per node. A slot whose command fails there (a script the node
-    lost, a key of another type) is read again alone, as ``get`` reads it."""
-    groups = _keys_in_slots((3, 2, *(1,) * 10))
+    """Keys rarely share a slot (a value's key is hashed whole): the calls for one node's
+    slots go together, one round trip per node. A slot whose command fails there (a script
+    the node lost, a key of another type) is sent again alone, as the one-key calls send it."""
+    groups = _keys_in_slots((3, 2, *(1,) * 10))  # 15 slots: several per node
     keys = [key for group in groups for key in group]
     writer, reader = await make_cache(), await make_cache(local_max_entries=0)
+    await writer.get("warm")  # connected
+    await reader.get("warm")
+    spy = NodeCalls(monkeypatch)
     values = {key: key.upper() for key in keys}
     await writer.set_many(values)
-    await reader.get("warm")  # connected
-    nodes = len(await masters(redis))
-    pipelines: list[str] = []
-    lone: list[tuple[Any, ...]] = []
-    original_pipeline, original_command = ClusterNode.execute_pipeline, ClusterNode.execute_command
-
-    async def pipeline(node: ClusterNode, commands: list[Any]) -> Any:
-        pipelines.append(node.name)
-        return await original_pipeline(node, commands)
-
-    async def command(node: ClusterNode, *args: Any, **options: Any) -> Any:
-        lone.append(args)
-        return await original_command(node, *args, **options)
-
-    monkeypatch.setattr(ClusterNode, "execute_pipeline", pipeline)
-    monkeypatch.setattr(ClusterNode, "execute_command", command)
+    assert spy.at_most_one_round_trip_per_node()
     assert await reader.get_many(keys) == values
-    assert lone == []
-    assert len(pipelines) == len(set(pipelines)) <= nodes
+    assert spy.at_most_one_round_trip_per_node()
+    await writer.delete_many(keys[:10])
+    assert spy.at_most_one_round_trip_per_node()
+    monkeypatch.undo()
 
-    foreign = groups[2][0]  # alone in its slot: its GET fails (WRONGTYPE)
+    # every EVALSHA of the pipelines fails (NOSCRIPT): each slot is sent again alone
+    await redis.script_flush()
+    await writer.set_many(values)
+    await redis.script_flush()
+    assert await reader.get_many(keys) == values
+    await redis.script_flush()
+    await writer.delete_many(keys[:10])
+    for key in keys[:10]:
+        del values[key]
+    assert await reader.get_many(keys) == values
+    foreign = groups[-1][0]  # alone in its slot: its GET fails (WRONGTYPE)
     value_key = KeySpace(namespace).value(foreign)
     await redis.delete(value_key)
     await redis.hset(value_key, "f", "v")
-    await redis.script_flush()  # every EVALSHA of the pipelines fails (NOSCRIPT)
     del values[foreign]
     assert await reader.get_many(keys) == values
     assert reader.stats().foreign_values == 1
