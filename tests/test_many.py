@@ -5,12 +5,13 @@ node or behind Sentinel), with the same coherence and the issue 8 rule (no write
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode
+from redis import Redis as SyncRedis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from redicache_async import (
@@ -22,7 +23,7 @@ from redicache_async import (
 )
 from redicache_async.keys import KeySpace
 from redicache_async.scripts import DELETE_MANY, WRITE_MANY
-from redicache_async.testing import RedisServer
+from redicache_async.testing import ClusterServers, RedisServer
 
 from .conftest import MakeCache
 from .helpers import (
@@ -371,6 +372,52 @@ async def test_with_redis_dead_get_many_gives_stale_copies_and_writes_raise(
         with pytest.raises(RedisUnavailableError):
             await c.delete_many(["kept"])
         assert c._local.peek("kept") is None  # a delete that may have happened: copy dropped
+
+
+@pytest.fixture
+def cluster_serving_its_own_slots() -> Iterator[ClusterServers]:
+    """A cluster of its own, whose healthy masters keep serving their slots while one is
+    dead (``cluster-require-full-coverage no``, as ``test_node_breakers.py`` explains)."""
+    with ClusterServers(masters=3, replicas=0) as cluster:
+        for node in cluster.nodes:
+            client = SyncRedis(host=node.host, port=node.port, socket_timeout=5)
+            try:
+                client.config_set("cluster-require-full-coverage", "no")
+            finally:
+                client.close()
+        yield cluster
+
+
+@pytest.mark.slow
+async def test_a_dead_cluster_master_costs_the_many_key_calls_only_its_own_keys(
+    cluster_serving_its_own_slots: ClusterServers, namespace: str
+) -> None:
+    cluster = cluster_serving_its_own_slots
+    space = KeySpace(namespace)
+    victim, entry, _ = cluster.masters()
+    keys = [f"k{i}" for i in range(30)]
+    dead = {key for key in keys if cluster.master_for_key(space.value(key)) is victim}
+    assert dead
+    assert len(dead) < len(keys)
+    redis: Any = RedisCluster(host=entry.host, port=entry.port)
+    try:
+        async with CacheClient(
+            redis, namespace=namespace, local_max_entries=0, redis_timeout=1.0
+        ) as cache:
+            await cache.set_many({key: f"{key} v1" for key in keys})
+            victim.kill()
+            # the healthy masters' keys are read; the dead one's are absent (no stale copies)
+            healthy = {key: f"{key} v1" for key in keys if key not in dead}
+            assert await cache.get_many(keys) == healthy
+            with pytest.raises(RedisUnavailableError):
+                await cache.set_many({key: f"{key} v2" for key in keys})
+            # ... but the healthy masters' keys were written
+            assert await cache.get_many(keys) == {key: f"{key} v2" for key in healthy}
+            with pytest.raises(RedisUnavailableError):
+                await cache.delete_many(keys)
+            assert await cache.get_many(keys) == {}
+    finally:
+        await redis.aclose()
 
 
 # -- bad input -------------------------------------------------------------------------------
