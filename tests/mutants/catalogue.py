@@ -241,14 +241,23 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         id="listener-one-reply-per-call",
         promise="D3",
-        removes="taking the replies already received in batches (one get_message each)",
+        removes="taking every reply already received in one go (one per read of the socket)",
         file=_LISTENER,
-        before="            await self._drain(pubsub)\n",
-        after="            pass\n",
+        before="        while (reply := next_reply()) is not None:",
+        after="        if (reply := next_reply()) is not None:",
         tests=(
             "tests/test_invalidation.py::test_a_burst_of_events_is_read_in_batches_in_order_and"
             "_whole",
         ),
+    ),
+    Mutant(
+        id="listener-reads-through-get-message",
+        promise="D3",
+        removes="reading a lone event straight from the parser (a get_message call each)",
+        file=_LISTENER,
+        before="            read = socket_reader(pubsub)",
+        after="            read = None",
+        tests=("tests/test_invalidation.py::test_a_lone_event_is_read_without_a_get_message_call",),
     ),
     Mutant(
         id="fast-decoder-drops-stream-id",
