@@ -262,6 +262,19 @@ return 0
 """
 
 
+def _count_get_message_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list that counts every ``PubSub.get_message`` call from now on."""
+    calls = [0]
+    get_message = PubSub.get_message
+
+    async def counted(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await get_message(self, *args, **kwargs)
+
+    monkeypatch.setattr(PubSub, "get_message", counted)
+    return calls
+
+
 @pytest.mark.parametrize(("protocol", "decode_responses"), [(3, False), (2, False), (3, True)])
 async def test_a_burst_of_events_is_read_in_batches_in_order_and_whole(
     make_redis: Callable[..., aioredis.Redis],
@@ -274,27 +287,19 @@ async def test_a_burst_of_events_is_read_in_batches_in_order_and_whole(
     """Many replies arrive per read: the listener takes those already received without a
     get_message call each (the cost that capped a listener at 40k events/s), and handles
     every one, in order, foreign messages included."""
-    calls = 0
-    get_message = PubSub.get_message
-
-    async def counted(self: PubSub, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return await get_message(self, *args, **kwargs)
-
-    monkeypatch.setattr(PubSub, "get_message", counted)
+    calls = _count_get_message_calls(monkeypatch)
     client = make_redis(protocol=protocol, decode_responses=decode_responses)
     recorder = Recorder()
     channel = f"{namespace}:events"
     listener = make_listener(client, channel, recorder)
     assert await listener.start(wait=2.0)
     count = 3_000
-    before = calls
+    before = calls[0]
     await make_redis().eval(_BURST, 0, channel, count)
     await wait_until(lambda: len(recorder.events) == count, what="every event")
     assert recorder.events == [Event("set", f"k{n}", "o", n, f"1-{n}") for n in range(1, count + 1)]
     assert recorder.ignored == 1
-    assert calls - before < count // 10  # most replies were taken from the buffer
+    assert calls[0] - before < count // 10  # most replies were taken from the buffer
     assert listener.connected
 
 
@@ -309,15 +314,7 @@ async def test_a_lone_event_is_read_without_a_get_message_call(
     """An event that arrives alone is taken from the parser as soon as its bytes are read:
     get_message's timeout object, health check and message dict cost as much as the rest of
     its handling, on the path of every invalidation's latency."""
-    calls = 0
-    get_message = PubSub.get_message
-
-    async def counted(self: PubSub, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return await get_message(self, *args, **kwargs)
-
-    monkeypatch.setattr(PubSub, "get_message", counted)
+    calls = _count_get_message_calls(monkeypatch)
     recorder = Recorder()
     channel = f"{namespace}:events"
     listener = make_listener(make_redis(protocol=protocol), channel, recorder)
@@ -328,7 +325,7 @@ async def test_a_lone_event_is_read_without_a_get_message_call(
         await publisher.publish(channel, event)
         await wait_until(lambda: len(recorder.events) == n, what=f"event {n}")  # noqa: B023
     assert [event.key for event in recorder.events] == [f"k{n}" for n in range(1, 6)]
-    assert calls == 0
+    assert calls[0] == 0
     assert listener.connected
 
 
