@@ -23,6 +23,7 @@ from redicache_async.invalidation import OP_SET, event_prefix
 from redicache_async.leases import Lease, new_token
 from redicache_async.local import LocalKey
 from redicache_async.locks import SingleFlight, wait_event
+from redicache_async.soft_timeout import wait_or_fall_back
 from redicache_async.stored import unpack
 
 from .coherence import Coherence, deadline
@@ -42,15 +43,27 @@ class Loads(Coherence):
         flights: SingleFlight[Any],
         key: LocalKey,
         load: Callable[[], Coroutine[Any, Any, Any]],
+        soft_timeout: float | None = None,
     ) -> Any:
         try:
-            return await flights.run(key, load)
+            joined = flights.run(key, load)
+            if soft_timeout is None:
+                return await joined
+            return await wait_or_fall_back(joined, soft_timeout, lambda: self._held_copy(key))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closing is not None and task is not None and not task.cancelling():
                 # the shared load was cancelled by aclose(), not this caller
                 raise ClientClosedError("the client was closed while this call waited") from None
             raise
+
+    def _held_copy(self, key: LocalKey) -> Any:
+        """What a caller past its soft timeout is answered with instead of the load: the key's
+        local copy, fresh (written meanwhile) or within its ``stale_ttl``; None: none."""
+        entry = self._local.fresh(key)
+        if entry is not None:
+            return entry.value
+        return self._stale_or(key, None)
 
     async def _resolve(
         self, key: str, fetch: Fetch, ttl_ms: int, *, ignore_value: bool = False
