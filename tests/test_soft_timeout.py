@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redicache_async import (
     CacheClient,
     CacheHandle,
+    ClientClosedError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
 )
@@ -205,6 +206,24 @@ async def test_aclose_ends_the_continuing_fetch_without_a_write_and_releases_its
         await asyncio.sleep(0)
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("redicache-load")]
     assert await ns_keys(redis, namespace) == []
+
+
+async def test_aclose_ends_a_soft_caller_without_a_copy_with_client_closed(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache(stale_ttl=0.0, lock_ttl=30.0)
+    fetch = CancellableFetch("late")
+    caller = asyncio.create_task(cache.get_or_init("k", fetch, ttl=60.0, soft_timeout=SOFT))
+    try:
+        await asyncio.wait_for(fetch.started.wait(), BOUND)
+        await cache.aclose()
+        with pytest.raises(ClientClosedError):
+            await asyncio.wait_for(caller, BOUND)
+    finally:
+        fetch.release.set()
+        await asyncio.gather(caller, return_exceptions=True)
+    assert fetch.cancelled.is_set()
+    assert not await redis.exists(lock_key(namespace, "k"))
 
 
 async def test_fetch_timeout_still_bounds_the_continuing_fetch(

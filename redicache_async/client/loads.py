@@ -49,21 +49,14 @@ class Loads(Coherence):
             joined = flights.run(key, load)
             if soft_timeout is None:
                 return await joined
-            return await wait_or_fall_back(joined, soft_timeout, lambda: self._held_copy(key))
+            # Past it, the key's local copy within stale_ttl (or one written here meanwhile).
+            return await wait_or_fall_back(joined, soft_timeout, lambda: self._stale_or(key, None))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closing is not None and task is not None and not task.cancelling():
                 # the shared load was cancelled by aclose(), not this caller
                 raise ClientClosedError("the client was closed while this call waited") from None
             raise
-
-    def _held_copy(self, key: LocalKey) -> Any:
-        """What a caller past its soft timeout is answered with instead of the load: the key's
-        local copy, fresh (written meanwhile) or within its ``stale_ttl``; None: none."""
-        entry = self._local.fresh(key)
-        if entry is not None:
-            return entry.value
-        return self._stale_or(key, None)
 
     async def _resolve(
         self, key: str, fetch: Fetch, ttl_ms: int, *, ignore_value: bool = False

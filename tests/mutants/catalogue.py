@@ -1317,11 +1317,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise=_SOFT_ROW,
         removes="counting a soft timeout's stale answer in stats().stale_served",
         file=_LOADS,
-        before="        return self._stale_or(key, None)\n",
-        after=(
-            "        entry = self._local.stale(key)\n"
-            "        return None if entry is None else entry.value\n"
-        ),
+        before="lambda: self._stale_or(key, None))",
+        after='lambda: getattr(self._local.stale(key), "value", None))',
         tests=_t(
             _T_SOFT,
             "test_callers_get_the_stale_copy_while_the_fetch_goes_on_and_stores_its_result[single]",
