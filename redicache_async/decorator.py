@@ -39,6 +39,7 @@ from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overl
 from .call_keys import CallKeys, check_default_keyable, function_name
 from .errors import InvalidArgumentTypeError
 from .keys import validate_key
+from .soft_timeout import check_soft_timeout
 from .validation import check_callable, ttl_to_ms
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
@@ -53,7 +54,9 @@ class CacheSource(Protocol):
     :class:`~redicache_async.CacheHandle` that finds its client at each call. Public
     operations only, so that the decorator sits below the client and imports nothing of it."""
 
-    def get_or_init(self, key: str, fetch: Any, ttl: float | None = None) -> Awaitable[Any]: ...
+    def get_or_init(
+        self, key: str, fetch: Any, ttl: float | None = None, *, soft_timeout: float | None = None
+    ) -> Awaitable[Any]: ...
 
     def delete(self, key: str) -> Awaitable[None]: ...
 
@@ -109,11 +112,14 @@ def cached(
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
+    soft_timeout: float | None = None,
 ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
     """See :meth:`CacheClient.cached`."""
     ttl_to_ms(ttl)  # rejects a bad ttl now rather than at the first call
     if key is not None:
         check_callable("key", key)
+    # Against fetch_timeout too by a client's cached(); a handle's client is known at calls only.
+    check_soft_timeout(soft_timeout, None)
 
     def decorate(function: Callable[P, Awaitable[T]]) -> CachedFunction[P, T]:
         if not inspect.iscoroutinefunction(function):
@@ -122,7 +128,7 @@ def cached(
             )
         if key is None:
             check_default_keyable(function)
-        return cast(CachedFunction[P, T], _Cached(client, function, ttl, key))
+        return cast(CachedFunction[P, T], _Cached(client, function, ttl, key, soft_timeout))
 
     return decorate
 
@@ -138,6 +144,7 @@ class _Cached(Generic[T]):
         function: Callable[..., Awaitable[T]],
         ttl: float | None,
         key: Callable[..., str] | None,
+        soft_timeout: float | None = None,
     ) -> None:
         functools.update_wrapper(self, function)
         self._function = function
@@ -154,7 +161,12 @@ class _Cached(Generic[T]):
                 return custom_key(*args, **kwargs)
 
             self._key = custom
-        self._get_or_init = client.get_or_init
+        # Bound here, so that a call without options passes none: a miss pays nothing for them.
+        self._get_or_init: Callable[..., Awaitable[Any]] = (
+            client.get_or_init
+            if soft_timeout is None
+            else functools.partial(client.get_or_init, soft_timeout=soft_timeout)
+        )
         self._local_value = client.local_value
         self._delete = client.delete
 

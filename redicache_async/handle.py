@@ -76,16 +76,23 @@ class CacheHandle:
         self._client = None
 
     def cached(
-        self, ttl: float | None = None, *, key: Callable[..., str] | None = None
+        self,
+        ttl: float | None = None,
+        *,
+        key: Callable[..., str] | None = None,
+        soft_timeout: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """:meth:`CacheClient.cached <redicache_async.CacheClient.cached>`, for the client
-        this handle is bound to when the function is called. Arguments are checked now."""
-        return cached(self, ttl, key=key)
+        this handle is bound to when the function is called. Arguments are checked now, but
+        ``soft_timeout`` against the client's ``fetch_timeout`` only at a call that misses."""
+        return cached(self, ttl, key=key, soft_timeout=soft_timeout)
 
     # What a cached function calls, resolved at each call: the client of the moment.
 
-    def get_or_init(self, key: str, fetch: Any, ttl: float | None = None) -> Awaitable[Any]:
-        return self.client.get_or_init(key, fetch, ttl)
+    def get_or_init(
+        self, key: str, fetch: Any, ttl: float | None = None, *, soft_timeout: float | None = None
+    ) -> Awaitable[Any]:
+        return self.client.get_or_init(key, fetch, ttl, soft_timeout=soft_timeout)
 
     def delete(self, key: str) -> Awaitable[None]:
         return self.client.delete(key)

@@ -60,7 +60,8 @@ class CacheStats:
     redis_errors: int = 0
     """Redis calls that failed or timed out."""
     stale_served: int = 0
-    """Expired local values served within ``stale_ttl`` because Redis or the fetch failed."""
+    """Expired local values served within ``stale_ttl`` because Redis or the fetch failed, or
+    a fetch ran past the call's ``soft_timeout``."""
     local_entries: int = 0
     """Entries in the local layer when the snapshot was taken."""
     local_bytes: int = 0

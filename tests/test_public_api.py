@@ -91,7 +91,9 @@ SIGNATURES: dict[str, str] = {
     ),
     "redicache_async.CacheClient.start": "async (self)",
     "redicache_async.CacheClient.aclose": "async (self)",
-    "redicache_async.CacheClient.get_or_init": "async (self, key, fetch, ttl=None)",
+    "redicache_async.CacheClient.get_or_init": (
+        "async (self, key, fetch, ttl=None, *, soft_timeout=None)"
+    ),
     "redicache_async.CacheClient.attempt_regeneration": "async (self, key, fetch, ttl=None)",
     "redicache_async.CacheClient.get": "async (self, key)",
     "redicache_async.CacheClient.get_target": "async (self, key, field=None)",
@@ -100,11 +102,11 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheClient.get_many": "async (self, keys)",
     "redicache_async.CacheClient.set_many": "async (self, mapping, *, ttl=None)",
     "redicache_async.CacheClient.delete_many": "async (self, keys)",
-    "redicache_async.CacheClient.cached": "(self, ttl=None, *, key=None)",
+    "redicache_async.CacheClient.cached": "(self, ttl=None, *, key=None, soft_timeout=None)",
     "redicache_async.CacheHandle": "(name='cache')",
     "redicache_async.CacheHandle.bind": "(self, client)",
     "redicache_async.CacheHandle.unbind": "(self)",
-    "redicache_async.CacheHandle.cached": "(self, ttl=None, *, key=None)",
+    "redicache_async.CacheHandle.cached": "(self, ttl=None, *, key=None, soft_timeout=None)",
     "redicache_async.CacheClient.stats": "(self)",
     # -- CacheBuilder ------------------------------------------------------------------------
     "redicache_async.CacheBuilder": (

@@ -37,6 +37,7 @@ from redicache_async.locks import LockManager, SingleFlight, Wakeups
 from redicache_async.replies import text
 from redicache_async.scripts import Scripts
 from redicache_async.serializers import Serializer, check_serializer
+from redicache_async.soft_timeout import check_soft_timeout
 from redicache_async.stats import CacheStats
 from redicache_async.tasks import OwnedTasks
 from redicache_async.topology import is_cluster
@@ -238,11 +239,17 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         self._gateway.seal()  # from now on no command is sent
         self._local.clear()
 
-    async def get_or_init(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
+    async def get_or_init(
+        self, key: str, fetch: Fetch, ttl: float | None = None, *, soft_timeout: float | None = None
+    ) -> Any:
         """The value of ``key``, fetched with ``fetch()`` when no process has it yet.
 
         Exactly one caller across all processes runs ``fetch`` for a missing key; the others
         wait for its value. A ``None`` result is returned but not cached.
+
+        With ``soft_timeout`` (seconds, below ``fetch_timeout``), a call that has waited that
+        long for a fetch, here or in another process, is answered with the key's expired local
+        copy if ``stale_ttl`` still keeps one; the fetch goes on and stores its result.
         """
         # Checked before the local layer, so that a call fails alike whether it would hit or
         # not, for the price of a few comparisons (``__class__`` is read faster than ``type()``
@@ -252,22 +259,33 @@ class CacheClient(ManyKeys, Loads, TargetReads):
             key.__class__ is str
             and callable(fetch)
             and (ttl is None or (ttl.__class__ in _PLAIN_NUMBERS and MIN_TTL <= ttl <= MAX_SECONDS))
+            and (
+                soft_timeout is None
+                or (
+                    soft_timeout.__class__ in _PLAIN_NUMBERS
+                    and 0 < soft_timeout < (self._fetcher.timeout or MAX_SECONDS)
+                )
+            )
         ):
             validate_key(key)
             check_callable("fetch", fetch)
             ttl_to_ms(ttl)
+            check_soft_timeout(soft_timeout, self._fetcher.timeout)
         entry = self._local.fresh(key)  # a hit is counted by the local layer
         if entry is not None:
             return entry.value
-        return await self._get_or_init_beyond_local(key, fetch, ttl)
+        return await self._get_or_init_beyond_local(key, fetch, ttl, soft_timeout)
 
-    async def _get_or_init_beyond_local(self, key: str, fetch: Fetch, ttl: float | None) -> Any:
+    async def _get_or_init_beyond_local(
+        self, key: str, fetch: Fetch, ttl: float | None, soft_timeout: float | None
+    ) -> Any:
         """:meth:`get_or_init` past a local miss. Apart, because a function whose closures
         capture its arguments makes a cell for each of them on every call: in the hit's frame
         that cost a hit as much as everything else it does."""
         validate_key(key)
         check_callable("fetch", fetch)
         ttl_ms = ttl_to_ms(ttl)
+        soft_timeout = check_soft_timeout(soft_timeout, self._fetcher.timeout)
         self._check_open()
         # A value in Redis is read like any other (batched with concurrent reads); only a key
         # without one needs the lock, and the load that may fetch.
@@ -275,11 +293,17 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         if value is MISSING or value is UNDECODABLE:
             ignore = value is UNDECODABLE
             return await self._join(
-                self._loads, key, lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore)
+                self._loads,
+                key,
+                lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore),
+                soft_timeout,
             )
         if value is UNREACHABLE:
             return await self._join(
-                self._loads, key, lambda: self._answer_without_redis(key, fetch, ttl_ms)
+                self._loads,
+                key,
+                lambda: self._answer_without_redis(key, fetch, ttl_ms),
+                soft_timeout,
             )
         return value
 
@@ -412,7 +436,11 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         self._stats.invalidations_sent += 1
 
     def cached(
-        self, ttl: float | None = None, *, key: Callable[..., str] | None = None
+        self,
+        ttl: float | None = None,
+        *,
+        key: Callable[..., str] | None = None,
+        soft_timeout: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """Decorate a coroutine function so that its results are cached under ``key`` (by
         default its module, qualified name and arguments) for ``ttl`` seconds, each missing
@@ -430,8 +458,11 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         function of the same arguments that returns the key. A closure that reads variables of
         its enclosing function needs ``key=`` too. How keys are made:
         https://redicache-async.readthedocs.io/how-to/decorator/
+
+        ``soft_timeout`` is :meth:`get_or_init`'s, for every call of the function.
         """
-        return cached(self, ttl, key=key)
+        check_soft_timeout(soft_timeout, self._fetcher.timeout)
+        return cached(self, ttl, key=key, soft_timeout=soft_timeout)
 
     def local_value(self, key: str) -> Any:
         """The fresh value of ``key`` in this process's local layer (counted as a local hit),

@@ -23,6 +23,7 @@ from redicache_async.invalidation import OP_SET, event_prefix
 from redicache_async.leases import Lease, new_token
 from redicache_async.local import LocalKey
 from redicache_async.locks import SingleFlight, wait_event
+from redicache_async.soft_timeout import wait_or_fall_back
 from redicache_async.stored import unpack
 
 from .coherence import Coherence, deadline
@@ -42,9 +43,14 @@ class Loads(Coherence):
         flights: SingleFlight[Any],
         key: LocalKey,
         load: Callable[[], Coroutine[Any, Any, Any]],
+        soft_timeout: float | None = None,
     ) -> Any:
         try:
-            return await flights.run(key, load)
+            joined = flights.run(key, load)
+            if soft_timeout is None:
+                return await joined
+            # Past it, the key's local copy within stale_ttl (or one written here meanwhile).
+            return await wait_or_fall_back(joined, soft_timeout, lambda: self._stale_or(key, None))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closing is not None and task is not None and not task.cancelling():
