@@ -32,13 +32,19 @@ pytestmark = pytest.mark.topologies
 
 
 class Report:
-    """A builder's fetch whose next call fails when ``fail`` is set."""
+    """A builder's fetch whose next call fails when ``fail`` is set; the calls after that one
+    (the builder's retries of the failed build, within a second) wait until the test ends, so
+    that the builds a report shows stay one success and one failure however slow the machine."""
 
     def __init__(self) -> None:
         self.fail = False
+        self._failed = False
 
     async def __call__(self) -> list[dict[str, Any]]:
+        if self._failed:
+            await asyncio.Event().wait()  # cancelled when the builder closes
         if self.fail:
+            self._failed = True
             raise ValueError("the report database is down")
         return [{"id": "a", "n": 1}, {"id": "b", "n": 2}, {"id": "c", "n": 3}]
 
