@@ -29,6 +29,7 @@ EXPORTS: dict[str, list[str]] = {
         "CacheHandle",
         "CacheStats",
         "ClientClosedError",
+        "Entry",
         "FetchTimeout",
         "InvalidArgumentError",
         "InvalidArgumentTypeError",
@@ -102,6 +103,7 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheHandle.bind": "(self, client)",
     "redicache_async.CacheHandle.unbind": "(self)",
     "redicache_async.CacheHandle.cached": "(self, ttl=None, *, key=None)",
+    "redicache_async.Entry": "(value, *, ttl=<unset>)",
     "redicache_async.CacheClient.stats": "(self)",
     # -- CacheBuilder ------------------------------------------------------------------------
     "redicache_async.CacheBuilder": (
@@ -191,6 +193,7 @@ CACHE_OPTIONS = (
 PROPERTIES: dict[str, list[str]] = {
     "redicache_async.CacheClient": ["namespace"],
     "redicache_async.CacheHandle": ["client", "is_bound"],
+    "redicache_async.Entry": ["ttl"],
     "redicache_async.CacheBuilder": ["ignored_messages", "instance_id", "namespace"],
     "redicache_async.testing.RedisServer": ["url"],
     "redicache_async.testing.ClusterServers": ["startup_nodes", "url"],

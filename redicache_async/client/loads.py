@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from redis.exceptions import ReadOnlyError
 
+from redicache_async.entry import unwrap
 from redicache_async.errors import (
     ClientClosedError,
     RedicacheError,
@@ -213,7 +214,7 @@ class Loads(Coherence):
         try:
             try:
                 async with lease.kept_alive():
-                    value = await self._run_fetch(key, fetch)
+                    value, ttl_ms = await self._run_fetch(key, fetch, ttl_ms)
             except Exception:
                 if not fail_safe:
                     raise
@@ -283,7 +284,7 @@ class Loads(Coherence):
                 self._stats.stale_served += 1
                 return stale.value
         started = monotonic()
-        value = await self._run_fetch(key, fetch)
+        value, ttl_ms = await self._run_fetch(key, fetch, ttl_ms)
         if value is None:
             return None
         payload = self._serializer.dumps(value)
@@ -298,12 +299,15 @@ class Loads(Coherence):
         with self._watching(key) as guard:
             return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
 
-    async def _run_fetch(self, key: str, fetch: Fetch) -> Any:
+    async def _run_fetch(self, key: str, fetch: Fetch, ttl_ms: int) -> tuple[Any, int]:
+        """``fetch()``'s value and the ttl (ms) to store it with: the call's ``ttl_ms``, or
+        the ttl of the :class:`~redicache_async.Entry` the fetch returned (every fetch's result
+        passes here, so no Entry is ever stored or handed to a caller)."""
         if self._closing is not None:
             raise ClientClosedError("the client was closed before this fetch could start")
         self._stats.fetches += 1
         try:
-            return await self._fetcher.run(key, fetch)
+            return unwrap(await self._fetcher.run(key, fetch), ttl_ms)
         except asyncio.CancelledError:
             raise
         except BaseException:
