@@ -39,7 +39,7 @@ from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overl
 from .call_keys import CallKeys, check_default_keyable, function_name
 from .errors import InvalidArgumentTypeError
 from .keys import validate_key
-from .validation import check_callable, ttl_to_ms
+from .validation import check_callable, check_fraction, ttl_to_ms
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
 
@@ -53,7 +53,9 @@ class CacheSource(Protocol):
     :class:`~redicache_async.CacheHandle` that finds its client at each call. Public
     operations only, so that the decorator sits below the client and imports nothing of it."""
 
-    def get_or_init(self, key: str, fetch: Any, ttl: float | None = None) -> Awaitable[Any]: ...
+    def get_or_init(
+        self, key: str, fetch: Any, ttl: float | None = None, *, eager_refresh: float | None = None
+    ) -> Awaitable[Any]: ...
 
     def delete(self, key: str) -> Awaitable[None]: ...
 
@@ -109,11 +111,14 @@ def cached(
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
+    eager_refresh: float | None = None,
 ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
     """See :meth:`CacheClient.cached`."""
     ttl_to_ms(ttl)  # rejects a bad ttl now rather than at the first call
     if key is not None:
         check_callable("key", key)
+    if eager_refresh is not None:
+        check_fraction("eager_refresh", eager_refresh)
 
     def decorate(function: Callable[P, Awaitable[T]]) -> CachedFunction[P, T]:
         if not inspect.iscoroutinefunction(function):
@@ -122,7 +127,7 @@ def cached(
             )
         if key is None:
             check_default_keyable(function)
-        return cast(CachedFunction[P, T], _Cached(client, function, ttl, key))
+        return cast(CachedFunction[P, T], _Cached(client, function, ttl, key, eager_refresh))
 
     return decorate
 
@@ -138,6 +143,7 @@ class _Cached(Generic[T]):
         function: Callable[..., Awaitable[T]],
         ttl: float | None,
         key: Callable[..., str] | None,
+        eager_refresh: float | None = None,
     ) -> None:
         functools.update_wrapper(self, function)
         self._function = function
@@ -157,6 +163,11 @@ class _Cached(Generic[T]):
         self._get_or_init = client.get_or_init
         self._local_value = client.local_value
         self._delete = client.delete
+        if eager_refresh is not None:
+            # A hit must judge its value's age, which get_or_init does: every call goes there
+            # (the hit path of the calls below stays as it is for functions without the option).
+            self._get_or_init = functools.partial(client.get_or_init, eager_refresh=eager_refresh)
+            self._local_value = _no_local_answer
 
     async def __call__(self, *args: Any, **kwargs: Any) -> T:
         # _BoundCached.__call__ repeats these lines: one coroutine per call, not two
@@ -191,6 +202,11 @@ class _Cached(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<cached function {function_name(self._function)}>"
+
+
+def _no_local_answer(key: str) -> None:
+    """The local lookup of a function with ``eager_refresh``: none (get_or_init does it)."""
+    return
 
 
 class _BoundCached(Generic[T]):

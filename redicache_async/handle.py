@@ -76,16 +76,22 @@ class CacheHandle:
         self._client = None
 
     def cached(
-        self, ttl: float | None = None, *, key: Callable[..., str] | None = None
+        self,
+        ttl: float | None = None,
+        *,
+        key: Callable[..., str] | None = None,
+        eager_refresh: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """:meth:`CacheClient.cached <redicache_async.CacheClient.cached>`, for the client
         this handle is bound to when the function is called. Arguments are checked now."""
-        return cached(self, ttl, key=key)
+        return cached(self, ttl, key=key, eager_refresh=eager_refresh)
 
     # What a cached function calls, resolved at each call: the client of the moment.
 
-    def get_or_init(self, key: str, fetch: Any, ttl: float | None = None) -> Awaitable[Any]:
-        return self.client.get_or_init(key, fetch, ttl)
+    def get_or_init(
+        self, key: str, fetch: Any, ttl: float | None = None, *, eager_refresh: float | None = None
+    ) -> Awaitable[Any]:
+        return self.client.get_or_init(key, fetch, ttl, eager_refresh=eager_refresh)
 
     def delete(self, key: str) -> Awaitable[None]:
         return self.client.delete(key)

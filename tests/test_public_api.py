@@ -92,17 +92,19 @@ SIGNATURES: dict[str, str] = {
     ),
     "redicache_async.CacheClient.start": "async (self)",
     "redicache_async.CacheClient.aclose": "async (self)",
-    "redicache_async.CacheClient.get_or_init": "async (self, key, fetch, ttl=None)",
+    "redicache_async.CacheClient.get_or_init": (
+        "async (self, key, fetch, ttl=None, *, eager_refresh=None)"
+    ),
     "redicache_async.CacheClient.attempt_regeneration": "async (self, key, fetch, ttl=None)",
     "redicache_async.CacheClient.get": "async (self, key)",
     "redicache_async.CacheClient.get_target": "async (self, key, field=None)",
     "redicache_async.CacheClient.set": "async (self, key, value, ttl=None)",
     "redicache_async.CacheClient.delete": "async (self, key)",
-    "redicache_async.CacheClient.cached": "(self, ttl=None, *, key=None)",
+    "redicache_async.CacheClient.cached": "(self, ttl=None, *, key=None, eager_refresh=None)",
     "redicache_async.CacheHandle": "(name='cache')",
     "redicache_async.CacheHandle.bind": "(self, client)",
     "redicache_async.CacheHandle.unbind": "(self)",
-    "redicache_async.CacheHandle.cached": "(self, ttl=None, *, key=None)",
+    "redicache_async.CacheHandle.cached": "(self, ttl=None, *, key=None, eager_refresh=None)",
     "redicache_async.Entry": "(value, *, ttl=<unset>)",
     "redicache_async.CacheClient.stats": "(self)",
     # -- CacheBuilder ------------------------------------------------------------------------
@@ -137,8 +139,8 @@ SIGNATURES: dict[str, str] = {
         " lock_wait_timeouts=0, lock_takeovers=0, fenced_writes=0, writes=0, deletes=0,"
         " invalidations_sent=0, invalidations_received=0, invalidations_ignored=0,"
         " local_evictions=0, local_flushes=0, replays=0, circuit_opens=0, circuit_skips=0,"
-        " decode_errors=0, foreign_values=0, redis_errors=0, stale_served=0, local_entries=0,"
-        " local_bytes=0)"
+        " decode_errors=0, foreign_values=0, redis_errors=0, eager_refreshes=0,"
+        " eager_refresh_errors=0, stale_served=0, local_entries=0, local_bytes=0)"
     ),
     "redicache_async.BuilderStats": (
         "(registrations, leading, terms, builds, failures, ignored_messages)"

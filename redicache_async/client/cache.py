@@ -52,7 +52,7 @@ from redicache_async.validation import (
 )
 
 from .coherence import deadline
-from .loads import Loads
+from .eager import EagerRefresh
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
 from .target_reads import TargetReads, check_field
 
@@ -67,7 +67,7 @@ _FAILOVER_POLL: Final = 1.0
 _PLAIN_NUMBERS: Final = (float, int)
 
 
-class CacheClient(Loads, TargetReads):
+class CacheClient(EagerRefresh, TargetReads):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
@@ -137,6 +137,7 @@ class CacheClient(Loads, TargetReads):
         self._values = ReadBatcher(
             self._read_values, send_one=self._read_value, max_batch=1 if cluster else 256
         )
+        self._init_eager(max_batch=1 if cluster else 256)
         self._clock = ServerClock(redis, timeout=self._redis_timeout)
         self._cluster = cluster
         self._plain_reads = cluster
@@ -237,12 +238,26 @@ class CacheClient(Loads, TargetReads):
         self._gateway.seal()  # from now on no command is sent
         self._local.clear()
 
-    async def get_or_init(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
+    async def get_or_init(
+        self,
+        key: str,
+        fetch: Fetch,
+        ttl: float | None = None,
+        *,
+        eager_refresh: float | None = None,
+    ) -> Any:
         """The value of ``key``, fetched with ``fetch()`` when no process has it yet.
 
         Exactly one caller across all processes runs ``fetch`` for a missing key; the others
-        wait for its value. A ``None`` result is returned but not cached.
+        wait for its value. A ``None`` result is returned but not cached. ``fetch`` may return
+        an :class:`~redicache_async.Entry` to choose its value's ttl.
+
+        With ``eager_refresh=f`` (0 < f < 1), a hit on a value older than ``f`` of its TTL
+        answers at once and starts one background refresh across all processes, so that a
+        value read steadily never expires (see ``client/eager.py``).
         """
+        if eager_refresh is not None:
+            return await self._get_or_init_eagerly(key, fetch, ttl, eager_refresh)
         # Checked before the local layer, so that a call fails alike whether it would hit or
         # not, for the price of a few comparisons (``__class__`` is read faster than ``type()``
         # is called). Only valid keys enter the local layer, so a str key that hits is valid;
@@ -271,15 +286,8 @@ class CacheClient(Loads, TargetReads):
         # A value in Redis is read like any other (batched with concurrent reads); only a key
         # without one needs the lock, and the load that may fetch.
         value = await self._values.read(key)
-        if value is MISSING or value is UNDECODABLE:
-            ignore = value is UNDECODABLE
-            return await self._join(
-                self._loads, key, lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore)
-            )
-        if value is UNREACHABLE:
-            return await self._join(
-                self._loads, key, lambda: self._answer_without_redis(key, fetch, ttl_ms)
-            )
+        if value is MISSING or value is UNDECODABLE or value is UNREACHABLE:
+            return await self._load(key, fetch, ttl_ms, value)
         return value
 
     async def attempt_regeneration(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
@@ -411,7 +419,11 @@ class CacheClient(Loads, TargetReads):
         self._stats.invalidations_sent += 1
 
     def cached(
-        self, ttl: float | None = None, *, key: Callable[..., str] | None = None
+        self,
+        ttl: float | None = None,
+        *,
+        key: Callable[..., str] | None = None,
+        eager_refresh: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """Decorate a coroutine function so that its results are cached under ``key`` (by
         default its module, qualified name and arguments) for ``ttl`` seconds, each missing
@@ -427,10 +439,11 @@ class CacheClient(Loads, TargetReads):
         ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
         ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
         function of the same arguments that returns the key. A closure that reads variables of
-        its enclosing function needs ``key=`` too. How keys are made:
+        its enclosing function needs ``key=`` too. ``eager_refresh`` is
+        :meth:`get_or_init`'s. How keys are made:
         https://redicache-async.readthedocs.io/how-to/decorator/
         """
-        return cached(self, ttl, key=key)
+        return cached(self, ttl, key=key, eager_refresh=eager_refresh)
 
     def local_value(self, key: str) -> Any:
         """The fresh value of ``key`` in this process's local layer (counted as a local hit),

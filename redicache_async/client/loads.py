@@ -29,7 +29,10 @@ from redicache_async.stored import unpack
 from .coherence import Coherence, deadline
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, Guard, logger
 
-__all__ = ["Loads"]
+__all__ = ["Loads", "StoredReply"]
+
+#: What a read makes of one key's reply: ``(key, guard, reply) -> value or MISSING, ...``.
+StoredReply = Callable[[str, Guard, Any], Any]
 
 _FIRST_POLL: Final = 0.1
 _MAX_POLL: Final = 1.0
@@ -126,14 +129,14 @@ class Loads(Coherence):
         finally:
             self._wakeups.unregister(key, wake)
 
-    async def _read_value(self, key: str) -> Any:
+    async def _read_value(self, key: str, stored: StoredReply | None = None) -> Any:
         """Read ``key`` alone (see ``batching.py``): its value, kept locally, or ``MISSING``,
-        ``UNDECODABLE``, ``UNREACHABLE``.
+        ``UNDECODABLE``, ``UNREACHABLE``; with ``stored``, what it makes of the reply.
 
         A plain GET, unless this client may be talking to a replica (see ``_plain_reads``): a
         replica answers GET, and what it answers may be old or missing while it resyncs."""
         if not self._plain_reads:
-            return (await self._read_values([key]))[0]
+            return (await self._read_values([key], stored))[0]
         guard = self._watch(key)
         try:
             try:
@@ -141,13 +144,14 @@ class Loads(Coherence):
                 reply = await self._gateway.call(self._scripts.read_value(value_key), value_key)
             except RedisUnavailableError:
                 return UNREACHABLE
-            return self._stored_value(key, guard, reply)
+            return (stored or self._stored_value)(key, guard, reply)
         finally:
             self._unwatch(key, guard)
 
-    async def _read_values(self, keys: list[str]) -> list[Any]:
+    async def _read_values(self, keys: list[str], stored: StoredReply | None = None) -> list[Any]:
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
-        or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``. A script, which a replica refuses."""
+        or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``; with ``stored``, what it makes of
+        each reply. A script, which a replica refuses."""
         guards = [self._watch(key) for key in keys]
         try:
             value_key = self._keys.value
@@ -156,7 +160,7 @@ class Loads(Coherence):
                 replies = await self._gateway.call(self._scripts.read_values(names), names[0])
             except RedisUnavailableError:
                 return [UNREACHABLE] * len(keys)
-            stored_value = self._stored_value
+            stored_value = stored or self._stored_value
             return [
                 stored_value(key, guard, reply)
                 for key, guard, reply in zip(keys, guards, replies, strict=True)
@@ -182,6 +186,18 @@ class Loads(Coherence):
             expires_at = self._clock.deadline(expires_ms)
             self._remember(key, value, guard, version, len(payload), expires_at)
         return value
+
+    async def _load(self, key: str, fetch: Fetch, ttl_ms: int, read: Any) -> Any:
+        """The value of ``key`` after a read that found none it could use (``read``:
+        ``MISSING``, ``UNDECODABLE`` or ``UNREACHABLE``): one load per key in this process."""
+        if read is UNREACHABLE:
+            return await self._join(
+                self._loads, key, lambda: self._answer_without_redis(key, fetch, ttl_ms)
+            )
+        ignore = read is UNDECODABLE
+        return await self._join(
+            self._loads, key, lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore)
+        )
 
     async def _regenerate(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
         lease = self._locks.lease(self._keys.lock(key))
