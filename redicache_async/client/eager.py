@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 from time import monotonic
 from typing import Any, Final, NamedTuple
 
@@ -61,8 +60,6 @@ class EagerRefresh(Loads):
 
     #: The refresh of each key running in this process (at most one per key).
     _refreshes: dict[str, asyncio.Task[None]]
-    #: Reads for eager callers, whose answers keep the value's header (see the module).
-    _headed_values: ReadBatcher[str, Any]
 
     def _init_eager(self, *, max_batch: int) -> None:
         self._refreshes = {}
@@ -112,11 +109,12 @@ class EagerRefresh(Loads):
         """Start the key's refresh if its value (written at server time ``version``, expiring
         at ``expires_at`` on this process's clock) is past ``fraction`` of its TTL and none
         runs here yet."""
-        if not version or expires_at is None or expires_at == math.inf:
+        if not version or expires_at is None or key in self._refreshes:
             return
-        if key in self._refreshes or self._closing is not None:
+        if self._closing is not None:
             return
         written = self._clock.deadline(version // 1000)
+        # A value without a TTL (expires_at is inf) is never due.
         if written is None or monotonic() < written + fraction * (expires_at - written):
             return
         # Watched from the hit on, so that a write of the key from now on (another process's
