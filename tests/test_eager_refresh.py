@@ -22,7 +22,8 @@ from redicache_async import (
 from redicache_async.stored import pack, unpack
 
 from .conftest import MakeCache
-from .helpers import command_calls, ns_keys, wait_until
+from .helpers import GatedRedis, command_calls, ns_keys, wait_until
+from .values import reads_value
 
 pytestmark = pytest.mark.topologies
 
@@ -184,6 +185,9 @@ async def test_a_failing_refresh_keeps_the_old_value_and_reaches_no_caller(
     fetch = Refetch(error=True)
     assert await cache.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5) == OLD
     await wait_until(lambda: cache.stats().eager_refresh_errors == 1, what="the failure")
+    # One turn of the loop, so that a refresh that had ended (instead of pausing) would have
+    # run its done-callbacks and been forgotten: the next hit would start another.
+    await asyncio.sleep(0)
     # the next hit neither fails nor starts another refresh at once
     assert await cache.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5) == OLD
     assert await _payload(redis, namespace, "k") == b'{"report":"old"}'
@@ -272,3 +276,71 @@ async def test_a_decorated_function_refreshes_eagerly(
     await wait_until(lambda: cache.local_value("r:d1") == NEW, what="the local copy to follow")
     assert await decorated("d1") == NEW
     assert calls == 1
+
+
+class SendGate(aioredis.Redis):
+    """A real client that holds back the sending of its ``SET`` commands (a lock claim's)
+    while ``gate`` is closed; ``waiting`` is set when one waits there."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if not self.gate.is_set() and str(args[0]).upper() == "SET":
+            self.waiting.set()
+            await self.gate.wait()
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.single_node
+async def test_a_refresh_that_takes_the_lock_after_another_refreshed_stands_down(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    gated = SendGate(connection_pool=aioredis.ConnectionPool.from_url(redis_url))
+    b = await make_cache(gated)
+    try:
+        a = await make_cache()
+        await _put_aged(redis, namespace, "k", age=90.0, ttl=100.0)
+        fetch_a, fetch_b = Refetch(), Refetch()
+        assert await b.get("k") == OLD
+        gated.gate.clear()
+        assert await b.get_or_init("k", fetch_b, ttl=100.0, eager_refresh=0.5) == OLD
+        await asyncio.wait_for(gated.waiting.wait(), 5.0)  # b's lock claim is not sent yet
+        assert await a.get_or_init("k", fetch_a, ttl=100.0, eager_refresh=0.5) == OLD
+        await wait_until(lambda: b._local.peek("k") is None, what="b to hear a's new value")
+        gated.gate.set()  # the lock is free again: b takes it, and sees it has nothing to do
+        await wait_until(lambda: b.stats().eager_refreshes == 1 and not b._refreshes)
+        assert (fetch_a.calls, fetch_b.calls) == (1, 0)
+        assert await ns_keys(redis, namespace) == [_value_key(namespace, "k").encode()]
+        assert await b.get("k") == NEW
+    finally:
+        await b.aclose()
+        await gated.aclose(close_connection_pool=True)
+
+
+@pytest.mark.single_node
+async def test_a_set_is_seen_by_the_next_eager_call_while_an_older_read_is_in_flight(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    """Eager callers read through a batcher of their own: a write forgets its reads in flight
+    too, so a later call does not join a read that started before the write."""
+    gated = GatedRedis.connect(redis_url)
+    cache = await make_cache(gated, local_max_entries=0)  # set() keeps nothing locally
+    try:
+        await cache.set("k", OLD, ttl=100.0)
+        gated.hold_first(reads_value)
+        fetch = Refetch()
+        reading = asyncio.create_task(cache.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5))
+        await asyncio.wait_for(gated.held.wait(), 5.0)  # Redis answered OLD; not delivered yet
+        await cache.set("k", NEW, ttl=100.0)
+        after = cache.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5)
+        assert await asyncio.wait_for(after, 5.0) == NEW
+        gated.gate.set()
+        assert await reading == OLD  # what Redis held when it was read
+        assert fetch.calls == 0
+    finally:
+        await cache.aclose()
+        await gated.aclose(close_connection_pool=True)
