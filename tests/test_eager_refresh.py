@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from redicache_async import (
     CacheClient,
+    CacheHandle,
     InvalidArgumentError,
     InvalidArgumentTypeError,
 )
@@ -322,25 +323,49 @@ async def test_a_refresh_that_takes_the_lock_after_another_refreshed_stands_down
 
 
 @pytest.mark.single_node
-async def test_a_set_is_seen_by_the_next_eager_call_while_an_older_read_is_in_flight(
+async def test_a_write_heard_of_is_seen_by_the_next_eager_call_while_an_older_read_is_in_flight(
     make_cache: MakeCache, redis: aioredis.Redis, namespace: str, redis_url: str
 ) -> None:
-    """Eager callers read through a batcher of their own: a write forgets its reads in flight
-    too, so a later call does not join a read that started before the write."""
+    """Eager callers read through a batcher of their own: a write's event forgets its reads in
+    flight too, so a later call does not join a read that started before the write."""
     gated = GatedRedis.connect(redis_url)
-    cache = await make_cache(gated, local_max_entries=0)  # set() keeps nothing locally
+    reader = await make_cache(gated, local_max_entries=0)  # every call reads Redis
     try:
-        await cache.set("k", OLD, ttl=100.0)
+        writer = await make_cache()
+        await writer.set("k", OLD, ttl=100.0)
         gated.hold_first(reads_value)
         fetch = Refetch()
-        reading = asyncio.create_task(cache.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5))
+        reading = asyncio.create_task(reader.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5))
         await asyncio.wait_for(gated.held.wait(), 5.0)  # Redis answered OLD; not delivered yet
-        await cache.set("k", NEW, ttl=100.0)
-        after = cache.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5)
-        assert await asyncio.wait_for(after, 5.0) == NEW
+        heard = reader.stats().invalidations_received
+        await writer.set("k", NEW, ttl=100.0)
+        await wait_until(
+            lambda: reader.stats().invalidations_received > heard, what="the reader to hear it"
+        )
+        async with asyncio.timeout(5.0):
+            assert await reader.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5) == NEW
         gated.gate.set()
         assert await reading == OLD  # what Redis held when it was read
         assert fetch.calls == 0
     finally:
-        await cache.aclose()
+        await reader.aclose()
         await gated.aclose(close_connection_pool=True)
+
+
+async def test_a_function_decorated_through_a_handle_refreshes_eagerly(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    handle = CacheHandle()
+
+    async def report(day: str) -> dict[str, str]:
+        return NEW
+
+    decorated = handle.cached(ttl=100.0, key=lambda day: f"r:{day}", eager_refresh=0.5)(report)
+    handle.bind(await make_cache())
+    try:
+        await _put_aged(redis, namespace, "r:d1", age=80.0, ttl=100.0)
+        assert await decorated("d1") == OLD
+        await wait_until(lambda: _holds_new(redis, namespace, "r:d1"), what="the refresh")
+        assert handle.client.stats().eager_refreshes == 1
+    finally:
+        handle.unbind()

@@ -1421,24 +1421,18 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(_T_EAGER, "test_a_decorated_function_refreshes_eagerly"),
     ),
     Mutant(
-        id="eager-read-survives-a-write",
-        promise="S: set(k, new) then get(k) in one process",
-        removes="a write forgetting the eager callers' reads in flight",
+        id="eager-read-survives-an-event",
+        promise="D3",
+        removes="a write's event forgetting the eager callers' reads in flight",
         file=_COHERENCE,
         before=(
-            "                guard.min_version = version\n"
-            "        self._loads.detach(key)\n"
-            "        self._values.forget(key)\n"
-            "        self._headed_values.forget(key)"
+            "            self._values.forget(event.key)\n"
+            "            self._headed_values.forget(event.key)"
         ),
-        after=(
-            "                guard.min_version = version\n"
-            "        self._loads.detach(key)\n"
-            "        self._values.forget(key)"
-        ),
+        after="            self._values.forget(event.key)",
         tests=_t(
             _T_EAGER,
-            "test_a_set_is_seen_by_the_next_eager_call_while_an_older_read_is_in_flight",
+            "test_a_write_heard_of_is_seen_by_the_next_eager_call_while_an_older_read_is_in_flight",
         ),
     ),
     Mutant(
