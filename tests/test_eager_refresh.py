@@ -197,6 +197,28 @@ async def test_a_failing_refresh_keeps_the_old_value_and_reaches_no_caller(
     assert await ns_keys(redis, namespace) == [_value_key(namespace, "k").encode()]  # unlocked
 
 
+async def test_a_refresh_whose_fetch_returns_none_keeps_the_old_value_and_pauses(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache()
+    await _put_aged(redis, namespace, "k", age=90.0, ttl=100.0)
+    fetch = Refetch(value=None)
+    assert await cache.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5) == OLD
+    value_key = _value_key(namespace, "k").encode()
+    await wait_until(lambda: fetch.calls == 1, what="the refresh's fetch")
+    await wait_until(
+        lambda: _only_keys(redis, namespace, [value_key]), what="the lock to be released"
+    )
+    await asyncio.sleep(0)  # as above: a refresh that had ended would be forgotten by now
+    assert await cache.get_or_init("k", fetch, ttl=100.0, eager_refresh=0.5) == OLD
+    assert cache.stats().eager_refreshes == 1
+    assert await _payload(redis, namespace, "k") == b'{"report":"old"}'
+
+
+async def _only_keys(redis: aioredis.Redis, namespace: str, keys: list[bytes]) -> bool:
+    return await ns_keys(redis, namespace) == keys
+
+
 async def test_aclose_cancels_a_refresh_in_flight_and_one_waiting_for_the_lock(
     make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:

@@ -17,9 +17,12 @@ cancels and awaits it; no fetch starts once the client is closing). It tries the
 write's event replaces every process's copy. Another process's refresh (or load) holding the
 lock is normal and silent: the refresh here waits for that lock's event (or ``lock_ttl``)
 before a later hit may try again, so a hot key costs one lock attempt per process per refresh,
-not one per hit. A refresh that fails is logged and counted (``stats().eager_refresh_errors``),
-never raised to anyone; the old value stays, and its key is not tried again for
-:data:`RETRY_PAUSE` seconds. While Redis is unreachable nothing is refreshed (the lock cannot
+not one per hit; and one that takes the lock after a value newer than its hit's was written
+(another process's refresh that just ended) lets go of it without fetching. The fetch is the
+hit's caller's, and may return an :class:`~redicache_async.Entry`. A refresh that fails is
+logged and counted (``stats().eager_refresh_errors``), never raised to anyone; the old value
+stays, and its key is not tried again for :data:`RETRY_PAUSE` seconds (nor after a fetch that
+returned None: nothing to store). While Redis is unreachable nothing is refreshed (the lock cannot
 decide who would): the value answers until it expires, then ``get_or_init`` does as without
 Redis.
 """
@@ -36,7 +39,13 @@ from redicache_async.errors import ClientClosedError, RedisUnavailableError
 from redicache_async.keys import validate_key
 from redicache_async.locks import wait_event
 from redicache_async.stored import unpack
-from redicache_async.validation import check_callable, check_fraction, ttl_to_ms
+from redicache_async.validation import (
+    MAX_SECONDS,
+    MIN_TTL,
+    check_callable,
+    check_fraction,
+    ttl_to_ms,
+)
 
 from .loads import Loads
 from .state import MISSING, UNDECODABLE, Fetch, Guard, logger
@@ -45,6 +54,8 @@ __all__ = ["RETRY_PAUSE", "EagerRefresh"]
 
 #: Seconds after a failed refresh before a hit may start the key's next.
 RETRY_PAUSE: Final = 1.0
+#: The ttl and fraction types that the hit checks inline (others go through the full checks).
+_PLAIN_NUMBERS: Final = (float, int)
 
 
 class _Hit(NamedTuple):
@@ -70,22 +81,38 @@ class EagerRefresh(Loads):
         )
 
     async def _get_or_init_eagerly(
-        self, key: str, fetch: Fetch, ttl: float | None, eager_refresh: object
+        self, key: str, fetch: Fetch, ttl: float | None, eager_refresh: Any
     ) -> Any:
-        validate_key(key)
-        check_callable("fetch", fetch)
-        ttl_ms = ttl_to_ms(ttl)
-        fraction = check_fraction("eager_refresh", eager_refresh)
+        # As in get_or_init: checked before the local layer, cheaply when plainly valid (only
+        # valid keys enter the local layer, so a str key that hits is valid).
+        if not (
+            key.__class__ is str
+            and callable(fetch)
+            and eager_refresh.__class__ is float
+            and 0.0 < eager_refresh < 1.0
+            and (ttl is None or (ttl.__class__ in _PLAIN_NUMBERS and MIN_TTL <= ttl <= MAX_SECONDS))
+        ):
+            validate_key(key)
+            check_callable("fetch", fetch)
+            ttl_to_ms(ttl)
+            eager_refresh = check_fraction("eager_refresh", eager_refresh)
         entry = self._local.fresh(key)  # a hit is counted by the local layer
         if entry is not None:
-            self._refresh_if_due(key, fetch, ttl_ms, fraction, entry.version, float(entry))
+            self._refresh_if_due(key, fetch, ttl, eager_refresh, entry.version, float(entry))
             return entry.value
+        return await self._get_or_init_eagerly_beyond_local(key, fetch, ttl, eager_refresh)
+
+    async def _get_or_init_eagerly_beyond_local(
+        self, key: str, fetch: Fetch, ttl: float | None, fraction: float
+    ) -> Any:
+        validate_key(key)
+        ttl_ms = ttl_to_ms(ttl)
         self._check_open()
         read = await self._headed_values.read(key)
         if not isinstance(read, _Hit):
             return await self._load(key, fetch, ttl_ms, read)
         expires_at = self._clock.deadline(read.expires_ms)
-        self._refresh_if_due(key, fetch, ttl_ms, fraction, read.version, expires_at)
+        self._refresh_if_due(key, fetch, ttl, fraction, read.version, expires_at)
         return read.value
 
     def _stored_hit(self, key: str, guard: Guard, reply: Any) -> Any:
@@ -101,7 +128,7 @@ class EagerRefresh(Loads):
         self,
         key: str,
         fetch: Fetch,
-        ttl_ms: int,
+        ttl: float | None,
         fraction: float,
         version: int,
         expires_at: float | None,
@@ -123,7 +150,7 @@ class EagerRefresh(Loads):
         wake = self._wakeups.register(key)  # nor is the event of a lock held elsewhere missed
         self._stats.eager_refreshes += 1
         task = self._tasks.spawn(
-            self._refresh(key, fetch, ttl_ms, version, guard, wake),
+            self._refresh(key, fetch, ttl_to_ms(ttl), version, guard, wake),
             name=f"redicache-eager-refresh:{key}",
         )
         self._refreshes[key] = task
@@ -159,7 +186,11 @@ class EagerRefresh(Loads):
             elif guard.void or guard.min_version > version:
                 await self._locks.release(key, lease.key, lease.token)  # refreshed meanwhile
             else:
-                await self._fetch_and_write(key, fetch, ttl_ms, lease, guard, fail_safe=False)
+                value = await self._fetch_and_write(
+                    key, fetch, ttl_ms, lease, guard, fail_safe=False
+                )
+                if value is None:  # nothing to store (the old value stays): not again at once
+                    await asyncio.sleep(RETRY_PAUSE)
         except asyncio.CancelledError:
             raise
         except ClientClosedError:

@@ -1337,7 +1337,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: get_or_init(..., eager_refresh=f)",
         removes="the age check of a local hit",
         file=_EAGER,
-        before="self._refresh_if_due(key, fetch, ttl_ms, fraction, entry.version, float(entry))",
+        before="self._refresh_if_due(key, fetch, ttl, eager_refresh, entry.version, float(entry))",
         after="pass",
         tests=_t(
             _T_EAGER,
@@ -1349,7 +1349,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: get_or_init(..., eager_refresh=f)",
         removes="the age check of a Redis hit",
         file=_EAGER,
-        before="self._refresh_if_due(key, fetch, ttl_ms, fraction, read.version, expires_at)",
+        before="self._refresh_if_due(key, fetch, ttl, fraction, read.version, expires_at)",
         after="pass",
         tests=_t(
             _T_EAGER, "test_a_redis_hit_past_the_fraction_refreshes_too_without_a_local_layer"
@@ -1401,6 +1401,17 @@ MUTANTS: tuple[Mutant, ...] = (
         before="            await asyncio.sleep(RETRY_PAUSE)",
         after="            pass",
         tests=_t(_T_EAGER, "test_a_failing_refresh_keeps_the_old_value_and_reaches_no_caller"),
+    ),
+    Mutant(
+        id="eager-refresh-of-none-retried-at-once",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="the pause after a refresh whose fetch returned None",
+        file=_EAGER,
+        before="                if value is None:  # nothing to store",
+        after="                if False:  # nothing to store",
+        tests=_t(
+            _T_EAGER, "test_a_refresh_whose_fetch_returns_none_keeps_the_old_value_and_pauses"
+        ),
     ),
     Mutant(
         id="eager-refresh-not-owned",
