@@ -16,6 +16,7 @@ from redicache_async import (
     Entry,
     InvalidArgumentError,
     InvalidArgumentTypeError,
+    PickleSerializer,
 )
 from redicache_async.entry import UNSET
 
@@ -120,6 +121,10 @@ async def test_a_bad_entry_fails_the_call_and_caches_nothing(
         await cache.get_or_init("k", EntryFetch(None), ttl=10.0)
     with pytest.raises(InvalidArgumentTypeError, match="ttl must be a number"):
         await cache.attempt_regeneration("k", EntryFetch("v", ttl="60"), ttl=10.0)
+    # set() takes the value itself, whatever the serializer would make of an Entry
+    pickling = await make_cache(serializer=PickleSerializer())
+    with pytest.raises(InvalidArgumentTypeError, match="an Entry is what a fetch returns"):
+        await pickling.set("k", Entry("v", ttl=5.0))
     # nothing written, no lock left behind: the next call fetches at once
     assert await ns_keys(redis, namespace) == []
     assert await cache.get_or_init("k", EntryFetch("good"), ttl=10.0) == "good"

@@ -19,10 +19,12 @@ from redicache_async.batching import ReadBatcher
 from redicache_async.cancellation import cancel_and_wait
 from redicache_async.clock import REFRESH_INTERVAL, RETRY_INTERVAL, ServerClock
 from redicache_async.decorator import CachedFunction, cached
+from redicache_async.entry import Entry
 from redicache_async.errors import (
     REFUSALS,
     ClientClosedError,
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     RedicacheError,
     describe_error,
 )
@@ -372,6 +374,10 @@ class CacheClient(EagerRefresh, TargetReads):
         ttl_ms = ttl_to_ms(ttl)
         if value is None:
             raise InvalidArgumentError("value must not be None (None means 'no value' to readers)")
+        if isinstance(value, Entry):  # a pickling serializer would store it, and readers get it
+            raise InvalidArgumentTypeError(
+                "set() takes the value itself (an Entry is what a fetch returns); pass ttl= to set"
+            )
         payload = self._serializer.dumps(value)
         self._check_open()
         with self._watching(key) as guard:

@@ -1398,8 +1398,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: get_or_init(..., eager_refresh=f)",
         removes="the pause after a failed refresh (every hit would run the failing fetch)",
         file=_EAGER,
-        before="            await asyncio.sleep(RETRY_PAUSE)",
-        after="            pass",
+        before="exc_info=True\n            )\n            await asyncio.sleep(RETRY_PAUSE)",
+        after="exc_info=True\n            )",
         tests=_t(_T_EAGER, "test_a_failing_refresh_keeps_the_old_value_and_reaches_no_caller"),
     ),
     Mutant(
