@@ -15,7 +15,7 @@ map below and checks every import of every module against it::
     engines:     client.* builder.*
     mechanisms:  locks gateway election targets decorator call_keys status
     primitives:  leases listener subscriber invalidation replay orphans breaker pool_gate failover
-                 batching tasks lifecycle fetching cancellation clock
+                 batching tasks lifecycle fetching cancellation clock soft_timeout
     leaves:      local keys scripts stored errors stats validation serializers topology tls
                  logs backoff replies entry testing.*
 
@@ -37,7 +37,8 @@ map below and checks every import of every module against it::
 - primitives: one claim (``leases.py``), the pub/sub listener and its codec and replay, the
   orphaned claims, the circuit breakers (one per cluster master), waiting for a pooled
   connection, the cluster failover watch, read batching, owned tasks, the open/close life,
-  calling fetch functions, cancellation-safe deadlines, the server's clock offset.
+  calling fetch functions, cancellation-safe deadlines, the server's clock offset, answering
+  a caller past its soft timeout.
 - leaves: the local layer, key names, Lua scripts, the stored value's layout, errors,
   counters, argument checks, serializers, topology and TLS facts, throttled logs, jittered
   back-off, reply decoding, a fetch's :class:`Entry`, and ``testing`` (real servers for tests).

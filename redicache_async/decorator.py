@@ -39,6 +39,7 @@ from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overl
 from .call_keys import CallKeys, check_default_keyable, function_name
 from .errors import InvalidArgumentTypeError
 from .keys import validate_key
+from .soft_timeout import check_soft_timeout
 from .validation import check_callable, check_fraction, ttl_to_ms
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
@@ -54,7 +55,13 @@ class CacheSource(Protocol):
     operations only, so that the decorator sits below the client and imports nothing of it."""
 
     def get_or_init(
-        self, key: str, fetch: Any, ttl: float | None = None, *, eager_refresh: float | None = None
+        self,
+        key: str,
+        fetch: Any,
+        ttl: float | None = None,
+        *,
+        eager_refresh: float | None = None,
+        soft_timeout: float | None = None,
     ) -> Awaitable[Any]: ...
 
     def delete(self, key: str) -> Awaitable[None]: ...
@@ -112,6 +119,7 @@ def cached(
     *,
     key: Callable[..., str] | None = None,
     eager_refresh: float | None = None,
+    soft_timeout: float | None = None,
 ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
     """See :meth:`CacheClient.cached`."""
     ttl_to_ms(ttl)  # rejects a bad ttl now rather than at the first call
@@ -119,6 +127,8 @@ def cached(
         check_callable("key", key)
     if eager_refresh is not None:
         check_fraction("eager_refresh", eager_refresh)
+    # Against fetch_timeout too by a client's cached(); a handle's client is known at calls only.
+    check_soft_timeout(soft_timeout, None)
 
     def decorate(function: Callable[P, Awaitable[T]]) -> CachedFunction[P, T]:
         if not inspect.iscoroutinefunction(function):
@@ -127,7 +137,9 @@ def cached(
             )
         if key is None:
             check_default_keyable(function)
-        return cast(CachedFunction[P, T], _Cached(client, function, ttl, key, eager_refresh))
+        return cast(
+            CachedFunction[P, T], _Cached(client, function, ttl, key, eager_refresh, soft_timeout)
+        )
 
     return decorate
 
@@ -144,6 +156,7 @@ class _Cached(Generic[T]):
         ttl: float | None,
         key: Callable[..., str] | None,
         eager_refresh: float | None = None,
+        soft_timeout: float | None = None,
     ) -> None:
         functools.update_wrapper(self, function)
         self._function = function
@@ -160,13 +173,20 @@ class _Cached(Generic[T]):
                 return custom_key(*args, **kwargs)
 
             self._key = custom
-        self._get_or_init = client.get_or_init
+        # Bound here, so that a call without options passes none: a miss pays nothing for them.
+        self._get_or_init: Callable[..., Awaitable[Any]] = (
+            client.get_or_init
+            if soft_timeout is None
+            else functools.partial(client.get_or_init, soft_timeout=soft_timeout)
+        )
         self._local_value = client.local_value
         self._delete = client.delete
         if eager_refresh is not None:
             # A hit must judge its value's age, which get_or_init does: every call goes there
             # (the hit path of the calls below stays as it is for functions without the option).
-            self._get_or_init = functools.partial(client.get_or_init, eager_refresh=eager_refresh)
+            self._get_or_init = functools.partial(
+                client.get_or_init, eager_refresh=eager_refresh, soft_timeout=soft_timeout
+            )
             self._local_value = _no_local_answer
 
     async def __call__(self, *args: Any, **kwargs: Any) -> T:

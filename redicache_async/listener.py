@@ -25,7 +25,7 @@ from .errors import (
 from .invalidation import Event, decode_event
 from .logs import Throttle
 from .replay import StreamCursor
-from .subscriber import buffered_reader, event_payload, settle
+from .subscriber import buffered_reader, event_payload, settle, socket_reader
 from .tls import diagnose_tls, tls_error
 from .topology import first_attempt, open_subscriber
 
@@ -195,25 +195,40 @@ class InvalidationListener:
             loop.time() + self._timeout
         )  # the subscribe confirmation is due as a pong is
         while True:
+            # Every reply already received first (the subscription's confirmation may be).
+            await self._drain(pubsub)
             pong_due = self._pong_due
             wait = self._ping_interval if pong_due == math.inf else pong_due - loop.time()
             if wait <= 0:
                 raise TimeoutError("no answer on the pub/sub connection")
-            # redis-py reconnects inside get_message when the connection breaks, retrying while
-            # the server is away: bounded, so that a loss is reported within ``timeout``.
-            message = await bounded(
-                pubsub.get_message(ignore_subscribe_messages=False, timeout=wait),
-                wait + self._timeout,
-            )
-            if message is None:
-                if pong_due == math.inf:
-                    await pubsub.ping()
-                    self._pong_due = loop.time() + self._timeout
+            read = socket_reader(pubsub)
+            if read is None:
+                await self._get_message(pubsub, wait)
                 continue
+            try:
+                await bounded(read(), wait)
+            except TimeoutError:
+                await self._quiet(pubsub, pong_due)
+
+    async def _get_message(self, pubsub: Any, wait: float) -> None:
+        """One message the way redis-py hands them out, where its replies cannot be read
+        directly (see ``subscriber.py``)."""
+        # redis-py reconnects inside get_message when the connection breaks, retrying while
+        # the server is away: bounded, so that a loss is reported within ``timeout``.
+        message = await bounded(
+            pubsub.get_message(ignore_subscribe_messages=False, timeout=wait),
+            wait + self._timeout,
+        )
+        if message is None:
+            await self._quiet(pubsub, self._pong_due)
+        else:
             await self._handle(message)
-            # That read brought more than one reply, as a rate of events does: take the others
-            # without a call, a timeout and a dict each (see ``subscriber.py``).
-            await self._drain(pubsub)
+
+    async def _quiet(self, pubsub: Any, pong_due: float) -> None:
+        """Nothing came for a while: ask the server for a PONG, unless one is owed already."""
+        if pong_due == math.inf:
+            await pubsub.ping()
+            self._pong_due = asyncio.get_running_loop().time() + self._timeout
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

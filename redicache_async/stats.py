@@ -66,7 +66,8 @@ class CacheStats:
     """Background refreshes that failed (their fetch raised or timed out, say): the value they
     were to replace stayed."""
     stale_served: int = 0
-    """Expired local values served within ``stale_ttl`` because Redis or the fetch failed."""
+    """Expired local values served within ``stale_ttl`` because Redis or the fetch failed, or
+    a fetch ran past the call's ``soft_timeout``."""
     local_entries: int = 0
     """Entries in the local layer when the snapshot was taken."""
     local_bytes: int = 0

@@ -13,6 +13,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from redicache_async import listener as listener_module
 from redicache_async.invalidation import (
     Event,
     _decode_json,
@@ -166,13 +167,18 @@ async def _server_pings(client: aioredis.Redis) -> int:
 
 @pytest.mark.single_node
 @pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("reads", ["from the parser", "through get_message"])
 async def test_idle_pings_keep_the_subscription_and_events_flow(
     make_redis: Callable[..., aioredis.Redis],
     make_listener: MakeListener,
     redis_url: str,
     namespace: str,
     protocol: int,
+    reads: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if reads == "through get_message":  # as where redis-py's parser cannot be read directly
+        monkeypatch.setattr(listener_module, "socket_reader", lambda pubsub: None)
     client = PingCountingRedis.from_url(redis_url, protocol=protocol)
     assert isinstance(client, PingCountingRedis)
     try:
@@ -256,6 +262,19 @@ return 0
 """
 
 
+def _count_get_message_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list that counts every ``PubSub.get_message`` call from now on."""
+    calls = [0]
+    get_message = PubSub.get_message
+
+    async def counted(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await get_message(self, *args, **kwargs)
+
+    monkeypatch.setattr(PubSub, "get_message", counted)
+    return calls
+
+
 @pytest.mark.parametrize(("protocol", "decode_responses"), [(3, False), (2, False), (3, True)])
 async def test_a_burst_of_events_is_read_in_batches_in_order_and_whole(
     make_redis: Callable[..., aioredis.Redis],
@@ -268,27 +287,45 @@ async def test_a_burst_of_events_is_read_in_batches_in_order_and_whole(
     """Many replies arrive per read: the listener takes those already received without a
     get_message call each (the cost that capped a listener at 40k events/s), and handles
     every one, in order, foreign messages included."""
-    calls = 0
-    get_message = PubSub.get_message
-
-    async def counted(self: PubSub, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return await get_message(self, *args, **kwargs)
-
-    monkeypatch.setattr(PubSub, "get_message", counted)
+    calls = _count_get_message_calls(monkeypatch)
     client = make_redis(protocol=protocol, decode_responses=decode_responses)
     recorder = Recorder()
     channel = f"{namespace}:events"
     listener = make_listener(client, channel, recorder)
     assert await listener.start(wait=2.0)
     count = 3_000
-    before = calls
+    before = calls[0]
     await make_redis().eval(_BURST, 0, channel, count)
     await wait_until(lambda: len(recorder.events) == count, what="every event")
     assert recorder.events == [Event("set", f"k{n}", "o", n, f"1-{n}") for n in range(1, count + 1)]
     assert recorder.ignored == 1
-    assert calls - before < count // 10  # most replies were taken from the buffer
+    assert calls[0] - before < count // 10  # most replies were taken from the buffer
+    assert listener.connected
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_a_lone_event_is_read_without_a_get_message_call(
+    make_redis: Callable[..., aioredis.Redis],
+    make_listener: MakeListener,
+    namespace: str,
+    protocol: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event that arrives alone is taken from the parser as soon as its bytes are read:
+    get_message's timeout object, health check and message dict cost as much as the rest of
+    its handling, on the path of every invalidation's latency."""
+    calls = _count_get_message_calls(monkeypatch)
+    recorder = Recorder()
+    channel = f"{namespace}:events"
+    listener = make_listener(make_redis(protocol=protocol), channel, recorder)
+    assert await listener.start(wait=2.0)
+    publisher = make_redis()
+    for n in range(1, 6):
+        event = f'{{"op":"set","key":"k{n}","origin":"o","version":{n}}}'
+        await publisher.publish(channel, event)
+        await wait_until(lambda: len(recorder.events) == n, what=f"event {n}")  # noqa: B023
+    assert [event.key for event in recorder.events] == [f"k{n}" for n in range(1, 6)]
+    assert calls[0] == 0
     assert listener.connected
 
 

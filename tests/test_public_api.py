@@ -93,18 +93,22 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheClient.start": "async (self)",
     "redicache_async.CacheClient.aclose": "async (self)",
     "redicache_async.CacheClient.get_or_init": (
-        "async (self, key, fetch, ttl=None, *, eager_refresh=None)"
+        "async (self, key, fetch, ttl=None, *, eager_refresh=None, soft_timeout=None)"
     ),
     "redicache_async.CacheClient.attempt_regeneration": "async (self, key, fetch, ttl=None)",
     "redicache_async.CacheClient.get": "async (self, key)",
     "redicache_async.CacheClient.get_target": "async (self, key, field=None)",
     "redicache_async.CacheClient.set": "async (self, key, value, ttl=None)",
     "redicache_async.CacheClient.delete": "async (self, key)",
-    "redicache_async.CacheClient.cached": "(self, ttl=None, *, key=None, eager_refresh=None)",
+    "redicache_async.CacheClient.cached": (
+        "(self, ttl=None, *, key=None, eager_refresh=None, soft_timeout=None)"
+    ),
     "redicache_async.CacheHandle": "(name='cache')",
     "redicache_async.CacheHandle.bind": "(self, client)",
     "redicache_async.CacheHandle.unbind": "(self)",
-    "redicache_async.CacheHandle.cached": "(self, ttl=None, *, key=None, eager_refresh=None)",
+    "redicache_async.CacheHandle.cached": (
+        "(self, ttl=None, *, key=None, eager_refresh=None, soft_timeout=None)"
+    ),
     "redicache_async.Entry": "(value, *, ttl=<unset>)",
     "redicache_async.CacheClient.stats": "(self)",
     # -- CacheBuilder ------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from redicache_async.locks import LockManager, SingleFlight, Wakeups
 from redicache_async.replies import text
 from redicache_async.scripts import Scripts
 from redicache_async.serializers import Serializer, check_serializer
+from redicache_async.soft_timeout import check_soft_timeout
 from redicache_async.stats import CacheStats
 from redicache_async.tasks import OwnedTasks
 from redicache_async.topology import is_cluster
@@ -247,6 +248,7 @@ class CacheClient(EagerRefresh, TargetReads):
         ttl: float | None = None,
         *,
         eager_refresh: float | None = None,
+        soft_timeout: float | None = None,
     ) -> Any:
         """The value of ``key``, fetched with ``fetch()`` when no process has it yet.
 
@@ -257,9 +259,13 @@ class CacheClient(EagerRefresh, TargetReads):
         With ``eager_refresh=f`` (0 < f < 1), a hit on a value older than ``f`` of its TTL
         answers at once and starts one background refresh across all processes, so that a
         value read steadily never expires (see ``client/eager.py``).
+
+        With ``soft_timeout`` (seconds, below ``fetch_timeout``), a call that has waited that
+        long for a fetch, here or in another process, is answered with the key's expired local
+        copy if ``stale_ttl`` still keeps one; the fetch goes on and stores its result.
         """
         if eager_refresh is not None:
-            return await self._get_or_init_eagerly(key, fetch, ttl, eager_refresh)
+            return await self._get_or_init_eagerly(key, fetch, ttl, eager_refresh, soft_timeout)
         # Checked before the local layer, so that a call fails alike whether it would hit or
         # not, for the price of a few comparisons (``__class__`` is read faster than ``type()``
         # is called). Only valid keys enter the local layer, so a str key that hits is valid;
@@ -268,28 +274,39 @@ class CacheClient(EagerRefresh, TargetReads):
             key.__class__ is str
             and callable(fetch)
             and (ttl is None or (ttl.__class__ in _PLAIN_NUMBERS and MIN_TTL <= ttl <= MAX_SECONDS))
+            and (
+                soft_timeout is None
+                or (
+                    soft_timeout.__class__ in _PLAIN_NUMBERS
+                    and 0 < soft_timeout < (self._fetcher.timeout or MAX_SECONDS)
+                )
+            )
         ):
             validate_key(key)
             check_callable("fetch", fetch)
             ttl_to_ms(ttl)
+            check_soft_timeout(soft_timeout, self._fetcher.timeout)
         entry = self._local.fresh(key)  # a hit is counted by the local layer
         if entry is not None:
             return entry.value
-        return await self._get_or_init_beyond_local(key, fetch, ttl)
+        return await self._get_or_init_beyond_local(key, fetch, ttl, soft_timeout)
 
-    async def _get_or_init_beyond_local(self, key: str, fetch: Fetch, ttl: float | None) -> Any:
+    async def _get_or_init_beyond_local(
+        self, key: str, fetch: Fetch, ttl: float | None, soft_timeout: float | None
+    ) -> Any:
         """:meth:`get_or_init` past a local miss. Apart, because a function whose closures
         capture its arguments makes a cell for each of them on every call: in the hit's frame
         that cost a hit as much as everything else it does."""
         validate_key(key)
         check_callable("fetch", fetch)
         ttl_ms = ttl_to_ms(ttl)
+        soft_timeout = check_soft_timeout(soft_timeout, self._fetcher.timeout)
         self._check_open()
         # A value in Redis is read like any other (batched with concurrent reads); only a key
         # without one needs the lock, and the load that may fetch.
         value = await self._values.read(key)
         if value is MISSING or value is UNDECODABLE or value is UNREACHABLE:
-            return await self._load(key, fetch, ttl_ms, value)
+            return await self._load(key, fetch, ttl_ms, value, soft_timeout)
         return value
 
     async def attempt_regeneration(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
@@ -430,6 +447,7 @@ class CacheClient(EagerRefresh, TargetReads):
         *,
         key: Callable[..., str] | None = None,
         eager_refresh: float | None = None,
+        soft_timeout: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """Decorate a coroutine function so that its results are cached under ``key`` (by
         default its module, qualified name and arguments) for ``ttl`` seconds, each missing
@@ -448,8 +466,11 @@ class CacheClient(EagerRefresh, TargetReads):
         its enclosing function needs ``key=`` too. ``eager_refresh`` is
         :meth:`get_or_init`'s. How keys are made:
         https://redicache-async.readthedocs.io/how-to/decorator/
+
+        ``soft_timeout`` is :meth:`get_or_init`'s, for every call of the function.
         """
-        return cached(self, ttl, key=key, eager_refresh=eager_refresh)
+        check_soft_timeout(soft_timeout, self._fetcher.timeout)
+        return cached(self, ttl, key=key, eager_refresh=eager_refresh, soft_timeout=soft_timeout)
 
     def local_value(self, key: str) -> Any:
         """The fresh value of ``key`` in this process's local layer (counted as a local hit),

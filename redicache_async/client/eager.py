@@ -38,6 +38,7 @@ from redicache_async.batching import ReadBatcher
 from redicache_async.errors import ClientClosedError, RedisUnavailableError
 from redicache_async.keys import validate_key
 from redicache_async.locks import wait_event
+from redicache_async.soft_timeout import check_soft_timeout
 from redicache_async.stored import unpack
 from redicache_async.validation import (
     MAX_SECONDS,
@@ -81,7 +82,12 @@ class EagerRefresh(Loads):
         )
 
     async def _get_or_init_eagerly(
-        self, key: str, fetch: Fetch, ttl: float | None, eager_refresh: Any
+        self,
+        key: str,
+        fetch: Fetch,
+        ttl: float | None,
+        eager_refresh: Any,
+        soft_timeout: float | None,
     ) -> Any:
         # As in get_or_init: checked before the local layer, cheaply when plainly valid (only
         # valid keys enter the local layer, so a str key that hits is valid).
@@ -91,26 +97,36 @@ class EagerRefresh(Loads):
             and eager_refresh.__class__ is float
             and 0.0 < eager_refresh < 1.0
             and (ttl is None or (ttl.__class__ in _PLAIN_NUMBERS and MIN_TTL <= ttl <= MAX_SECONDS))
+            and soft_timeout is None
         ):
             validate_key(key)
             check_callable("fetch", fetch)
             ttl_to_ms(ttl)
             eager_refresh = check_fraction("eager_refresh", eager_refresh)
+            check_soft_timeout(soft_timeout, self._fetcher.timeout)
         entry = self._local.fresh(key)  # a hit is counted by the local layer
         if entry is not None:
             self._refresh_if_due(key, fetch, ttl, eager_refresh, entry.version, float(entry))
             return entry.value
-        return await self._get_or_init_eagerly_beyond_local(key, fetch, ttl, eager_refresh)
+        return await self._get_or_init_eagerly_beyond_local(
+            key, fetch, ttl, eager_refresh, soft_timeout
+        )
 
     async def _get_or_init_eagerly_beyond_local(
-        self, key: str, fetch: Fetch, ttl: float | None, fraction: float
+        self,
+        key: str,
+        fetch: Fetch,
+        ttl: float | None,
+        fraction: float,
+        soft_timeout: float | None,
     ) -> Any:
         validate_key(key)
         ttl_ms = ttl_to_ms(ttl)
+        soft_timeout = check_soft_timeout(soft_timeout, self._fetcher.timeout)
         self._check_open()
         read = await self._headed_values.read(key)
         if not isinstance(read, _Hit):
-            return await self._load(key, fetch, ttl_ms, read)
+            return await self._load(key, fetch, ttl_ms, read, soft_timeout)
         expires_at = self._clock.deadline(read.expires_ms)
         self._refresh_if_due(key, fetch, ttl, fraction, read.version, expires_at)
         return read.value

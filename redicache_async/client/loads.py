@@ -24,6 +24,7 @@ from redicache_async.invalidation import OP_SET, event_prefix
 from redicache_async.leases import Lease, new_token
 from redicache_async.local import LocalKey
 from redicache_async.locks import SingleFlight, wait_event
+from redicache_async.soft_timeout import wait_or_fall_back
 from redicache_async.stored import unpack
 
 from .coherence import Coherence, deadline
@@ -46,9 +47,14 @@ class Loads(Coherence):
         flights: SingleFlight[Any],
         key: LocalKey,
         load: Callable[[], Coroutine[Any, Any, Any]],
+        soft_timeout: float | None = None,
     ) -> Any:
         try:
-            return await flights.run(key, load)
+            joined = flights.run(key, load)
+            if soft_timeout is None:
+                return await joined
+            # Past it, the key's local copy within stale_ttl (or one written here meanwhile).
+            return await wait_or_fall_back(joined, soft_timeout, lambda: self._stale_or(key, None))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closing is not None and task is not None and not task.cancelling():
@@ -187,16 +193,25 @@ class Loads(Coherence):
             self._remember(key, value, guard, version, len(payload), expires_at)
         return value
 
-    async def _load(self, key: str, fetch: Fetch, ttl_ms: int, read: Any) -> Any:
+    async def _load(
+        self, key: str, fetch: Fetch, ttl_ms: int, read: Any, soft_timeout: float | None
+    ) -> Any:
         """The value of ``key`` after a read that found none it could use (``read``:
-        ``MISSING``, ``UNDECODABLE`` or ``UNREACHABLE``): one load per key in this process."""
+        ``MISSING``, ``UNDECODABLE`` or ``UNREACHABLE``): one load per key in this process,
+        waited for ``soft_timeout`` at most when a stale copy can answer (see ``_join``)."""
         if read is UNREACHABLE:
             return await self._join(
-                self._loads, key, lambda: self._answer_without_redis(key, fetch, ttl_ms)
+                self._loads,
+                key,
+                lambda: self._answer_without_redis(key, fetch, ttl_ms),
+                soft_timeout,
             )
         ignore = read is UNDECODABLE
         return await self._join(
-            self._loads, key, lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore)
+            self._loads,
+            key,
+            lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore),
+            soft_timeout,
         )
 
     async def _regenerate(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:

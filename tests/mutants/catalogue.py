@@ -62,6 +62,9 @@ _T_ENTRY = "tests/test_entry.py"
 _T_EAGER = "tests/test_eager_refresh.py"
 _ENTRY = "redicache_async/entry.py"
 _EAGER = "redicache_async/client/eager.py"
+_T_SOFT = "tests/test_soft_timeout.py"
+_SOFT = "redicache_async/soft_timeout.py"
+_SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -245,14 +248,23 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         id="listener-one-reply-per-call",
         promise="D3",
-        removes="taking the replies already received in batches (one get_message each)",
+        removes="taking every reply already received in one go (one per read of the socket)",
         file=_LISTENER,
-        before="            await self._drain(pubsub)\n",
-        after="            pass\n",
+        before="        while (reply := next_reply()) is not None:",
+        after="        if (reply := next_reply()) is not None:",
         tests=(
             "tests/test_invalidation.py::test_a_burst_of_events_is_read_in_batches_in_order_and"
             "_whole",
         ),
+    ),
+    Mutant(
+        id="listener-reads-through-get-message",
+        promise="D3",
+        removes="reading a lone event straight from the parser (a get_message call each)",
+        file=_LISTENER,
+        before="            read = socket_reader(pubsub)",
+        after="            read = None",
+        tests=("tests/test_invalidation.py::test_a_lone_event_is_read_without_a_get_message_call",),
     ),
     Mutant(
         id="fast-decoder-drops-stream-id",
@@ -1154,9 +1166,9 @@ MUTANTS: tuple[Mutant, ...] = (
         file=_CLIENT,
         before=(
             '            validate_key(key)\n            check_callable("fetch", fetch)\n'
-            "            ttl_to_ms(ttl)\n        entry = self._local.fresh(key)"
+            "            ttl_to_ms(ttl)\n            check_soft_timeout("
         ),
-        after="            pass\n        entry = self._local.fresh(key)",
+        after="            check_soft_timeout(",
         tests=_t("tests/test_bad_input.py", "test_a_call_fails_alike_whether_or_not_it_would_hit"),
     ),
     Mutant(
@@ -1454,5 +1466,131 @@ MUTANTS: tuple[Mutant, ...] = (
         before="    if not 0 < value < 1:  # NaN fails it too",
         after="    if not 0 <= value <= 1:  # NaN fails it too",
         tests=_t(_T_EAGER, "test_eager_refresh_outside_zero_one_is_refused_before_any_io"),
+    ),
+    # -- soft timeouts (issue 17) ------------------------------------------------------------------
+    Mutant(
+        id="soft-timeout-ignored",
+        promise=_SOFT_ROW,
+        removes="answering a caller past its soft timeout with the stale copy",
+        file=_LOADS,
+        before="            if soft_timeout is None:\n                return await joined",
+        after="            if True:\n                return await joined",
+        tests=_t(
+            _T_SOFT,
+            "test_callers_get_the_stale_copy_while_the_fetch_goes_on_and_stores_its_result[single]",
+        ),
+    ),
+    Mutant(
+        id="soft-timeout-answers-without-a-copy",
+        promise=_SOFT_ROW,
+        removes="waiting for the fetch when no stale copy is at hand",
+        file=_SOFT,
+        before="            if answer is not None:\n",
+        after="            if True:\n",
+        tests=_t(_T_SOFT, "test_without_a_stale_copy_callers_wait_for_the_fetch[single]"),
+    ),
+    Mutant(
+        id="soft-timeout-stale-not-counted",
+        promise=_SOFT_ROW,
+        removes="counting a soft timeout's stale answer in stats().stale_served",
+        file=_LOADS,
+        before="lambda: self._stale_or(key, None))",
+        after='lambda: getattr(self._local.stale(key), "value", None))',
+        tests=_t(
+            _T_SOFT,
+            "test_callers_get_the_stale_copy_while_the_fetch_goes_on_and_stores_its_result[single]",
+        ),
+    ),
+    Mutant(
+        id="soft-timeout-abandons-the-fetch",
+        promise=_SOFT_ROW,
+        removes="the shield that keeps the fetch going once its callers stopped waiting",
+        file=_LOCKS,
+        before="        return asyncio.shield(task)",
+        after="        return task",
+        tests=_t(_T_SOFT, "test_the_fetch_stores_its_result_after_every_caller_has_gone[single]"),
+    ),
+    Mutant(
+        id="soft-timeout-fetch-unowned",
+        promise=_SOFT_ROW,
+        removes="the continuing fetch being a task of the client's, which aclose() ends",
+        file=_LOCKS,
+        before='task = self._owner.spawn(factory(), name=f"redicache-load:{key}")',
+        after='task = asyncio.create_task(factory(), name=f"redicache-load:{key}")',
+        tests=_t(
+            _T_SOFT,
+            "test_aclose_ends_the_continuing_fetch_without_a_write_and_releases_its_lock[single]",
+        ),
+    ),
+    Mutant(
+        id="soft-timeout-late-write-not-fenced",
+        promise=_SOFT_ROW,
+        removes="a set revoking the lock of the fetch that goes on past its callers",
+        file=_SCRIPTS,
+        before="redis.call('DEL', KEYS[2])\nannounce",
+        after="if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end\nannounce",
+        tests=_t(_T_SOFT, "test_a_set_during_the_continuing_fetch_wins[single]"),
+    ),
+    Mutant(
+        id="soft-timeout-dropped-by-the-decorator",
+        promise=_SOFT_ROW,
+        removes="a cached function passing its soft_timeout to get_or_init",
+        file="redicache_async/decorator.py",
+        before="            else functools.partial(client.get_or_init, soft_timeout=soft_timeout)",
+        after="            else client.get_or_init",
+        tests=_t(
+            _T_SOFT,
+            "test_a_cached_function_with_a_soft_timeout_answers_stale_while_it_runs[single-client]",
+        ),
+    ),
+    Mutant(
+        id="soft-timeout-dropped-by-the-handle",
+        promise=_SOFT_ROW,
+        removes="a CacheHandle passing soft_timeout on to its client",
+        file="redicache_async/handle.py",
+        before="key, fetch, ttl, eager_refresh=eager_refresh, soft_timeout=soft_timeout",
+        after="key, fetch, ttl, eager_refresh=eager_refresh",
+        tests=_t(
+            _T_SOFT,
+            "test_a_cached_function_with_a_soft_timeout_answers_stale_while_it_runs[single-handle]",
+        ),
+    ),
+    Mutant(
+        id="soft-timeout-equal-to-fetch-timeout",
+        promise="S: soft_timeout",
+        removes="refusing a soft_timeout equal to fetch_timeout",
+        file=_SOFT,
+        before="seconds >= fetch_timeout",
+        after="seconds > fetch_timeout",
+        tests=_t(
+            _T_SOFT,
+            "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-equal-to-fetch-timeout]",
+        ),
+    ),
+    Mutant(
+        id="soft-timeout-unchecked-on-a-hit",
+        promise="S: soft_timeout",
+        removes="checking soft_timeout on a local hit",
+        file=_CLIENT,
+        before="            check_soft_timeout(soft_timeout, self._fetcher.timeout)\n        entry",
+        after="            pass\n        entry",
+        tests=_t(
+            _T_SOFT, "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-zero]"
+        ),
+    ),
+    Mutant(
+        id="soft-timeout-unchecked-when-decorating",
+        promise="S: soft_timeout",
+        removes="cache.cached() checking soft_timeout against fetch_timeout",
+        file=_CLIENT,
+        before=(
+            "        check_soft_timeout(soft_timeout, self._fetcher.timeout)\n"
+            "        return cached("
+        ),
+        after="        return cached(",
+        tests=_t(
+            _T_SOFT,
+            "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-equal-to-fetch-timeout]",
+        ),
     ),
 )
