@@ -391,3 +391,23 @@ async def test_a_function_decorated_through_a_handle_refreshes_eagerly(
         assert handle.client.stats().eager_refreshes == 1
     finally:
         handle.unbind()
+
+
+async def test_an_eager_call_that_misses_honours_its_soft_timeout(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    """The options together: a miss of an eager call is the plain miss path, soft timeout
+    included (a stale copy answers while the fetch goes on)."""
+    cache = await make_cache(stale_ttl=60.0)
+    assert await cache.get_or_init("k", Refetch(OLD), ttl=0.05) == OLD
+    await wait_until(lambda: _gone(redis, _value_key(namespace, "k")), what="the value to expire")
+    fetch = Refetch(held=True)
+    call = cache.get_or_init("k", fetch, ttl=60.0, eager_refresh=0.5, soft_timeout=0.05)
+    assert await asyncio.wait_for(call, 5.0) == OLD  # while the fetch is held
+    assert fetch.calls == 1
+    fetch.release.set()
+    await wait_until(lambda: _holds_new(redis, namespace, "k"), what="the fetch's result")
+
+
+async def _gone(redis: aioredis.Redis, name: str) -> bool:
+    return not await redis.exists(name)

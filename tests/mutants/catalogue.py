@@ -1459,6 +1459,15 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        id="eager-miss-without-soft-timeout",
+        promise="S: get_or_init(..., soft_timeout=s)",
+        removes="an eager call's miss waiting its soft_timeout at most",
+        file=_EAGER,
+        before="            return await self._load(key, fetch, ttl_ms, read, soft_timeout)",
+        after="            return await self._load(key, fetch, ttl_ms, read, None)",
+        tests=_t(_T_EAGER, "test_an_eager_call_that_misses_honours_its_soft_timeout"),
+    ),
+    Mutant(
         id="eager-refresh-fraction-bounds",
         promise="S: get_or_init(..., eager_refresh=f)",
         removes="refusing 0 and 1 as eager_refresh",
