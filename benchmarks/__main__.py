@@ -32,6 +32,7 @@ from . import (
     cluster_pubsub,
     cold_key,
     concurrency,
+    eager_refresh,
     end_to_end,
     hot_path,
     invalidation,
@@ -58,6 +59,7 @@ PARTS = (
     "scale-local",
     "scale-listener",
     "end-to-end",
+    "eager-refresh",
 )
 #: Parts whose module may be absent from a tree (see the module's docstring).
 SLOTS = {"scale-local": "scale_local", "scale-listener": "scale_listener"}
@@ -113,6 +115,7 @@ def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Fi
         "many-keys": lambda: _extend(results, many_keys.run(url, smoke=smoke)),
         "readers": lambda: _extend(results, scale_readers.run(url, smoke=smoke)),
         "end-to-end": lambda: _extend(results, end_to_end.run(url, smoke=smoke)),
+        "eager-refresh": lambda: _extend(results, eager_refresh.run(url, smoke=smoke)),
     }
     for part, module in SLOTS.items():
         steps[part] = functools.partial(_slot, module, url, smoke, results)

@@ -40,7 +40,7 @@ from .call_keys import CallKeys, check_default_keyable, function_name
 from .errors import InvalidArgumentTypeError
 from .keys import validate_key
 from .soft_timeout import check_soft_timeout
-from .validation import check_callable, ttl_to_ms
+from .validation import check_callable, check_fraction, ttl_to_ms
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
 
@@ -55,7 +55,13 @@ class CacheSource(Protocol):
     operations only, so that the decorator sits below the client and imports nothing of it."""
 
     def get_or_init(
-        self, key: str, fetch: Any, ttl: float | None = None, *, soft_timeout: float | None = None
+        self,
+        key: str,
+        fetch: Any,
+        ttl: float | None = None,
+        *,
+        eager_refresh: float | None = None,
+        soft_timeout: float | None = None,
     ) -> Awaitable[Any]: ...
 
     def delete(self, key: str) -> Awaitable[None]: ...
@@ -112,12 +118,15 @@ def cached(
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
+    eager_refresh: float | None = None,
     soft_timeout: float | None = None,
 ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
     """See :meth:`CacheClient.cached`."""
     ttl_to_ms(ttl)  # rejects a bad ttl now rather than at the first call
     if key is not None:
         check_callable("key", key)
+    if eager_refresh is not None:
+        check_fraction("eager_refresh", eager_refresh)
     # Against fetch_timeout too by a client's cached(); a handle's client is known at calls only.
     check_soft_timeout(soft_timeout, None)
 
@@ -128,7 +137,9 @@ def cached(
             )
         if key is None:
             check_default_keyable(function)
-        return cast(CachedFunction[P, T], _Cached(client, function, ttl, key, soft_timeout))
+        return cast(
+            CachedFunction[P, T], _Cached(client, function, ttl, key, eager_refresh, soft_timeout)
+        )
 
     return decorate
 
@@ -144,6 +155,7 @@ class _Cached(Generic[T]):
         function: Callable[..., Awaitable[T]],
         ttl: float | None,
         key: Callable[..., str] | None,
+        eager_refresh: float | None = None,
         soft_timeout: float | None = None,
     ) -> None:
         functools.update_wrapper(self, function)
@@ -169,6 +181,13 @@ class _Cached(Generic[T]):
         )
         self._local_value = client.local_value
         self._delete = client.delete
+        if eager_refresh is not None:
+            # A hit must judge its value's age, which get_or_init does: every call goes there
+            # (the hit path of the calls below stays as it is for functions without the option).
+            self._get_or_init = functools.partial(
+                client.get_or_init, eager_refresh=eager_refresh, soft_timeout=soft_timeout
+            )
+            self._local_value = _no_local_answer
 
     async def __call__(self, *args: Any, **kwargs: Any) -> T:
         # _BoundCached.__call__ repeats these lines: one coroutine per call, not two
@@ -203,6 +222,11 @@ class _Cached(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<cached function {function_name(self._function)}>"
+
+
+def _no_local_answer(key: str) -> None:
+    """The local lookup of a function with ``eager_refresh``: none (get_or_init does it)."""
+    return
 
 
 class _BoundCached(Generic[T]):

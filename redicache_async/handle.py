@@ -80,19 +80,28 @@ class CacheHandle:
         ttl: float | None = None,
         *,
         key: Callable[..., str] | None = None,
+        eager_refresh: float | None = None,
         soft_timeout: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """:meth:`CacheClient.cached <redicache_async.CacheClient.cached>`, for the client
         this handle is bound to when the function is called. Arguments are checked now, but
         ``soft_timeout`` against the client's ``fetch_timeout`` only at a call that misses."""
-        return cached(self, ttl, key=key, soft_timeout=soft_timeout)
+        return cached(self, ttl, key=key, eager_refresh=eager_refresh, soft_timeout=soft_timeout)
 
     # What a cached function calls, resolved at each call: the client of the moment.
 
     def get_or_init(
-        self, key: str, fetch: Any, ttl: float | None = None, *, soft_timeout: float | None = None
+        self,
+        key: str,
+        fetch: Any,
+        ttl: float | None = None,
+        *,
+        eager_refresh: float | None = None,
+        soft_timeout: float | None = None,
     ) -> Awaitable[Any]:
-        return self.client.get_or_init(key, fetch, ttl, soft_timeout=soft_timeout)
+        return self.client.get_or_init(
+            key, fetch, ttl, eager_refresh=eager_refresh, soft_timeout=soft_timeout
+        )
 
     def delete(self, key: str) -> Awaitable[None]:
         return self.client.delete(key)

@@ -59,6 +59,12 @@ class CacheStats:
     replaced by the next write (a fetch rewrites them)."""
     redis_errors: int = 0
     """Redis calls that failed or timed out."""
+    eager_refreshes: int = 0
+    """Background refreshes started by hits past ``eager_refresh`` of their value's TTL (each
+    tries the key's lock; the process that takes it fetches)."""
+    eager_refresh_errors: int = 0
+    """Background refreshes that failed (their fetch raised or timed out, say): the value they
+    were to replace stayed."""
     stale_served: int = 0
     """Expired local values served within ``stale_ttl`` because Redis or the fetch failed, or
     a fetch ran past the call's ``soft_timeout``."""

@@ -19,6 +19,7 @@ __all__ = [
     "check_callable",
     "check_count",
     "check_flag",
+    "check_fraction",
     "check_instances",
     "check_kwargs",
     "check_name",
@@ -102,6 +103,19 @@ def ttl_to_ms(ttl: object) -> int:
     if seconds < MIN_TTL:
         raise InvalidArgumentError(f"ttl must be at least 0.001 s (one millisecond), got {ttl!r}")
     return round(seconds * 1000)
+
+
+def check_fraction(name: str, value: object) -> float:
+    """A number strictly between 0 and 1 (a share of a ttl)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgumentTypeError(
+            f"{name} must be a number between 0 and 1, not {type(value).__name__}"
+        )
+    if not 0 < value < 1:  # NaN fails it too
+        raise InvalidArgumentError(
+            f"{name} must be greater than 0 and less than 1, got {_shown(value)}"
+        )
+    return float(value)
 
 
 def check_callable(name: str, value: object) -> Callable[..., Any]:

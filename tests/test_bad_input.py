@@ -134,6 +134,24 @@ CLIENT_CALLS: list[tuple[str, Call, type[Exception], str]] = [
         InvalidArgumentTypeError,
         "number of seconds",
     ),
+    (
+        "get_or_init eager_refresh=1.0",
+        lambda c: c.get_or_init("k", _fetch, ttl=60.0, eager_refresh=1.0),
+        InvalidArgumentError,
+        "eager_refresh must be greater than 0 and less than 1",
+    ),
+    (
+        "get_or_init eager_refresh=nan",
+        lambda c: c.get_or_init("k", _fetch, ttl=60.0, eager_refresh=math.nan),
+        InvalidArgumentError,
+        "eager_refresh",
+    ),
+    (
+        "get_or_init eager_refresh='0.5'",
+        lambda c: c.get_or_init("k", _fetch, ttl=60.0, eager_refresh="0.5"),  # type: ignore[arg-type]
+        InvalidArgumentTypeError,
+        "eager_refresh must be a number",
+    ),
     # A key without UTF-8 raised a bare UnicodeEncodeError, after joining a batch.
     ("get lone surrogate", lambda c: c.get(LONE), InvalidArgumentError, "UTF-8"),
     (

@@ -16,6 +16,7 @@ from redis.crc import key_slot
 
 from redicache_async import (
     CacheClient,
+    Entry,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     RedisUnavailableError,
@@ -436,6 +437,12 @@ BAD_CALLS: list[tuple[str, Call, type[Exception], str]] = [
         lambda c: c.set_many({"a": 1, "b": None}),
         InvalidArgumentError,
         "None",
+    ),
+    (
+        "set_many Entry value",
+        lambda c: c.set_many({"a": 1, "b": Entry(2, ttl=5)}),
+        InvalidArgumentTypeError,
+        "an Entry is what a fetch returns",
     ),
     ("set_many int key", lambda c: c.set_many({"a": 1, 2: 3}), InvalidArgumentTypeError, "str"),  # type: ignore[dict-item]
     ("set_many ttl", lambda c: c.set_many({"a": 1}, ttl=-1), InvalidArgumentError, "ttl"),

@@ -29,6 +29,7 @@ EXPORTS: dict[str, list[str]] = {
         "CacheHandle",
         "CacheStats",
         "ClientClosedError",
+        "Entry",
         "FetchTimeout",
         "InvalidArgumentError",
         "InvalidArgumentTypeError",
@@ -92,7 +93,7 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheClient.start": "async (self)",
     "redicache_async.CacheClient.aclose": "async (self)",
     "redicache_async.CacheClient.get_or_init": (
-        "async (self, key, fetch, ttl=None, *, soft_timeout=None)"
+        "async (self, key, fetch, ttl=None, *, eager_refresh=None, soft_timeout=None)"
     ),
     "redicache_async.CacheClient.attempt_regeneration": "async (self, key, fetch, ttl=None)",
     "redicache_async.CacheClient.get": "async (self, key)",
@@ -102,11 +103,16 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheClient.get_many": "async (self, keys)",
     "redicache_async.CacheClient.set_many": "async (self, mapping, *, ttl=None)",
     "redicache_async.CacheClient.delete_many": "async (self, keys)",
-    "redicache_async.CacheClient.cached": "(self, ttl=None, *, key=None, soft_timeout=None)",
+    "redicache_async.CacheClient.cached": (
+        "(self, ttl=None, *, key=None, eager_refresh=None, soft_timeout=None)"
+    ),
     "redicache_async.CacheHandle": "(name='cache')",
     "redicache_async.CacheHandle.bind": "(self, client)",
     "redicache_async.CacheHandle.unbind": "(self)",
-    "redicache_async.CacheHandle.cached": "(self, ttl=None, *, key=None, soft_timeout=None)",
+    "redicache_async.CacheHandle.cached": (
+        "(self, ttl=None, *, key=None, eager_refresh=None, soft_timeout=None)"
+    ),
+    "redicache_async.Entry": "(value, *, ttl=<unset>)",
     "redicache_async.CacheClient.stats": "(self)",
     # -- CacheBuilder ------------------------------------------------------------------------
     "redicache_async.CacheBuilder": (
@@ -140,8 +146,8 @@ SIGNATURES: dict[str, str] = {
         " lock_wait_timeouts=0, lock_takeovers=0, fenced_writes=0, writes=0, deletes=0,"
         " invalidations_sent=0, invalidations_received=0, invalidations_ignored=0,"
         " local_evictions=0, local_flushes=0, replays=0, circuit_opens=0, circuit_skips=0,"
-        " decode_errors=0, foreign_values=0, redis_errors=0, stale_served=0, local_entries=0,"
-        " local_bytes=0)"
+        " decode_errors=0, foreign_values=0, redis_errors=0, eager_refreshes=0,"
+        " eager_refresh_errors=0, stale_served=0, local_entries=0, local_bytes=0)"
     ),
     "redicache_async.BuilderStats": (
         "(registrations, leading, terms, builds, failures, ignored_messages)"
@@ -196,6 +202,7 @@ CACHE_OPTIONS = (
 PROPERTIES: dict[str, list[str]] = {
     "redicache_async.CacheClient": ["namespace"],
     "redicache_async.CacheHandle": ["client", "is_bound"],
+    "redicache_async.Entry": ["ttl"],
     "redicache_async.CacheBuilder": ["ignored_messages", "instance_id", "namespace"],
     "redicache_async.testing.RedisServer": ["url"],
     "redicache_async.testing.ClusterServers": ["startup_nodes", "url"],

@@ -19,10 +19,10 @@ from redicache_async.batching import ReadBatcher
 from redicache_async.cancellation import cancel_and_wait
 from redicache_async.clock import REFRESH_INTERVAL, RETRY_INTERVAL, ServerClock
 from redicache_async.decorator import CachedFunction, cached
+from redicache_async.entry import check_stored
 from redicache_async.errors import (
     REFUSALS,
     ClientClosedError,
-    InvalidArgumentError,
     RedicacheError,
     describe_error,
 )
@@ -53,7 +53,7 @@ from redicache_async.validation import (
 )
 
 from .coherence import deadline
-from .loads import Loads
+from .eager import EagerRefresh
 from .many import ManyKeys
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
 from .target_reads import TargetReads, check_field
@@ -69,7 +69,7 @@ _FAILOVER_POLL: Final = 1.0
 _PLAIN_NUMBERS: Final = (float, int)
 
 
-class CacheClient(ManyKeys, Loads, TargetReads):
+class CacheClient(EagerRefresh, ManyKeys, TargetReads):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
@@ -139,6 +139,7 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         self._values = ReadBatcher(
             self._read_values, send_one=self._read_value, max_batch=1 if cluster else 256
         )
+        self._init_eager(max_batch=1 if cluster else 256)
         self._clock = ServerClock(redis, timeout=self._redis_timeout)
         self._cluster = cluster
         self._plain_reads = cluster
@@ -240,17 +241,30 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         self._local.clear()
 
     async def get_or_init(
-        self, key: str, fetch: Fetch, ttl: float | None = None, *, soft_timeout: float | None = None
+        self,
+        key: str,
+        fetch: Fetch,
+        ttl: float | None = None,
+        *,
+        eager_refresh: float | None = None,
+        soft_timeout: float | None = None,
     ) -> Any:
         """The value of ``key``, fetched with ``fetch()`` when no process has it yet.
 
         Exactly one caller across all processes runs ``fetch`` for a missing key; the others
-        wait for its value. A ``None`` result is returned but not cached.
+        wait for its value. A ``None`` result is returned but not cached. ``fetch`` may return
+        an :class:`~redicache_async.Entry` to choose its value's ttl.
+
+        With ``eager_refresh=f`` (0 < f < 1), a hit on a value older than ``f`` of its TTL
+        answers at once and starts one background refresh across all processes, so that a
+        value read steadily never expires (see ``client/eager.py``).
 
         With ``soft_timeout`` (seconds, below ``fetch_timeout``), a call that has waited that
         long for a fetch, here or in another process, is answered with the key's expired local
         copy if ``stale_ttl`` still keeps one; the fetch goes on and stores its result.
         """
+        if eager_refresh is not None:
+            return await self._get_or_init_eagerly(key, fetch, ttl, eager_refresh, soft_timeout)
         # Checked before the local layer, so that a call fails alike whether it would hit or
         # not, for the price of a few comparisons (``__class__`` is read faster than ``type()``
         # is called). Only valid keys enter the local layer, so a str key that hits is valid;
@@ -290,21 +304,8 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         # A value in Redis is read like any other (batched with concurrent reads); only a key
         # without one needs the lock, and the load that may fetch.
         value = await self._values.read(key)
-        if value is MISSING or value is UNDECODABLE:
-            ignore = value is UNDECODABLE
-            return await self._join(
-                self._loads,
-                key,
-                lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore),
-                soft_timeout,
-            )
-        if value is UNREACHABLE:
-            return await self._join(
-                self._loads,
-                key,
-                lambda: self._answer_without_redis(key, fetch, ttl_ms),
-                soft_timeout,
-            )
+        if value is MISSING or value is UNDECODABLE or value is UNREACHABLE:
+            return await self._load(key, fetch, ttl_ms, value, soft_timeout)
         return value
 
     async def attempt_regeneration(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
@@ -387,8 +388,7 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry)."""
         validate_key(key)
         ttl_ms = ttl_to_ms(ttl)
-        if value is None:
-            raise InvalidArgumentError("value must not be None (None means 'no value' to readers)")
+        check_stored(value, "value", "set")
         payload = self._serializer.dumps(value)
         self._check_open()
         with self._watching(key) as guard:
@@ -440,6 +440,7 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         ttl: float | None = None,
         *,
         key: Callable[..., str] | None = None,
+        eager_refresh: float | None = None,
         soft_timeout: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """Decorate a coroutine function so that its results are cached under ``key`` (by
@@ -456,13 +457,14 @@ class CacheClient(ManyKeys, Loads, TargetReads):
         ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
         ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
         function of the same arguments that returns the key. A closure that reads variables of
-        its enclosing function needs ``key=`` too. How keys are made:
+        its enclosing function needs ``key=`` too. ``eager_refresh`` is
+        :meth:`get_or_init`'s. How keys are made:
         https://redicache-async.readthedocs.io/how-to/decorator/
 
         ``soft_timeout`` is :meth:`get_or_init`'s, for every call of the function.
         """
         check_soft_timeout(soft_timeout, self._fetcher.timeout)
-        return cached(self, ttl, key=key, soft_timeout=soft_timeout)
+        return cached(self, ttl, key=key, eager_refresh=eager_refresh, soft_timeout=soft_timeout)
 
     def local_value(self, key: str) -> Any:
         """The fresh value of ``key`` in this process's local layer (counted as a local hit),

@@ -50,6 +50,7 @@ class Coherence(ClientState):
                 guard.min_version = version
         self._loads.detach(key)
         self._values.forget(key)
+        self._headed_values.forget(key)
 
     def _write_unknown(self, key: str) -> None:
         """A write or delete of ``key`` that may or may not have happened: nothing read before
@@ -59,6 +60,7 @@ class Coherence(ClientState):
             guard.void = True
         self._loads.detach(key)
         self._values.forget(key)
+        self._headed_values.forget(key)
 
     def _remember(
         self,
@@ -121,6 +123,7 @@ class Coherence(ClientState):
             # A load or read that started before this write is out of date for later callers.
             self._loads.detach(event.key)
             self._values.forget(event.key)
+            self._headed_values.forget(event.key)
         elif event.op == OP_TARGET:
             self._invalidate(("target", event.key), event.version)
             for field in self._target_fields.pop(event.key, ()):
@@ -163,6 +166,7 @@ class Coherence(ClientState):
         self._loads.detach_all()
         self._reads.detach_all()
         self._values.forget_all()
+        self._headed_values.forget_all()
         self._target_fields.clear()
         for guards in self._guards.values():
             for guard in guards:

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from redis.exceptions import ReadOnlyError
 
+from redicache_async.entry import unwrap
 from redicache_async.errors import (
     ClientClosedError,
     RedicacheError,
@@ -29,7 +30,10 @@ from redicache_async.stored import unpack
 from .coherence import Coherence, deadline
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, Guard, logger
 
-__all__ = ["Loads"]
+__all__ = ["Loads", "StoredReply"]
+
+#: What a read makes of one key's reply: ``(key, guard, reply) -> value or MISSING, ...``.
+StoredReply = Callable[[str, Guard, Any], Any]
 
 _FIRST_POLL: Final = 0.1
 _MAX_POLL: Final = 1.0
@@ -131,14 +135,14 @@ class Loads(Coherence):
         finally:
             self._wakeups.unregister(key, wake)
 
-    async def _read_value(self, key: str) -> Any:
+    async def _read_value(self, key: str, stored: StoredReply | None = None) -> Any:
         """Read ``key`` alone (see ``batching.py``): its value, kept locally, or ``MISSING``,
-        ``UNDECODABLE``, ``UNREACHABLE``.
+        ``UNDECODABLE``, ``UNREACHABLE``; with ``stored``, what it makes of the reply.
 
         A plain GET, unless this client may be talking to a replica (see ``_plain_reads``): a
         replica answers GET, and what it answers may be old or missing while it resyncs."""
         if not self._plain_reads:
-            return (await self._read_values([key]))[0]
+            return (await self._read_values([key], stored))[0]
         guard = self._watch(key)
         try:
             try:
@@ -146,13 +150,14 @@ class Loads(Coherence):
                 reply = await self._gateway.call(self._scripts.read_value(value_key), value_key)
             except RedisUnavailableError:
                 return UNREACHABLE
-            return self._stored_value(key, guard, reply)
+            return (stored or self._stored_value)(key, guard, reply)
         finally:
             self._unwatch(key, guard)
 
-    async def _read_values(self, keys: list[str]) -> list[Any]:
+    async def _read_values(self, keys: list[str], stored: StoredReply | None = None) -> list[Any]:
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
-        or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``. A script, which a replica refuses."""
+        or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``; with ``stored``, what it makes of
+        each reply. A script, which a replica refuses."""
         guards = [self._watch(key) for key in keys]
         try:
             value_key = self._keys.value
@@ -161,7 +166,7 @@ class Loads(Coherence):
                 replies = await self._gateway.call(self._scripts.read_values(names), names[0])
             except RedisUnavailableError:
                 return [UNREACHABLE] * len(keys)
-            stored_value = self._stored_value
+            stored_value = stored or self._stored_value
             return [
                 stored_value(key, guard, reply)
                 for key, guard, reply in zip(keys, guards, replies, strict=True)
@@ -187,6 +192,27 @@ class Loads(Coherence):
             expires_at = self._clock.deadline(expires_ms)
             self._remember(key, value, guard, version, len(payload), expires_at)
         return value
+
+    async def _load(
+        self, key: str, fetch: Fetch, ttl_ms: int, read: Any, soft_timeout: float | None
+    ) -> Any:
+        """The value of ``key`` after a read that found none it could use (``read``:
+        ``MISSING``, ``UNDECODABLE`` or ``UNREACHABLE``): one load per key in this process,
+        waited for ``soft_timeout`` at most when a stale copy can answer (see ``_join``)."""
+        if read is UNREACHABLE:
+            return await self._join(
+                self._loads,
+                key,
+                lambda: self._answer_without_redis(key, fetch, ttl_ms),
+                soft_timeout,
+            )
+        ignore = read is UNDECODABLE
+        return await self._join(
+            self._loads,
+            key,
+            lambda: self._resolve(key, fetch, ttl_ms, ignore_value=ignore),
+            soft_timeout,
+        )
 
     async def _regenerate(self, key: str, fetch: Fetch, ttl_ms: int) -> Any:
         lease = self._locks.lease(self._keys.lock(key))
@@ -219,7 +245,7 @@ class Loads(Coherence):
         try:
             try:
                 async with lease.kept_alive():
-                    value = await self._run_fetch(key, fetch)
+                    value, ttl_ms = await self._run_fetch(key, fetch, ttl_ms)
             except Exception:
                 if not fail_safe:
                     raise
@@ -289,7 +315,7 @@ class Loads(Coherence):
                 self._stats.stale_served += 1
                 return stale.value
         started = monotonic()
-        value = await self._run_fetch(key, fetch)
+        value, ttl_ms = await self._run_fetch(key, fetch, ttl_ms)
         if value is None:
             return None
         payload = self._serializer.dumps(value)
@@ -304,12 +330,15 @@ class Loads(Coherence):
         with self._watching(key) as guard:
             return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
 
-    async def _run_fetch(self, key: str, fetch: Fetch) -> Any:
+    async def _run_fetch(self, key: str, fetch: Fetch, ttl_ms: int) -> tuple[Any, int]:
+        """``fetch()``'s value and the ttl (ms) to store it with: the call's ``ttl_ms``, or
+        the ttl of the :class:`~redicache_async.Entry` the fetch returned (every fetch's result
+        passes here, so no Entry is ever stored or handed to a caller)."""
         if self._closing is not None:
             raise ClientClosedError("the client was closed before this fetch could start")
         self._stats.fetches += 1
         try:
-            return await self._fetcher.run(key, fetch)
+            return unwrap(await self._fetcher.run(key, fetch), ttl_ms)
         except asyncio.CancelledError:
             raise
         except BaseException:

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from redis.crc import key_slot
 
 from redicache_async.cancellation import cancel_and_wait
+from redicache_async.entry import check_stored
 from redicache_async.errors import (
-    InvalidArgumentError,
     InvalidArgumentTypeError,
     RedisUnavailableError,
 )
@@ -193,10 +193,7 @@ class ManyKeys(Loads):
         payloads: dict[str, bytes] = {}
         for key, value in mapping.items():
             validate_key(key)
-            if value is None:
-                raise InvalidArgumentError(
-                    f"the value of {key!r} must not be None (None means 'no value' to readers)"
-                )
+            check_stored(value, f"the value of {key!r}", "set_many")
             payloads[key] = self._serializer.dumps(value)
         if not payloads:
             return

@@ -81,6 +81,9 @@ class ClientState(Lifecycle):
     _loads: SingleFlight[Any]
     _reads: SingleFlight[Any]
     _values: ReadBatcher[str, Any]
+    #: The same reads for ``eager_refresh`` callers, whose answers keep the value's header
+    #: (``eager.py``): forgotten alike.
+    _headed_values: ReadBatcher[str, Any]
     _wakeups: Wakeups
     _guards: dict[LocalKey, list[Guard]]
     #: Fields of builder targets held locally, by target: dropped with their target.

@@ -58,6 +58,10 @@ _T_FETCH_THREADS = "tests/test_fetch_threads.py"
 _T_POOL = "tests/test_pool_exhaustion.py"
 _T_NODE_BREAKERS = "tests/test_node_breakers.py"
 _T_STORED = "tests/test_stored.py"
+_T_ENTRY = "tests/test_entry.py"
+_T_EAGER = "tests/test_eager_refresh.py"
+_ENTRY = "redicache_async/entry.py"
+_EAGER = "redicache_async/client/eager.py"
 _T_SOFT = "tests/test_soft_timeout.py"
 _SOFT = "redicache_async/soft_timeout.py"
 _SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
@@ -972,8 +976,11 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D10",
         removes="a write making later reads send their own instead of joining an older one",
         file=_COHERENCE,
-        before="        self._values.forget(key)\n\n    def _write_unknown",
-        after="\n    def _write_unknown",
+        before=(
+            "        self._values.forget(key)\n"
+            "        self._headed_values.forget(key)\n\n    def _write_unknown"
+        ),
+        after="        self._headed_values.forget(key)\n\n    def _write_unknown",
         tests=_t(
             _T_COHERENCE, "test_a_read_in_flight_before_a_write_is_not_joined_after_it[single-0]"
         ),
@@ -1416,6 +1423,176 @@ MUTANTS: tuple[Mutant, ...] = (
             "tests/test_breaker.py::test_a_failure_of_a_call_older_than_the_last_close_is_not_counted",
         ),
     ),
+    # -- a fetch's Entry (adaptive caching) ------------------------------------------------------
+    Mutant(
+        id="entry-not-unwrapped",
+        promise="S: fetch returns an Entry",
+        removes="opening the Entry a fetch returned (it would be stored, and fail to serialize)",
+        file=_ENTRY,
+        before="    if not isinstance(result, Entry):",
+        after="    if True:",
+        tests=_t(_T_ENTRY, "test_an_entrys_ttl_is_what_redis_holds_and_the_local_copy_follows"),
+    ),
+    Mutant(
+        id="entry-ttl-ignored",
+        promise="S: fetch returns an Entry",
+        removes="the Entry's ttl (the call's is used)",
+        file=_ENTRY,
+        before="    return result.value, ttl_ms if entry_ttl is None else entry_ttl",
+        after="    return result.value, ttl_ms",
+        tests=_t(_T_ENTRY, "test_an_entrys_ttl_is_what_redis_holds_and_the_local_copy_follows"),
+    ),
+    Mutant(
+        id="entry-ttl-unchecked",
+        promise="S: fetch returns an Entry",
+        removes="the check of an Entry's ttl (0 would store the value without expiry)",
+        file=_ENTRY,
+        before="self._ttl_ms = None if ttl is UNSET else ttl_to_ms(ttl)",
+        after="self._ttl_ms = None if ttl is UNSET else round(ttl * 1000)  # type: ignore",
+        tests=_t(_T_ENTRY, "test_a_bad_entry_fails_the_call_and_caches_nothing"),
+    ),
+    Mutant(
+        id="entry-of-none-accepted",
+        promise="S: fetch returns an Entry",
+        removes="refusing Entry(None)",
+        file=_ENTRY,
+        before="        if value is None:\n            raise InvalidArgumentError(",
+        after="        if False:\n            raise InvalidArgumentError(",
+        tests=_t(_T_ENTRY, "test_a_bad_entry_fails_the_call_and_caches_nothing"),
+    ),
+    # -- eager refresh ---------------------------------------------------------------------------
+    Mutant(
+        id="eager-local-hit-not-refreshed",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="the age check of a local hit",
+        file=_EAGER,
+        before="self._refresh_if_due(key, fetch, ttl, eager_refresh, entry.version, float(entry))",
+        after="pass",
+        tests=_t(
+            _T_EAGER,
+            "test_a_local_hit_past_the_fraction_answers_at_once_then_the_value_is_refreshed",
+        ),
+    ),
+    Mutant(
+        id="eager-redis-hit-not-refreshed",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="the age check of a Redis hit",
+        file=_EAGER,
+        before="self._refresh_if_due(key, fetch, ttl, fraction, read.version, expires_at)",
+        after="pass",
+        tests=_t(
+            _T_EAGER, "test_a_redis_hit_past_the_fraction_refreshes_too_without_a_local_layer"
+        ),
+    ),
+    Mutant(
+        id="eager-refresh-regardless-of-age",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="waiting for f of the TTL: every hit refreshes",
+        file=_EAGER,
+        before="if written is None or monotonic() < written + fraction * (expires_at - written):",
+        after="if written is None:",
+        tests=_t(_T_EAGER, "test_no_refresh_before_the_fraction_nor_for_a_value_without_ttl"),
+    ),
+    Mutant(
+        id="eager-refreshes-not-one-per-key",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="one refresh per key per process at a time",
+        file=_EAGER,
+        before="        if not version or expires_at is None or key in self._refreshes:",
+        after="        if not version or expires_at is None:",
+        tests=_t(_T_EAGER, "test_two_processes_past_the_fraction_run_one_fetch"),
+    ),
+    Mutant(
+        id="eager-refresh-ignores-the-lock",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="the lock deciding which process refreshes",
+        file=_EAGER,
+        before="if not acquired:\n                await wait_event(wake, self._lock_ttl)",
+        after="if False:\n                await wait_event(wake, self._lock_ttl)",
+        tests=_t(_T_EAGER, "test_two_processes_past_the_fraction_run_one_fetch"),
+    ),
+    Mutant(
+        id="eager-refresh-does-not-stand-down",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="standing down when a newer value was written before the lock was taken",
+        file=_EAGER,
+        before="            elif guard.void or guard.min_version > version:",
+        after="            elif False:",
+        tests=_t(
+            _T_EAGER, "test_a_refresh_that_takes_the_lock_after_another_refreshed_stands_down"
+        ),
+    ),
+    Mutant(
+        id="eager-refresh-failure-retried-at-once",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="the pause after a failed refresh (every hit would run the failing fetch)",
+        file=_EAGER,
+        before="exc_info=True\n            )\n            await asyncio.sleep(RETRY_PAUSE)",
+        after="exc_info=True\n            )",
+        tests=_t(_T_EAGER, "test_a_failing_refresh_keeps_the_old_value_and_reaches_no_caller"),
+    ),
+    Mutant(
+        id="eager-refresh-of-none-retried-at-once",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="the pause after a refresh whose fetch returned None",
+        file=_EAGER,
+        before="                if value is None:  # nothing to store",
+        after="                if False:  # nothing to store",
+        tests=_t(
+            _T_EAGER, "test_a_refresh_whose_fetch_returns_none_keeps_the_old_value_and_pauses"
+        ),
+    ),
+    Mutant(
+        id="eager-refresh-not-owned",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="the refresh being a task of the client's (aclose() would not end it)",
+        file=_EAGER,
+        before="        task = self._tasks.spawn(",
+        after="        task = asyncio.create_task(",
+        tests=_t(_T_EAGER, "test_aclose_cancels_a_refresh_in_flight_and_one_waiting_for_the_lock"),
+    ),
+    Mutant(
+        id="eager-decorator-hit-not-refreshed",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="a decorated function's hits going through get_or_init's age check",
+        file="redicache_async/decorator.py",
+        before="            self._local_value = _no_local_answer",
+        after="            pass",
+        tests=_t(_T_EAGER, "test_a_decorated_function_refreshes_eagerly"),
+    ),
+    Mutant(
+        id="eager-read-survives-an-event",
+        promise="D3",
+        removes="a write's event forgetting the eager callers' reads in flight",
+        file=_COHERENCE,
+        before=(
+            "            self._values.forget(event.key)\n"
+            "            self._headed_values.forget(event.key)"
+        ),
+        after="            self._values.forget(event.key)",
+        tests=_t(
+            _T_EAGER,
+            "test_a_write_heard_of_is_seen_by_the_next_eager_call_while_an_older_read_is_in_flight",
+        ),
+    ),
+    Mutant(
+        id="eager-miss-without-soft-timeout",
+        promise="S: get_or_init(..., soft_timeout=s)",
+        removes="an eager call's miss waiting its soft_timeout at most",
+        file=_EAGER,
+        before="            return await self._load(key, fetch, ttl_ms, read, soft_timeout)",
+        after="            return await self._load(key, fetch, ttl_ms, read, None)",
+        tests=_t(_T_EAGER, "test_an_eager_call_that_misses_honours_its_soft_timeout"),
+    ),
+    Mutant(
+        id="eager-refresh-fraction-bounds",
+        promise="S: get_or_init(..., eager_refresh=f)",
+        removes="refusing 0 and 1 as eager_refresh",
+        file="redicache_async/validation.py",
+        before="    if not 0 < value < 1:  # NaN fails it too",
+        after="    if not 0 <= value <= 1:  # NaN fails it too",
+        tests=_t(_T_EAGER, "test_eager_refresh_outside_zero_one_is_refused_before_any_io"),
+    ),
     # -- soft timeouts (issue 17) ------------------------------------------------------------------
     Mutant(
         id="soft-timeout-ignored",
@@ -1497,8 +1674,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise=_SOFT_ROW,
         removes="a CacheHandle passing soft_timeout on to its client",
         file="redicache_async/handle.py",
-        before="return self.client.get_or_init(key, fetch, ttl, soft_timeout=soft_timeout)",
-        after="return self.client.get_or_init(key, fetch, ttl)",
+        before="key, fetch, ttl, eager_refresh=eager_refresh, soft_timeout=soft_timeout",
+        after="key, fetch, ttl, eager_refresh=eager_refresh",
         tests=_t(
             _T_SOFT,
             "test_a_cached_function_with_a_soft_timeout_answers_stale_while_it_runs[single-handle]",
