@@ -96,18 +96,42 @@ return out
 """
 )
 
+# The claim of a write lock: ``SET NX PX``, and when it is taken, the server's clock at that
+# moment in µs, as text (``claimed``): the earliest version the fetch it guards may write (see
+# WRITE), so that a value is never newer than what its fetch could have read.
+_CLAIM = """
+local function claim(lock, token, ttl)
+  if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return nil end
+  local t = redis.call('TIME')
+  return string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+end
+"""
+
 # KEYS[1]: value, KEYS[2]: its lock. ARGV[1]: token, ARGV[2]: lock ttl in ms,
-# ARGV[3]: '1' to ignore the value (it cannot be decoded, or is in a layout the client skips).
-# Returns {1, stored value} for a value in this layout, {2} when the lock was taken for the
-# caller, {3, lock pttl} when another holder has it.
-READ_OR_LOCK = """
+# ARGV[3]: '1' to ignore the value (it cannot be decoded, is in a layout the client skips, or
+# was cleared). Returns {1, stored value} for a value in this layout, {2, claimed} when the lock
+# was taken for the caller, {3, lock pttl} when another holder has it.
+READ_OR_LOCK = (
+    _CLAIM
+    + """
 if ARGV[3] ~= '1' then
   local r = redis.pcall('GET', KEYS[1])
   if type(r) == 'string' and string.byte(r, 1) == 1 then return {1, r} end
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+local claimed = claim(KEYS[2], ARGV[1], ARGV[2])
+if claimed then return {2, claimed} end
 return {3, redis.call('PTTL', KEYS[2])}
 """
+)
+
+# KEYS[1]: a lock. ARGV[1]: token, ARGV[2]: ttl in ms. Returns when it was claimed (see
+# _CLAIM), or nil when another holder has it.
+CLAIM = (
+    _CLAIM
+    + """
+return claim(KEYS[1], ARGV[1], ARGV[2])
+"""
+)
 
 # Refuses a ttl that is not a whole number of ms in [0, 2^53): checked before anything is
 # written, so that a bad argument can never leave a value written without its event, or a lock.
@@ -120,7 +144,10 @@ end
 
 # KEYS[1]: value, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
 # ARGV[1]: token ('' for a write that holds no lock),
-# ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix.
+# ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix,
+# ARGV[6] (with a token): when the lock was claimed. The version of a fenced write is that
+# claim's time (bumped past the stored version), not the write's: its fetch may have read the
+# source at any moment since, so a clear() after the claim must find the value older than it.
 # Fenced: with a token, writes only while the lock still holds it. Every write deletes the lock:
 # its holder's release, or a revocation (memcache's lease invalidation) when another holder
 # fetches meanwhile, so that its older result is refused here and cannot undo this write.
@@ -134,7 +161,12 @@ WRITE = (
     + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 local t = redis.call('TIME')
-local version = bump(stored_version(KEYS[1]), t)
+local version
+if ARGV[1] ~= '' and ARGV[6] then
+  version = bump(stored_version(KEYS[1]), {0, ARGV[6]})
+else
+  version = bump(stored_version(KEYS[1]), t)
+end
 if ttl > 0 then
   redis.call('SET', KEYS[1], header(version, t, ttl) .. ARGV[2], 'PX', ARGV[3])
 else
@@ -159,6 +191,20 @@ local version = bump(stored_version(KEYS[1]), redis.call('TIME'))
 redis.call('DEL', KEYS[1], KEYS[2])
 announce(KEYS[3], ARGV[1], ARGV[2] .. version .. '}')
 return version
+"""
+)
+
+# KEYS[1]: the namespace's clear time, KEYS[2] (optional): the event stream. ARGV[1]: channel,
+# ARGV[2]: event prefix. Every value whose version is not above the new clear time is gone
+# (readers skip it; the next write replaces it). Returns that time.
+CLEAR = (
+    _ANNOUNCE
+    + _BUMP
+    + """
+local cleared = bump(redis.call('GET', KEYS[1]), redis.call('TIME'))
+redis.call('SET', KEYS[1], cleared)
+announce(KEYS[2], ARGV[1], ARGV[2] .. cleared .. '}')
+return cleared
 """
 )
 
@@ -293,6 +339,8 @@ return {kind, data, meta[1] or '0', meta[2] or '', meta[3] or ''}
 _ALL = (
     READ_MANY,
     READ_OR_LOCK,
+    CLAIM,
+    CLEAR,
     WRITE,
     DELETE,
     RENEW,
@@ -312,6 +360,8 @@ class Scripts:
         "_redis",
         "_write_sha",
         "acquire_leader",
+        "claim",
+        "clear",
         "delete",
         "read_or_lock",
         "read_target",
@@ -329,6 +379,8 @@ class Scripts:
         self.read_or_lock: AsyncScript = redis.register_script(READ_OR_LOCK)
         self.write: AsyncScript = redis.register_script(WRITE)
         self.delete: AsyncScript = redis.register_script(DELETE)
+        self.claim: AsyncScript = redis.register_script(CLAIM)
+        self.clear: AsyncScript = redis.register_script(CLEAR)
         self.renew: AsyncScript = redis.register_script(RENEW)
         self.release: AsyncScript = redis.register_script(RELEASE)
         self.acquire_leader: AsyncScript = redis.register_script(ACQUIRE_LEADER)

@@ -52,6 +52,7 @@ from redicache_async.validation import (
     ttl_to_ms,
 )
 
+from .clearing import Clearing
 from .coherence import deadline
 from .loads import Loads
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
@@ -68,7 +69,7 @@ _FAILOVER_POLL: Final = 1.0
 _PLAIN_NUMBERS: Final = (float, int)
 
 
-class CacheClient(Loads, TargetReads):
+class CacheClient(Loads, TargetReads, Clearing):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
@@ -151,10 +152,12 @@ class CacheClient(Loads, TargetReads):
             on_subscribed=self._on_subscribed,
             on_lost=self._on_listener_lost,
             on_ignored=self._on_ignored,
+            on_resync=self._read_cleared,
             timeout=self._redis_timeout,
             stream=None if cluster else self._keys.stream,
         )
         self._subscriptions = 0
+        self._cleared = 0
         self._failovers = (
             FailoverWatch(
                 redis,

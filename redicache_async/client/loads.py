@@ -97,6 +97,9 @@ class Loads(Coherence):
                             ignored = "1"
                             continue
                         version, expires_ms, payload = stored
+                        if self._cleared_value(version):
+                            ignored = "1"
+                            continue
                         value = self._decode(key, payload)
                         if value is UNDECODABLE:
                             ignored = "1"
@@ -111,7 +114,9 @@ class Loads(Coherence):
                         if deadline is not None:  # we waited: its holder left no value
                             self._stats.lock_takeovers += 1
                         lease = self._locks.lease(self._keys.lock(key), token)
-                        return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard)
+                        return await self._fetch_and_write(
+                            key, fetch, ttl_ms, lease, guard, claimed=reply[1]
+                        )
                     # Another process holds the lock: sleep until its event, the lock's expiry
                     # or the next poll, whichever comes first.
                     if deadline is None:
@@ -181,6 +186,8 @@ class Loads(Coherence):
             self._stats.foreign_values += 1
             return MISSING
         version, expires_ms, payload = stored
+        if self._cleared_value(version):
+            return MISSING
         value = self._decode(key, payload)
         if value is not UNDECODABLE:
             self._stats.redis_hits += 1
@@ -192,16 +199,21 @@ class Loads(Coherence):
         lease = self._locks.lease(self._keys.lock(key))
         with self._watching(key) as guard:
             try:
-                acquired = await self._gateway.call(lease.acquire(), lease.key)
+                claimed = await self._gateway.call(
+                    self._scripts.claim(keys=[lease.key], args=[lease.token, lease.ttl_ms]),
+                    lease.key,
+                )
             except RedisUnavailableError as exc:
                 self._locks.unanswered(exc, key, lease.key, lease.token)
                 return await self._fetch_without_redis(key, fetch, ttl_ms, guard, use_stale=False)
             except asyncio.CancelledError:
                 self._locks.orphans.add(key, lease.key, lease.token)  # the claim may have run
                 raise
-            if not acquired:
+            if claimed is None:
                 raise RegenerationInProgress(key)
-            return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard, fail_safe=False)
+            return await self._fetch_and_write(
+                key, fetch, ttl_ms, lease, guard, claimed=claimed, fail_safe=False
+            )
 
     async def _fetch_and_write(
         self,
@@ -211,11 +223,13 @@ class Loads(Coherence):
         lease: Lease,
         guard: Guard,
         *,
+        claimed: bytes | str,
         fail_safe: bool = True,
     ) -> Any:
         """Run ``fetch`` under the held ``lease`` (kept alive meanwhile) and write its result,
-        fenced: the write happens only if the lease is still ours. With ``fail_safe``, a fetch
-        that fails is answered with the key's stale local value, when there is one."""
+        fenced: the write happens only if the lease is still ours, as of version ``claimed``
+        (when the lease was claimed, as the claim's script answered it). With ``fail_safe``, a
+        fetch that fails is answered with the key's stale local value, when there is one."""
         try:
             try:
                 async with lease.kept_alive():
@@ -243,7 +257,7 @@ class Loads(Coherence):
             version = await self._gateway.call(
                 self._scripts.write_value(
                     [self._keys.value(key), lease.key, *self._stream_keys],
-                    [lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
+                    [lease.token, payload, ttl_ms, *self._event_args(OP_SET, key), claimed],
                 ),
                 lease.key,
             )

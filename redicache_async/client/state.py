@@ -87,3 +87,5 @@ class ClientState(Lifecycle):
     _target_fields: dict[str, set[str]]
     _listener: InvalidationListener
     _subscriptions: int
+    #: When the namespace was last cleared, as far as this client knows (a version; 0: never).
+    _cleared: int
