@@ -35,6 +35,7 @@ from . import (
     end_to_end,
     hot_path,
     invalidation,
+    many_keys,
     memory,
     redis_read,
     report,
@@ -52,6 +53,7 @@ PARTS = (
     "memory",
     "cluster-pubsub",
     "redis-read",
+    "many-keys",
     "readers",
     "scale-local",
     "scale-listener",
@@ -108,6 +110,7 @@ def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Fi
         # on clusters of its own: the server at ``url`` is a single node
         "cluster-pubsub": lambda: _extend(results, cluster_pubsub.run(smoke=smoke)),
         "redis-read": lambda: _extend(results, redis_read.run(url, smoke=smoke)),
+        "many-keys": lambda: _extend(results, many_keys.run(url, smoke=smoke)),
         "readers": lambda: _extend(results, scale_readers.run(url, smoke=smoke)),
         "end-to-end": lambda: _extend(results, end_to_end.run(url, smoke=smoke)),
     }

@@ -24,7 +24,8 @@ map below and checks every import of every module against it::
   framework and OpenTelemetry integrations.
 - engines: ``client/`` is :class:`CacheClient`: ``cache.py`` its options, life and public
   operations, ``loads.py`` the read path (read, lock, fetch, write, wait, answer without
-  Redis), ``target_reads.py`` reads of builder targets, ``clearing.py`` ``clear()`` and the
+  Redis), ``many.py`` the many-key calls (one round trip per cluster node),
+  ``target_reads.py`` reads of builder targets, ``clearing.py`` ``clear()`` and the
   namespace's clear time, ``coherence.py`` what may be kept locally, ``state.py`` the
   attributes they share. ``builder/`` is :class:`CacheBuilder`: ``registry.py`` the
   registrations, ``refresh.py`` one registration's loop and builds, ``spec.py`` their settings

@@ -135,62 +135,128 @@ return claim(KEYS[1], ARGV[1], ARGV[2])
 
 # Refuses a ttl that is not a whole number of ms in [0, 2^53): checked before anything is
 # written, so that a bad argument can never leave a value written without its event, or a lock.
+# ``ttl_arg`` is the argument that holds it; sets ``ttl``, the number, for ``write_one``.
 _CHECK_TTL = """
-local ttl = tonumber(ARGV[3])
+local ttl = tonumber({ttl_arg})
 if not ttl or ttl < 0 or ttl >= 9007199254740992 or ttl ~= math.floor(ttl) then
-  return redis.error_reply('ERR redicache: invalid ttl ' .. tostring(ARGV[3]))
+  return redis.error_reply('ERR redicache: invalid ttl ' .. tostring({ttl_arg}))
+end
+"""
+
+# One value's write, shared by WRITE and WRITE_MANY so that ``set`` and ``set_many`` cannot
+# drift apart. ``value``, ``lock``: its keys; ``stream``: the event stream or nil; ``token``:
+# '' for a write that holds no lock; ``ttl``: ms (0: none), ``ttl_arg`` the same as sent;
+# ``claimed``: with a token, when its lock was claimed (``_CLAIM``). The version of a fenced
+# write is that claim's time (bumped past the stored version), not the write's: its fetch may
+# have read the source at any moment since, so a clear() after the claim must find the value
+# older than itself.
+# Fenced: with a token, writes only while the lock still holds it. Every write deletes the lock:
+# its holder's release, or a revocation (memcache's lease invalidation) when another holder
+# fetches meanwhile, so that its older result is refused here and cannot undo this write.
+# SET replaces a key of any type (an older release's hash) and, without PX, its expiry.
+# Returns the new version, or false when the lock was lost.
+_WRITE_ONE = """
+local function write_one(value, lock, stream, token, payload, ttl, ttl_arg, channel, prefix,
+                         claimed)
+  if token ~= '' and redis.call('GET', lock) ~= token then return false end
+  local t = redis.call('TIME')
+  local version
+  if token ~= '' and claimed then
+    version = bump(stored_version(value), {0, claimed})
+  else
+    version = bump(stored_version(value), t)
+  end
+  if ttl > 0 then
+    redis.call('SET', value, header(version, t, ttl) .. payload, 'PX', ttl_arg)
+  else
+    redis.call('SET', value, header(version, t, 0) .. payload)
+  end
+  redis.call('DEL', lock)
+  announce(stream, channel, prefix .. version .. '}')
+  return version
+end
+"""
+
+# One value's delete, shared by DELETE and DELETE_MANY: deletes the value and revokes its lock
+# (see ``_WRITE_ONE``), so that a fetch that started before the delete can no longer store its
+# result. Returns the delete's version.
+_DELETE_ONE = """
+local function delete_one(value, lock, stream, channel, prefix)
+  local version = bump(stored_version(value), redis.call('TIME'))
+  redis.call('DEL', value, lock)
+  announce(stream, channel, prefix .. version .. '}')
+  return version
 end
 """
 
 # KEYS[1]: value, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
 # ARGV[1]: token ('' for a write that holds no lock),
 # ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix,
-# ARGV[6] (with a token): when the lock was claimed. The version of a fenced write is that
-# claim's time (bumped past the stored version), not the write's: its fetch may have read the
-# source at any moment since, so a clear() after the claim must find the value older than it.
-# Fenced: with a token, writes only while the lock still holds it. Every write deletes the lock:
-# its holder's release, or a revocation (memcache's lease invalidation) when another holder
-# fetches meanwhile, so that its older result is refused here and cannot undo this write.
-# SET replaces a key of any type (an older release's hash) and, without PX, its expiry.
-# Returns the new version, or nil when the lock was lost.
+# ARGV[6] (with a token): when the lock was claimed (see ``_WRITE_ONE``).
+# Returns the new version, or nil when the lock was lost (see ``_WRITE_ONE``).
 WRITE = (
     _ANNOUNCE
     + _BUMP
     + _HEADER
-    + _CHECK_TTL
+    + _CHECK_TTL.format(ttl_arg="ARGV[3]")
+    + _WRITE_ONE
     + """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
-local t = redis.call('TIME')
-local version
-if ARGV[1] ~= '' and ARGV[6] then
-  version = bump(stored_version(KEYS[1]), {0, ARGV[6]})
-else
-  version = bump(stored_version(KEYS[1]), t)
+return write_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ttl, ARGV[3], ARGV[4], ARGV[5],
+                 ARGV[6])
+"""
+)
+
+# KEYS: the value and the lock of each key (one cluster slot), then (optional, when the count
+# is odd) the event stream. ARGV[1]: ttl in ms ('0': none), ARGV[2]: channel, then per key its
+# payload and its event prefix. ``set_many``'s writes of one slot: each key as WRITE writes it
+# without a lock (its own version and event; its lock revoked), checked once before any is
+# written. Returns the new versions, in order.
+WRITE_MANY = (
+    _ANNOUNCE
+    + _BUMP
+    + _HEADER
+    + _CHECK_TTL.format(ttl_arg="ARGV[1]")
+    + _WRITE_ONE
+    + """
+local n = math.floor(#KEYS / 2)
+local stream = KEYS[2 * n + 1]
+local versions = {}
+for i = 1, n do
+  versions[i] = write_one(KEYS[2 * i - 1], KEYS[2 * i], stream, '', ARGV[2 * i + 1], ttl,
+                          ARGV[1], ARGV[2], ARGV[2 * i + 2])
 end
-if ttl > 0 then
-  redis.call('SET', KEYS[1], header(version, t, ttl) .. ARGV[2], 'PX', ARGV[3])
-else
-  redis.call('SET', KEYS[1], header(version, t, 0) .. ARGV[2])
-end
-redis.call('DEL', KEYS[2])
-announce(KEYS[3], ARGV[4], ARGV[5] .. version .. '}')
-return version
+return versions
 """
 )
 
 # KEYS[1]: value, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
-# ARGV[1]: channel, ARGV[2]: event prefix. Deletes the value and revokes its lock (see WRITE):
-# a fetch that started before the delete can no longer store its result. Returns the delete's
-# version.
+# ARGV[1]: channel, ARGV[2]: event prefix. Returns the delete's version (see ``_DELETE_ONE``).
 DELETE = (
     _ANNOUNCE
     + _BUMP
     + _HEADER
+    + _DELETE_ONE
     + """
-local version = bump(stored_version(KEYS[1]), redis.call('TIME'))
-redis.call('DEL', KEYS[1], KEYS[2])
-announce(KEYS[3], ARGV[1], ARGV[2] .. version .. '}')
-return version
+return delete_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+"""
+)
+
+# KEYS: the value and the lock of each key (one cluster slot), then (optional, when the count
+# is odd) the event stream. ARGV[1]: channel, then each key's event prefix. ``delete_many``'s
+# deletes of one slot, each as DELETE does it. Returns the versions, in order.
+DELETE_MANY = (
+    _ANNOUNCE
+    + _BUMP
+    + _HEADER
+    + _DELETE_ONE
+    + """
+local n = math.floor(#KEYS / 2)
+local stream = KEYS[2 * n + 1]
+local versions = {}
+for i = 1, n do
+  versions[i] = delete_one(KEYS[2 * i - 1], KEYS[2 * i], stream, ARGV[1], ARGV[i + 1])
+end
+return versions
 """
 )
 
@@ -342,7 +408,9 @@ _ALL = (
     CLAIM,
     CLEAR,
     WRITE,
+    WRITE_MANY,
     DELETE,
+    DELETE_MANY,
     RENEW,
     RELEASE,
     ACQUIRE_LEADER,
@@ -363,6 +431,7 @@ class Scripts:
         "claim",
         "clear",
         "delete",
+        "delete_many",
         "read_or_lock",
         "read_target",
         "record_build",
@@ -370,6 +439,7 @@ class Scripts:
         "renew",
         "swap_targets",
         "write",
+        "write_many",
     )
 
     def __init__(self, redis: Any) -> None:
@@ -381,6 +451,8 @@ class Scripts:
         self.delete: AsyncScript = redis.register_script(DELETE)
         self.claim: AsyncScript = redis.register_script(CLAIM)
         self.clear: AsyncScript = redis.register_script(CLEAR)
+        self.write_many: AsyncScript = redis.register_script(WRITE_MANY)
+        self.delete_many: AsyncScript = redis.register_script(DELETE_MANY)
         self.renew: AsyncScript = redis.register_script(RENEW)
         self.release: AsyncScript = redis.register_script(RELEASE)
         self.acquire_leader: AsyncScript = redis.register_script(ACQUIRE_LEADER)

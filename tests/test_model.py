@@ -78,6 +78,8 @@ RELEASE_BOUND = 3.0
 QUIET_BOUND = 10.0
 
 WRITES = ("set", "delete")
+#: Writes of two keys in one call: the key named and the next one.
+MANY_WRITES = ("set_many", "delete_many")
 clients = st.integers(0, len(CLIENTS) - 1)
 keys = st.sampled_from(KEYS)
 #: A call interrupted (cancelled, or its client closed) at the reply of its n-th command that
@@ -253,6 +255,20 @@ class CacheModel(RuleBasedStateMachine):
         if kind == "delete":
             await self.call(f"c{client}.delete({key!r})", cache.delete(key))
             return self.history.wrote(key, None, f"c{client}.delete", by=client)
+        if kind in MANY_WRITES:
+            other = KEYS[(KEYS.index(key) + 1) % len(KEYS)]
+            if kind == "set_many":
+                values: dict[str, int | None] = {key: self.fresh(), other: self.fresh()}
+                call = cache.set_many(values)
+            else:
+                values = dict.fromkeys((key, other))
+                call = cache.delete_many(list(values))
+            await self.call(f"c{client}.{kind}({values!r})", call)
+            # one call, but each key its own write (its own version and event)
+            written = [
+                self.history.wrote(k, v, f"c{client}.{kind}", by=client) for k, v in values.items()
+            ]
+            return written[0]
         fetch = Fetch(self.fresh())
         try:
             answer = await self.call(
@@ -295,6 +311,22 @@ class CacheModel(RuleBasedStateMachine):
     def get_key(self, c: int, k: str) -> None:
         self.run(self.read(c, k))
 
+    @rule(c=clients, k=keys, kind=st.sampled_from(MANY_WRITES))
+    @step
+    def write_many(self, c: int, k: str, kind: str) -> None:
+        self.run(self.write(c, k, kind))
+
+    @rule(c=clients, wanted=st.lists(keys, min_size=1, max_size=len(KEYS), unique=True))
+    @step
+    def get_many(self, c: int, wanted: list[str]) -> None:
+        floors = {k: self.floor(c, k) for k in wanted}
+        answer = self.run(self.call(f"c{c}.get_many({wanted!r})", self.caches[c].get_many(wanted)))
+        if not set(answer) <= set(wanted):
+            raise ModelViolation(f"c{c}.get_many({wanted!r}) answered keys it was not asked for")
+        for k in wanted:
+            what = "get_many" if floors[k] is None else "get_many (its listener known to be lost)"
+            self.history.check_read(c, k, answer.get(k), what, floor=floors[k])
+
     @rule(c=clients, k=keys)
     @step
     def get_or_init(self, c: int, k: str) -> None:
@@ -319,7 +351,7 @@ class CacheModel(RuleBasedStateMachine):
         loader=st.sampled_from(("get_or_init", "attempt_regeneration")),
         b=clients,
         k=keys,
-        kind=st.sampled_from((*WRITES, "attempt_regeneration")),
+        kind=st.sampled_from((*WRITES, *MANY_WRITES, "attempt_regeneration")),
         waiter=st.sampled_from((None, 1, 2)),
     )
     @step
@@ -438,7 +470,7 @@ class CacheModel(RuleBasedStateMachine):
         b=clients,
         k=keys,
         reader=st.sampled_from(("get", "get_or_init")),
-        kind=st.sampled_from(WRITES),
+        kind=st.sampled_from((*WRITES, *MANY_WRITES)),
         before=st.sampled_from((None, *WRITES)),
     )
     @step
@@ -891,6 +923,31 @@ def _scenarios() -> list[Any]:
                 },
             ),
         )
+    # The many-key writes overtake a fetch, or a held read, as set and delete do.
+    for kind, by in itertools.product(MANY_WRITES, (0, 1)):
+        who = "self" if by == 0 else "other"
+        add(
+            f"race_fetch-get_or_init-{kind}-by-{who}-waiter",
+            (
+                "race_fetch",
+                {"a": 0, "loader": "get_or_init", "b": by, "k": "k0", "kind": kind, "waiter": 1},
+            ),
+        )
+        add(
+            f"race_read-c0-get-{kind}-by-{who}-after-set",
+            (
+                "race_read",
+                {"c": 0, "b": by, "k": "k0", "reader": "get", "kind": kind, "before": "set"},
+            ),
+        )
+    add(
+        "many-key-calls",
+        ("write_many", {"c": 0, "k": "k2", "kind": "set_many"}),
+        ("get_many", {"c": 1, "wanted": ["k0", "k1", "k2"]}),
+        ("write_many", {"c": 2, "k": "k0", "kind": "delete_many"}),
+        ("get_many", {"c": 0, "wanted": ["k2", "k0", "k1"]}),
+        ("quiet", {}),
+    )
     for op, at, present in itertools.product(
         ("get_or_init", "attempt_regeneration"), (1, 2, 3, "fetch"), (False, True)
     ):

@@ -2,8 +2,8 @@
 fetched once across every process that shares the Redis.
 
 This module holds its options, its life and its public operations; the read path is in
-``loads.py``, builder targets' reads in ``target_reads.py``, the local layer's coherence in
-``coherence.py``.
+``loads.py``, the many-key calls in ``many.py``, builder targets' reads in ``target_reads.py``,
+the local layer's coherence in ``coherence.py``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from redicache_async.validation import (
 from .clearing import Clearing
 from .coherence import deadline
 from .loads import Loads
+from .many import ManyKeys
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
 from .target_reads import TargetReads, check_field
 
@@ -69,7 +70,7 @@ _FAILOVER_POLL: Final = 1.0
 _PLAIN_NUMBERS: Final = (float, int)
 
 
-class CacheClient(Loads, TargetReads, Clearing):
+class CacheClient(ManyKeys, Loads, TargetReads, Clearing):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await

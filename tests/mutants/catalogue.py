@@ -61,6 +61,8 @@ _T_STORED = "tests/test_stored.py"
 _T_SOFT = "tests/test_soft_timeout.py"
 _SOFT = "redicache_async/soft_timeout.py"
 _SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
+_MANY = "redicache_async/client/many.py"
+_T_MANY = "tests/test_many.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -163,7 +165,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: the holder lost its lease",
         removes="the write script's check that the writer still holds the lock",
         file=_SCRIPTS,
-        before="if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end",
+        before="  if token ~= '' and redis.call('GET', lock) ~= token then return false end",
         after="",
         tests=_t(_T_CLIENT, "test_fencing_rejects_the_write_of_a_holder_that_lost_its_lock"),
     ),
@@ -203,10 +205,10 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D3",
         removes="'never the value': the write's event carries the payload",
         file=_SCRIPTS,
-        before="announce(KEYS[3], ARGV[4], ARGV[5] .. version .. '}')",
+        before="redis.call('DEL', lock)\n  announce(stream, channel, prefix .. version .. '}')",
         after=(
-            "announce(KEYS[3], ARGV[4], "
-            "ARGV[5] .. version .. ',\"d\":' .. cjson.encode(ARGV[2]) .. '}')"
+            "redis.call('DEL', lock)\n  announce(stream, channel, "
+            "prefix .. version .. ',\"d\":' .. cjson.encode(payload) .. '}')"
         ),
         tests=_t(_T_CLIENT, "test_events_carry_the_key_and_version_never_the_value"),
     ),
@@ -918,8 +920,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D10",
         removes="an unlocked write revoking the key's lock",
         file=_SCRIPTS,
-        before="redis.call('DEL', KEYS[2])\nannounce",
-        after="if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end\nannounce",
+        before="  redis.call('DEL', lock)\n  announce",
+        after="  if token ~= '' then redis.call('DEL', lock) end\n  announce",
         tests=_t(
             _T_COHERENCE,
             "test_a_fetch_that_started_before_a_change_never_stores_its_result[single-set]",
@@ -930,8 +932,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D10",
         removes="a delete revoking the key's lock",
         file=_SCRIPTS,
-        before="redis.call('DEL', KEYS[1], KEYS[2])",
-        after="redis.call('DEL', KEYS[1])",
+        before="redis.call('DEL', value, lock)",
+        after="redis.call('DEL', value)",
         tests=_t(
             _T_COHERENCE,
             "test_a_fetch_that_started_before_a_change_never_stores_its_result[single-delete]",
@@ -1142,14 +1144,129 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: ttl",
         removes="the write script checking its ttl before it writes anything",
         file=_SCRIPTS,
-        before=("    _ANNOUNCE\n    + _BUMP\n    + _HEADER\n    + _CHECK_TTL"),
-        after=(
-            '    _ANNOUNCE\n    + _BUMP\n    + _HEADER\n    + "local ttl = tonumber(ARGV[3]) or 0"'
-        ),
+        before='    + _CHECK_TTL.format(ttl_arg="ARGV[3]")',
+        after='    + "local ttl = tonumber(ARGV[3]) or 0"',
         tests=_t(
             _T_CLAIMS,
             "test_the_write_script_checks_its_ttl_before_it_writes_anything[single-9007199254740992]",
         ),
+    ),
+    # -- the many-key calls ------------------------------------------------------------------------
+    Mutant(
+        id="many-local-hit-skipped",
+        promise="S: get_many(keys)",
+        removes="get_many answering the keys held locally without I/O",
+        file=_MANY,
+        before="            entry = fresh(key)\n",
+        after="            entry = None\n",
+        tests=_t(_T_MANY, "test_local_hits_send_nothing_to_redis[single]"),
+    ),
+    Mutant(
+        id="many-one-round-trip-per-key",
+        promise="S: get_many(keys)",
+        removes="the one round trip of a single node: a script call per key instead",
+        file=_MANY,
+        before="            return [keys]\n",
+        after="            return [[key] for key in keys]\n",
+        tests=_t(_T_MANY, "test_one_round_trip_per_slot_group[single]"),
+    ),
+    Mutant(
+        id="many-calls-keep-the-lock",
+        promise="S: set_many(mapping, ttl=), delete_many(keys)",
+        removes="set_many and delete_many revoking each key's lock",
+        file=_MANY,
+        before="names += (self._keys.value(key), self._keys.lock(key))",
+        after='names += (self._keys.value(key), self._keys.value(key) + ":not-the-lock")',
+        tests=_t(
+            _T_MANY,
+            "test_a_fetch_that_started_before_a_many_key_change_never_stores_its_result"
+            "[single-set_many]",
+            "test_a_fetch_that_started_before_a_many_key_change_never_stores_its_result"
+            "[single-delete_many]",
+        ),
+    ),
+    Mutant(
+        id="set-many-not-kept-locally",
+        promise="S: set_many(mapping, ttl=), delete_many(keys)",
+        removes="the caller's local layer holding what set_many wrote",
+        file=_MANY,
+        before="self._remember(key, loads(payload), guard, int(version), len(payload), expires_at)",
+        after="pass",
+        tests=_t(_T_MANY, "test_set_many_writes_what_set_writes_and_keeps_it_locally[single]"),
+    ),
+    Mutant(
+        id="delete-many-keeps-the-local-copy",
+        promise="S: set_many(mapping, ttl=), delete_many(keys)",
+        removes="delete_many dropping the caller's local copies at once",
+        file=_MANY,
+        before="            self._local.discard(key)\n            self._wrote(",
+        after="            self._wrote(",
+        tests=_t(
+            _T_MANY,
+            "test_a_many_key_change_in_the_same_process_is_not_undone_by_its_running_load"
+            "[single-delete_many]",
+        ),
+    ),
+    Mutant(
+        id="delete-many-joins-older-loads",
+        promise="S: set_many(mapping, ttl=), delete_many(keys)",
+        removes="delete_many detaching the loads in flight of its keys in this process",
+        file=_MANY,
+        before="            self._wrote(key, int(version))\n            self._stats.deletes",
+        after="            self._stats.deletes",
+        tests=_t(
+            _T_MANY,
+            "test_a_many_key_change_in_the_same_process_is_not_undone_by_its_running_load"
+            "[single-delete_many]",
+        ),
+    ),
+    Mutant(
+        id="set-many-cancelled-keeps-old-copies",
+        promise="S: set_many(mapping, ttl=), delete_many(keys)",
+        removes="set_many treating a write cancelled with its reply on the wire as maybe done",
+        file=_MANY,
+        before="                for key in keys:\n                    self._write_unknown(key)",
+        after="                pass",
+        tests=_t(
+            _T_MANY,
+            "test_a_many_key_call_cancelled_with_its_reply_on_the_wire_keeps_no_old_copy"
+            "[single-set_many]",
+        ),
+    ),
+    Mutant(
+        id="delete-many-cancelled-keeps-old-copies",
+        promise="S: set_many(mapping, ttl=), delete_many(keys)",
+        removes="delete_many treating a delete cancelled with its reply on the wire as maybe done",
+        file=_MANY,
+        before="            for key in keys:\n                self._write_unknown(key)",
+        after="            pass",
+        tests=_t(
+            _T_MANY,
+            "test_a_many_key_call_cancelled_with_its_reply_on_the_wire_keeps_no_old_copy"
+            "[single-delete_many]",
+        ),
+    ),
+    Mutant(
+        id="many-keys-str-iterated",
+        promise="S: set_many(mapping, ttl=), delete_many(keys)",
+        removes="refusing a str as keys (it was read as its characters)",
+        file=_MANY,
+        before="if isinstance(keys, str | bytes | bytearray | memoryview) or not isinstance(",
+        after="if not isinstance(",
+        tests=_t(
+            _T_MANY,
+            "test_bad_input_is_refused_before_any_io[single-get_many str]",
+            "test_bad_input_is_refused_before_any_io[single-delete_many str]",
+        ),
+    ),
+    Mutant(
+        id="set-many-none-stored",
+        promise="S: set_many(mapping, ttl=), delete_many(keys)",
+        removes="set_many refusing a None value before anything is sent",
+        file=_MANY,
+        before="            if value is None:\n",
+        after="            if False:\n",
+        tests=_t(_T_MANY, "test_bad_input_is_refused_before_any_io[single-set_many None value]"),
     ),
     # -- the rows of bad input --------------------------------------------------------------------
     Mutant(
@@ -1359,8 +1476,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise=_SOFT_ROW,
         removes="a set revoking the lock of the fetch that goes on past its callers",
         file=_SCRIPTS,
-        before="redis.call('DEL', KEYS[2])\nannounce",
-        after="if ARGV[1] ~= '' then redis.call('DEL', KEYS[2]) end\nannounce",
+        before="  redis.call('DEL', lock)\n  announce",
+        after="  if token ~= '' then redis.call('DEL', lock) end\n  announce",
         tests=_t(_T_SOFT, "test_a_set_during_the_continuing_fetch_wins[single]"),
     ),
     Mutant(
