@@ -63,6 +63,8 @@ _SOFT = "redicache_async/soft_timeout.py"
 _SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
 _MANY = "redicache_async/client/many.py"
 _T_MANY = "tests/test_many.py"
+_T_CLEAR = "tests/test_clear.py"
+_CLEARING = "redicache_async/client/clearing.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -95,8 +97,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D2",
         removes="NX of the write lock: every process takes it and fetches",
         file=_SCRIPTS,
-        before="if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end",
-        after="if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) then return {2} end",
+        before="  if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return nil end",
+        after="  if not redis.call('SET', lock, token, 'PX', ttl) then return nil end",
         tests=(
             *_t(_T_CLIENT, "test_waiter_is_woken_by_the_new_value_not_by_polling"),
             "tests/test_processes.py::test_cold_key_is_fetched_once_across_processes",
@@ -183,8 +185,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: the lock holder dies",
         removes="the expiry of the write lock (a dead holder keeps it forever)",
         file=_SCRIPTS,
-        before="if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end",
-        after="if redis.call('SET', KEYS[2], ARGV[1], 'NX') then return {2} end",
+        before="  if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return nil end",
+        after="  if not redis.call('SET', lock, token, 'NX') then return nil end",
         tests=(
             "tests/test_processes.py::test_lock_holder_killed_mid_fetch_is_taken_over_after_i"
             "ts_lease",
@@ -651,8 +653,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: fetch raises",
         removes="attempt_regeneration always raising (it would answer with the stale copy)",
         file=_LOADS,
-        before="guard, fail_safe=False)",
-        after="guard, fail_safe=True)",
+        before="claimed=claimed, fail_safe=False",
+        after="claimed=claimed, fail_safe=True",
         tests=_t(_T_OUTAGES, "test_an_expired_value_is_served_stale_when_its_fetch_fails"),
     ),
     Mutant(
@@ -1540,6 +1542,61 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(
             _T_SOFT,
             "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-equal-to-fetch-timeout]",
+        ),
+    ),
+    # -- clear() --------------------------------------------------------------------------------
+    Mutant(
+        id="cleared-value-read-as-a-value",
+        promise="S: clear()",
+        removes="readers skipping a value not newer than the namespace's clear time",
+        file=_COHERENCE,
+        before="        return version <= self._cleared\n",
+        after="        return False\n",
+        tests=_t(_T_CLEAR, "test_clear_removes_every_value_for_every_client[single]"),
+    ),
+    Mutant(
+        id="clear-keeps-local-copies",
+        promise="S: clear()",
+        removes="every process dropping its local copies on a clear",
+        file=_COHERENCE,
+        before="        self._cleared = cleared\n        self._stats.invalidations_received += 1\n"
+        "        self._local.clear()\n",
+        after="        self._cleared = cleared\n        self._stats.invalidations_received += 1\n",
+        tests=_t(_T_CLEAR, "test_clear_removes_every_value_for_every_client[single]"),
+    ),
+    Mutant(
+        id="fenced-write-versioned-at-write-time",
+        promise="S: clear()",
+        removes="a fenced write's version being its lock's claim time (a fetch older than a "
+        "clear would then store a value newer than it)",
+        file=_SCRIPTS,
+        before="  if token ~= '' and claimed then",
+        after="  if false then",
+        tests=_t(
+            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[single]"
+        ),
+    ),
+    Mutant(
+        id="cleared-fetch-kept-locally",
+        promise="S: clear()",
+        removes="the fetching process keeping out of its local layer a result older than a clear",
+        file=_COHERENCE,
+        before="        if 0 < version <= self._cleared and key.__class__ is str:",
+        after="        if False:",
+        tests=_t(
+            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[single]"
+        ),
+    ),
+    Mutant(
+        id="clear-time-not-read-on-subscribing",
+        promise="S: clear()",
+        removes="a listener reading the clear time when it subscribes",
+        file=_CLEARING,
+        before="        cleared = await self._redis.get(self._keys.cleared)\n",
+        after="        cleared = None\n",
+        tests=_t(
+            _T_CLEAR,
+            "test_a_client_started_after_a_clear_does_not_read_the_cleared_values[single]",
         ),
     ),
 )
