@@ -108,15 +108,19 @@ end
 """
 
 # KEYS[1]: value, KEYS[2]: its lock. ARGV[1]: token, ARGV[2]: lock ttl in ms,
-# ARGV[3]: '1' to ignore the value (it cannot be decoded, is in a layout the client skips, or
-# was cleared). Returns {1, stored value} for a value in this layout, {2, claimed} when the lock
-# was taken for the caller, {3, lock pttl} when another holder has it.
+# ARGV[3]: '1' to ignore the value (it cannot be decoded, or is in a layout the client skips),
+# ARGV[4]: the namespace's clear time as the client knows it: a value not newer is no value.
+# Returns {1, stored value} for a value in this layout, {2, claimed} when the lock was taken
+# for the caller, {3, lock pttl} when another holder has it.
 READ_OR_LOCK = (
     _CLAIM
     + """
 if ARGV[3] ~= '1' then
   local r = redis.pcall('GET', KEYS[1])
-  if type(r) == 'string' and string.byte(r, 1) == 1 then return {1, r} end
+  if type(r) == 'string' and string.byte(r, 1) == 1
+     and tonumber(string.sub(r, 2, 17), 16) > tonumber(ARGV[4]) then
+    return {1, r}
+  end
 end
 local claimed = claim(KEYS[2], ARGV[1], ARGV[2])
 if claimed then return {2, claimed} end
@@ -149,7 +153,8 @@ end
 # ``claimed``: with a token, when its lock was claimed (``_CLAIM``). The version of a fenced
 # write is that claim's time (bumped past the stored version), not the write's: its fetch may
 # have read the source at any moment since, so a clear() after the claim must find the value
-# older than itself.
+# older than itself. ``cleared``: the namespace's clear time key, where it shares the node (not
+# on a cluster): a fenced write that a clear overtook is refused (0: the lock is still held).
 # Fenced: with a token, writes only while the lock still holds it. Every write deletes the lock:
 # its holder's release, or a revocation (memcache's lease invalidation) when another holder
 # fetches meanwhile, so that its older result is refused here and cannot undo this write.
@@ -157,8 +162,12 @@ end
 # Returns the new version, or false when the lock was lost.
 _WRITE_ONE = """
 local function write_one(value, lock, stream, token, payload, ttl, ttl_arg, channel, prefix,
-                         claimed)
+                         claimed, cleared)
   if token ~= '' and redis.call('GET', lock) ~= token then return false end
+  if token ~= '' and claimed and cleared
+     and (tonumber(redis.call('GET', cleared)) or 0) >= tonumber(claimed) then
+    return 0
+  end
   local t = redis.call('TIME')
   local version
   if token ~= '' and claimed then
@@ -189,8 +198,9 @@ local function delete_one(value, lock, stream, channel, prefix)
 end
 """
 
-# KEYS[1]: value, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
-# ARGV[1]: token ('' for a write that holds no lock),
+# KEYS[1]: value, KEYS[2]: its lock, KEYS[3], KEYS[4] (optional, together: not on a cluster):
+# the event stream and the namespace's clear time. ARGV[1]: token ('' for a write that holds no
+# lock),
 # ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix,
 # ARGV[6] (with a token): when the lock was claimed (see ``_WRITE_ONE``).
 # Returns the new version, or nil when the lock was lost (see ``_WRITE_ONE``).
@@ -202,7 +212,7 @@ WRITE = (
     + _WRITE_ONE
     + """
 return write_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ttl, ARGV[3], ARGV[4], ARGV[5],
-                 ARGV[6])
+                 ARGV[6], KEYS[4])
 """
 )
 
@@ -238,6 +248,22 @@ DELETE = (
     + _DELETE_ONE
     + """
 return delete_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+"""
+)
+
+# KEYS[1]: a value. ARGV[1]: a version, ARGV[2]: channel, ARGV[3]: event prefix. Deletes the
+# value if it is still that version, and announces it. On a cluster, where a fenced write cannot
+# see the namespace's clear time, its writer takes back a value that a clear overtook.
+DISOWN = (
+    _ANNOUNCE
+    + _BUMP
+    + _HEADER
+    + """
+local stored = stored_version(KEYS[1])
+if not stored or stored ~= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+announce(nil, ARGV[2], ARGV[3] .. bump(stored, redis.call('TIME')) .. '}')
+return 1
 """
 )
 
@@ -407,6 +433,7 @@ _ALL = (
     READ_OR_LOCK,
     CLAIM,
     CLEAR,
+    DISOWN,
     WRITE,
     WRITE_MANY,
     DELETE,
@@ -432,6 +459,7 @@ class Scripts:
         "clear",
         "delete",
         "delete_many",
+        "disown",
         "read_or_lock",
         "read_target",
         "record_build",
@@ -451,6 +479,7 @@ class Scripts:
         self.delete: AsyncScript = redis.register_script(DELETE)
         self.claim: AsyncScript = redis.register_script(CLAIM)
         self.clear: AsyncScript = redis.register_script(CLEAR)
+        self.disown: AsyncScript = redis.register_script(DISOWN)
         self.write_many: AsyncScript = redis.register_script(WRITE_MANY)
         self.delete_many: AsyncScript = redis.register_script(DELETE_MANY)
         self.renew: AsyncScript = redis.register_script(RENEW)

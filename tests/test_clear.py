@@ -11,9 +11,18 @@ import redis.asyncio as aioredis
 
 from redicache_async import CacheClient, ClientClosedError
 from redicache_async.keys import KeySpace
+from redicache_async.scripts import WRITE
 
 from .conftest import MakeCache
-from .helpers import Fetch, HeldFetch, command_calls, script_calls, wait_until
+from .helpers import (
+    Fetch,
+    GatedRedis,
+    HeldFetch,
+    command_calls,
+    runs_script,
+    script_calls,
+    wait_until,
+)
 
 pytestmark = pytest.mark.topologies
 
@@ -58,7 +67,7 @@ async def test_clear_takes_one_round_trip_whatever_the_number_of_values(
 
 
 async def test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes(
-    make_cache: MakeCache,
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:
     a, b = await make_cache(), await make_cache()
     held = HeldFetch({"v": "read before the clear"})
@@ -72,13 +81,44 @@ async def test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes(
     held.release.set()
     # Its caller asked before the clear: it gets what was fetched ...
     assert await loading == {"v": "read before the clear"}
-    # ... but no process takes it as the key's value, not even the one that fetched it.
+    # ... but no process takes it as the key's value, not even the one that fetched it, and
+    # Redis does not hold it: refused by the write script, or on a cluster (where the script
+    # cannot see the clear time) taken back by its writer at once.
+    assert not await redis.exists(KeySpace(namespace).value("k"))
+    assert a.stats().fenced_writes == 1
     assert a.local_value("k") is None
     assert await a.get("k") is None
     assert await b.get("k") is None
     fetch = Fetch({"v": "after"})
     assert await b.get_or_init("k", fetch) == {"v": "after"}
     assert fetch.calls == 1
+
+
+@pytest.mark.single_node
+async def test_a_set_that_a_clear_overtook_on_its_way_back_is_not_kept_locally(
+    make_cache: MakeCache, redis_url: str
+) -> None:
+    """The set's script ran, then a clear, and the set's reply arrives after the clear's event:
+    the set happened before the clear, so its value is gone, here too."""
+    gated = GatedRedis.connect(redis_url)
+    a, b = await make_cache(gated), await make_cache()
+    try:
+        gated.hold_first(runs_script(WRITE))
+        setting = asyncio.create_task(a.set("k", "set before the clear"))
+        await gated.held.wait()
+        heard = a.stats().invalidations_received
+        await b.clear()
+        await wait_until(
+            lambda: a.stats().invalidations_received > heard, what="a to hear of the clear"
+        )
+        gated.gate.set()
+        await setting
+        assert a.local_value("k") is None
+        assert await a.get("k") is None
+    finally:
+        gated.gate.set()
+        await a.aclose()
+        await gated.aclose(close_connection_pool=True)
 
 
 async def test_a_client_started_after_a_clear_does_not_read_the_cleared_values(

@@ -112,6 +112,7 @@ class CacheClient(ManyKeys, Loads, TargetReads, Clearing):
         # a reconnected listener then flushes its local layer instead of replaying.
         cluster = is_cluster(redis)
         self._stream_keys = [] if cluster else [self._keys.stream]
+        self._cleared_keys = [] if cluster else [self._keys.cleared]
         self._gateway = RedisGateway(
             redis,
             timeout=self._redis_timeout,
@@ -153,7 +154,7 @@ class CacheClient(ManyKeys, Loads, TargetReads, Clearing):
             on_subscribed=self._on_subscribed,
             on_lost=self._on_listener_lost,
             on_ignored=self._on_ignored,
-            on_resync=self._read_cleared,
+            on_resync=self._learn_clear_time,
             timeout=self._redis_timeout,
             stream=None if cluster else self._keys.stream,
         )

@@ -38,10 +38,3 @@ class Clearing(Coherence):
         )
         self._on_cleared(int(text(cleared)))
         self._stats.invalidations_sent += 1
-
-    async def _read_cleared(self) -> None:
-        """Learn the namespace's clear time from Redis (the listener's ``on_resync``): events
-        keep it current, but some may have been missed while the listener was away."""
-        cleared = await self._redis.get(self._keys.cleared)
-        if cleared is not None:
-            self._on_cleared(int(text(cleared)))

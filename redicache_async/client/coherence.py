@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+from redicache_async.errors import RedisUnavailableError
 from redicache_async.invalidation import OP_CLEAR, OP_DELETE, OP_SET, OP_TARGET, Event
 from redicache_async.local import LocalKey
+from redicache_async.replies import text
 
 from .state import ClientState, Guard
 
@@ -153,6 +155,26 @@ class Coherence(ClientState):
         self._loads.detach_all()
         self._values.forget_all()
         self._wakeups.notify_all()
+
+    async def _learn_clear_time(self) -> None:
+        """Read the namespace's clear time from Redis. Events keep it current; a listener
+        that was away reads it when it subscribes again, and meanwhile every read of Redis
+        reads it first (``_read_cleared_if_deaf``)."""
+        cleared = await self._gateway.call(self._redis.get(self._keys.cleared), self._keys.cleared)
+        if cleared is not None:
+            self._on_cleared(int(text(cleared)))
+
+    async def _read_cleared_if_deaf(self) -> bool:
+        """While the listener may be missing events, learn the clear time before a read of
+        Redis (a clear it missed must not leave its values readable here); False when Redis
+        is unreachable."""
+        if self._local.trusted:
+            return True
+        try:
+            await self._learn_clear_time()
+        except RedisUnavailableError:
+            return False
+        return True
 
     def _cleared_value(self, version: int) -> bool:
         """Whether a value of ``version`` read from Redis was cleared (and so is no value)."""

@@ -19,7 +19,7 @@ from redicache_async.errors import (
     RegenerationInProgress,
     describe_error,
 )
-from redicache_async.invalidation import OP_SET, event_prefix
+from redicache_async.invalidation import OP_DELETE, OP_SET, event_prefix
 from redicache_async.leases import Lease, new_token
 from redicache_async.local import LocalKey
 from redicache_async.locks import SingleFlight, wait_event
@@ -75,10 +75,12 @@ class Loads(Coherence):
                 while True:
                     token = new_token()
                     try:
+                        if not self._local.trusted:
+                            await self._learn_clear_time()
                         reply = await self._gateway.call(
                             self._scripts.read_or_lock(
                                 keys=[value_key, lock_key],
-                                args=[token, self._lock_ms, ignored],
+                                args=[token, self._lock_ms, ignored, self._cleared],
                             ),
                             value_key,
                         )
@@ -97,8 +99,7 @@ class Loads(Coherence):
                             ignored = "1"
                             continue
                         version, expires_ms, payload = stored
-                        if self._cleared_value(version):
-                            ignored = "1"
+                        if self._cleared_value(version):  # a clear heard meanwhile
                             continue
                         value = self._decode(key, payload)
                         if value is UNDECODABLE:
@@ -144,6 +145,8 @@ class Loads(Coherence):
         replica answers GET, and what it answers may be old or missing while it resyncs."""
         if not self._plain_reads:
             return (await self._read_values([key]))[0]
+        if not await self._read_cleared_if_deaf():
+            return UNREACHABLE
         guard = self._watch(key)
         try:
             try:
@@ -158,6 +161,8 @@ class Loads(Coherence):
     async def _read_values(self, keys: list[str]) -> list[Any]:
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
         or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``. A script, which a replica refuses."""
+        if not await self._read_cleared_if_deaf():
+            return [UNREACHABLE] * len(keys)
         guards = [self._watch(key) for key in keys]
         try:
             value_key = self._keys.value
@@ -256,7 +261,7 @@ class Loads(Coherence):
         try:
             version = await self._gateway.call(
                 self._scripts.write_value(
-                    [self._keys.value(key), lease.key, *self._stream_keys],
+                    [self._keys.value(key), lease.key, *self._stream_keys, *self._cleared_keys],
                     [lease.token, payload, ttl_ms, *self._event_args(OP_SET, key), claimed],
                 ),
                 lease.key,
@@ -282,10 +287,36 @@ class Loads(Coherence):
                 key,
             )
             return canonical
+        if int(version) == 0 or (self._cluster and not await self._outlives_clear(key, version)):
+            # A clear overtook this fetch: its callers get what it fetched, nobody else.
+            self._stats.fenced_writes += 1
+            await self._locks.release(key, lease.key, lease.token)
+            return canonical
         self._count_write()
         self._wrote(key, int(version))
         self._remember(key, canonical, guard, int(version), len(payload), deadline(started, ttl_ms))
         return canonical
+
+    async def _outlives_clear(self, key: str, version: bytes | str) -> bool:
+        """On a cluster, where a fenced write cannot see the namespace's clear time: whether
+        the value just written at ``version`` (its fetch's claim) is newer than the last clear.
+        When it is not, it is taken back (unless written over meanwhile), as the write script
+        refuses it elsewhere. Redis unreachable: the readers' own check of the clear time
+        (they skip a value not newer) is all there is."""
+        try:
+            await self._learn_clear_time()
+            if not self._cleared_value(int(version)):
+                return True
+            value_key = self._keys.value(key)
+            await self._gateway.call(
+                self._scripts.disown(
+                    keys=[value_key], args=[version, *self._event_args(OP_DELETE, key)]
+                ),
+                value_key,
+            )
+        except RedisUnavailableError:
+            return not self._cleared_value(int(version))
+        return False
 
     async def _fetch_without_redis(
         self, key: str, fetch: Fetch, ttl_ms: int, guard: Guard | None, *, use_stale: bool = True

@@ -73,6 +73,8 @@ class ClientState(Lifecycle):
     _locks: LockManager
     #: The event stream's key where a value's script can append to it (not on a cluster).
     _stream_keys: list[str]
+    #: The namespace's clear time, where a fenced write's script can read it (not on a cluster).
+    _cleared_keys: list[str]
     _origin: str
     _local: LocalLayer
     _stats: CacheStats

@@ -64,7 +64,6 @@ _SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
 _MANY = "redicache_async/client/many.py"
 _T_MANY = "tests/test_many.py"
 _T_CLEAR = "tests/test_clear.py"
-_CLEARING = "redicache_async/client/clearing.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -1573,30 +1572,55 @@ MUTANTS: tuple[Mutant, ...] = (
         before="  if token ~= '' and claimed then",
         after="  if false then",
         tests=_t(
-            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[single]"
+            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[cluster]"
         ),
     ),
     Mutant(
-        id="cleared-fetch-kept-locally",
+        id="cleared-value-kept-locally",
         promise="S: clear()",
-        removes="the fetching process keeping out of its local layer a result older than a clear",
+        removes="a process keeping locally a value older than a clear it heard of meanwhile",
         file=_COHERENCE,
         before="        if 0 < version <= self._cleared and key.__class__ is str:",
         after="        if False:",
         tests=_t(
-            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[single]"
+            _T_CLEAR,
+            "test_a_set_that_a_clear_overtook_on_its_way_back_is_not_kept_locally",
         ),
     ),
     Mutant(
         id="clear-time-not-read-on-subscribing",
         promise="S: clear()",
         removes="a listener reading the clear time when it subscribes",
-        file=_CLEARING,
-        before="        cleared = await self._redis.get(self._keys.cleared)\n",
-        after="        cleared = None\n",
+        file=_COHERENCE,
+        before="        if cleared is not None:\n            self._on_cleared(int(text(cleared)))",
+        after="        if False:\n            pass",
         tests=_t(
             _T_CLEAR,
             "test_a_client_started_after_a_clear_does_not_read_the_cleared_values[single]",
+        ),
+    ),
+    Mutant(
+        id="clear-overtaken-write-not-refused",
+        promise="S: clear()",
+        removes="the write script refusing a fenced write whose fetch a clear overtook",
+        file=_SCRIPTS,
+        before="     and (tonumber(redis.call('GET', cleared)) or 0) >= tonumber(claimed) then",
+        after="     and false then",
+        tests=_t(
+            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[single]"
+        ),
+    ),
+    Mutant(
+        id="clear-overtaken-write-kept-on-a-cluster",
+        promise="S: clear()",
+        removes="a cluster writer taking back a value whose fetch a clear overtook",
+        file=_LOADS,
+        before=(
+            "            if not self._cleared_value(int(version)):\n                return True\n"
+        ),
+        after="            return True\n",
+        tests=_t(
+            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[cluster]"
         ),
     ),
 )
