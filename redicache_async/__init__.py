@@ -25,10 +25,11 @@ map below and checks every import of every module against it::
 - engines: ``client/`` is :class:`CacheClient`: ``cache.py`` its options, life and public
   operations, ``loads.py`` the read path (read, lock, fetch, write, wait, answer without
   Redis), ``many.py`` the many-key calls (one round trip per cluster node),
-  ``target_reads.py`` reads of builder targets, ``coherence.py`` what may be kept locally,
-  ``state.py`` the attributes they share. ``builder/`` is :class:`CacheBuilder`:
-  ``registry.py`` the registrations, ``refresh.py`` one registration's loop and builds,
-  ``spec.py`` their settings and status.
+  ``target_reads.py`` reads of builder targets, ``clearing.py`` ``clear()`` and the
+  namespace's clear time, ``coherence.py`` what may be kept locally, ``state.py`` the
+  attributes they share. ``builder/`` is :class:`CacheBuilder`: ``registry.py`` the
+  registrations, ``refresh.py`` one registration's loop and builds, ``spec.py`` their settings
+  and status.
 - mechanisms, shared by both engines where they do the same: ``locks.py`` (single-flight,
   wake-ups, the lock manager that makes and releases claims), ``gateway.py`` (every Redis
   command: deadline, circuit breaker, pool back-pressure, outage classification),

@@ -2,9 +2,10 @@
 
 An event is compact JSON: ``{"op":..., "key":..., "origin":..., "version":...}``. It never
 carries a value. On the cache channel ``op`` is ``set`` or ``del`` (the value changed: drop older
-local copies, wake waiters), ``unlock`` (a lock was released without a value: wake waiters) or
-``target`` (a builder swapped in a new build of the target ``key``). On the builders' channel it
-is ``resign`` (a leader released registration ``key``), ``refresh`` (rebuild ``key`` now) or
+local copies, wake waiters), ``unlock`` (a lock was released without a value: wake waiters),
+``target`` (a builder swapped in a new build of the target ``key``) or ``clear`` (every value of
+the namespace not newer than ``version`` is gone; ``key`` is empty). On the builders' channel
+it is ``resign`` (a leader released registration ``key``), ``refresh`` (rebuild ``key`` now) or
 ``built`` (a build of ``key`` was swapped in; its version is when it started, in ms).
 
 Where the namespace keeps an event stream (see ``replay.py``), events carry their stream ``id``.
@@ -20,6 +21,7 @@ from typing import Any, Final
 
 __all__ = [
     "OP_BUILT",
+    "OP_CLEAR",
     "OP_DELETE",
     "OP_REFRESH",
     "OP_RESIGN",
@@ -40,7 +42,10 @@ OP_TARGET: Final = "target"
 OP_RESIGN: Final = "resign"
 OP_REFRESH: Final = "refresh"
 OP_BUILT: Final = "built"
-_OPS = frozenset({OP_SET, OP_DELETE, OP_UNLOCK, OP_TARGET, OP_RESIGN, OP_REFRESH, OP_BUILT})
+OP_CLEAR: Final = "clear"
+_OPS = frozenset(
+    {OP_SET, OP_DELETE, OP_UNLOCK, OP_TARGET, OP_RESIGN, OP_REFRESH, OP_BUILT, OP_CLEAR}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +80,7 @@ def unlock_event(key: str, origin: str) -> str:
 # ``json.loads``, so the fast path changes no answer, only the cost (about 3x less).
 _STRING = rb'"([^"\\\x00-\x1f]*)"'
 _SHAPE = (
-    rb'\{"op":"(set|del|unlock|target|resign|refresh|built)","key":'
+    rb'\{"op":"(set|del|unlock|target|resign|refresh|built|clear)","key":'
     + _STRING
     + rb',"origin":'
     + _STRING

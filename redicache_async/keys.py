@@ -118,7 +118,7 @@ def slot_tag(key: str) -> str:
 class KeySpace:
     """Names of the Redis keys and the channel that belong to one namespace."""
 
-    __slots__ = ("builder_channel", "channel", "namespace", "stream")
+    __slots__ = ("builder_channel", "channel", "cleared", "namespace", "stream")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = validate_namespace(namespace)
@@ -129,6 +129,9 @@ class KeySpace:
         #: A capped stream of the same events, from which a listener that was disconnected
         #: replays what it missed. Its own slot: on a cluster, scripts cannot write it.
         self.stream = f"{namespace}:stream"
+        #: When the namespace was last cleared (server µs, a version): a value whose version is
+        #: not above it is gone. In the namespace's own slot.
+        self.cleared = f"{namespace}:cleared:{{{namespace}}}"
 
     def value(self, key: str) -> str:
         """The string holding a cached value: its header, then its payload (``stored.py``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from .backoff import Backoff
@@ -39,12 +39,18 @@ _FIRST_BACKOFF: Final = 0.025
 _BATCH: Final = 256
 
 
+async def _nothing() -> None:
+    return None
+
+
 class InvalidationListener:
     """Owns one background task consuming ``channel``; ``start()`` returns once subscribed.
 
     ``on_subscribed(caught_up)`` follows every subscription: ``caught_up`` is True when every
     event published while the listener was away has been replayed through ``on_event`` (from
     ``stream``), False when some may be lost (and always on the first subscription).
+    ``on_resync()`` is awaited after each subscription's replay, before ``on_subscribed``: for
+    state that events keep up to date but that may have changed while the listener was away.
     ``on_lost()`` is called as soon as the connection is known to be lost: at once when it
     fails, and at most ``ping_interval + timeout`` after it went silent (the idle ping's answer
     is due within ``timeout``).
@@ -60,6 +66,7 @@ class InvalidationListener:
         on_ignored: Callable[[], None],
         timeout: float,
         on_lost: Callable[[], None] = lambda: None,
+        on_resync: Callable[[], Awaitable[None]] = _nothing,
         stream: str | None = None,
         ping_interval: float = 5.0,
         max_backoff: float = 2.0,
@@ -71,6 +78,7 @@ class InvalidationListener:
         self._on_subscribed = on_subscribed
         self._on_ignored = on_ignored
         self._on_lost = on_lost
+        self._on_resync = on_resync
         self._timeout = timeout
         self._ping_interval = ping_interval
         self._max_backoff = max_backoff
@@ -280,13 +288,16 @@ class InvalidationListener:
                 await asyncio.sleep(0)
 
     async def _catch_up(self) -> None:
-        """Replay what was missed while away, then report the subscription."""
+        """Replay what was missed while away, read what the owner must know afresh
+        (``on_resync``), then report the subscription."""
         if self._cursor is None:
+            await bounded(self._on_resync(), self._timeout)
             self._on_subscribed(False)
             return
         events, complete = await self._cursor.resync()
         for event in events:
             self._on_event(event)
+        await bounded(self._on_resync(), self._timeout)
         if not complete and self.reconnects:
             logger.info("some invalidations may have been missed; the local layer is flushed")
         self._on_subscribed(complete)

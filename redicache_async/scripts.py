@@ -96,18 +96,46 @@ return out
 """
 )
 
+# The claim of a write lock: ``SET NX PX``, and when it is taken, the server's clock at that
+# moment in µs, as text (``claimed``): the earliest version the fetch it guards may write (see
+# WRITE), so that a value is never newer than what its fetch could have read.
+_CLAIM = """
+local function claim(lock, token, ttl)
+  if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return nil end
+  local t = redis.call('TIME')
+  return string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+end
+"""
+
 # KEYS[1]: value, KEYS[2]: its lock. ARGV[1]: token, ARGV[2]: lock ttl in ms,
-# ARGV[3]: '1' to ignore the value (it cannot be decoded, or is in a layout the client skips).
-# Returns {1, stored value} for a value in this layout, {2} when the lock was taken for the
-# caller, {3, lock pttl} when another holder has it.
-READ_OR_LOCK = """
+# ARGV[3]: '1' to ignore the value (it cannot be decoded, or is in a layout the client skips),
+# ARGV[4]: the namespace's clear time as the client knows it: a value not newer is no value.
+# Returns {1, stored value} for a value in this layout, {2, claimed} when the lock was taken
+# for the caller, {3, lock pttl} when another holder has it.
+READ_OR_LOCK = (
+    _CLAIM
+    + """
 if ARGV[3] ~= '1' then
   local r = redis.pcall('GET', KEYS[1])
-  if type(r) == 'string' and string.byte(r, 1) == 1 then return {1, r} end
+  if type(r) == 'string' and string.byte(r, 1) == 1
+     and tonumber(string.sub(r, 2, 17), 16) > tonumber(ARGV[4]) then
+    return {1, r}
+  end
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+local claimed = claim(KEYS[2], ARGV[1], ARGV[2])
+if claimed then return {2, claimed} end
 return {3, redis.call('PTTL', KEYS[2])}
 """
+)
+
+# KEYS[1]: a lock. ARGV[1]: token, ARGV[2]: ttl in ms. Returns when it was claimed (see
+# _CLAIM), or nil when another holder has it.
+CLAIM = (
+    _CLAIM
+    + """
+return claim(KEYS[1], ARGV[1], ARGV[2])
+"""
+)
 
 # Refuses a ttl that is not a whole number of ms in [0, 2^53): checked before anything is
 # written, so that a bad argument can never leave a value written without its event, or a lock.
@@ -121,17 +149,32 @@ end
 
 # One value's write, shared by WRITE and WRITE_MANY so that ``set`` and ``set_many`` cannot
 # drift apart. ``value``, ``lock``: its keys; ``stream``: the event stream or nil; ``token``:
-# '' for a write that holds no lock; ``ttl``: ms (0: none), ``ttl_arg`` the same as sent.
+# '' for a write that holds no lock; ``ttl``: ms (0: none), ``ttl_arg`` the same as sent;
+# ``claimed``: with a token, when its lock was claimed (``_CLAIM``). The version of a fenced
+# write is that claim's time (bumped past the stored version), not the write's: its fetch may
+# have read the source at any moment since, so a clear() after the claim must find the value
+# older than itself. ``cleared``: the namespace's clear time key, where it shares the node (not
+# on a cluster): a fenced write that a clear overtook is refused (0: the lock is still held).
 # Fenced: with a token, writes only while the lock still holds it. Every write deletes the lock:
 # its holder's release, or a revocation (memcache's lease invalidation) when another holder
 # fetches meanwhile, so that its older result is refused here and cannot undo this write.
 # SET replaces a key of any type (an older release's hash) and, without PX, its expiry.
 # Returns the new version, or false when the lock was lost.
 _WRITE_ONE = """
-local function write_one(value, lock, stream, token, payload, ttl, ttl_arg, channel, prefix)
+local function write_one(value, lock, stream, token, payload, ttl, ttl_arg, channel, prefix,
+                         claimed, cleared)
   if token ~= '' and redis.call('GET', lock) ~= token then return false end
+  if token ~= '' and claimed and cleared
+     and (tonumber(redis.call('GET', cleared)) or 0) >= tonumber(claimed) then
+    return 0
+  end
   local t = redis.call('TIME')
-  local version = bump(stored_version(value), t)
+  local version
+  if token ~= '' and claimed then
+    version = bump(stored_version(value), {0, claimed})
+  else
+    version = bump(stored_version(value), t)
+  end
   if ttl > 0 then
     redis.call('SET', value, header(version, t, ttl) .. payload, 'PX', ttl_arg)
   else
@@ -155,9 +198,11 @@ local function delete_one(value, lock, stream, channel, prefix)
 end
 """
 
-# KEYS[1]: value, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
-# ARGV[1]: token ('' for a write that holds no lock),
-# ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix.
+# KEYS[1]: value, KEYS[2]: its lock, KEYS[3], KEYS[4] (optional, together: not on a cluster):
+# the event stream and the namespace's clear time. ARGV[1]: token ('' for a write that holds no
+# lock),
+# ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix,
+# ARGV[6] (with a token): when the lock was claimed (see ``_WRITE_ONE``).
 # Returns the new version, or nil when the lock was lost (see ``_WRITE_ONE``).
 WRITE = (
     _ANNOUNCE
@@ -166,7 +211,8 @@ WRITE = (
     + _CHECK_TTL.format(ttl_arg="ARGV[3]")
     + _WRITE_ONE
     + """
-return write_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ttl, ARGV[3], ARGV[4], ARGV[5])
+return write_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ttl, ARGV[3], ARGV[4], ARGV[5],
+                 ARGV[6], KEYS[4])
 """
 )
 
@@ -205,6 +251,22 @@ return delete_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 """
 )
 
+# KEYS[1]: a value. ARGV[1]: a version, ARGV[2]: channel, ARGV[3]: event prefix. Deletes the
+# value if it is still that version, and announces it. On a cluster, where a fenced write cannot
+# see the namespace's clear time, its writer takes back a value that a clear overtook.
+DISOWN = (
+    _ANNOUNCE
+    + _BUMP
+    + _HEADER
+    + """
+local stored = stored_version(KEYS[1])
+if not stored or stored ~= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+announce(nil, ARGV[2], ARGV[3] .. bump(stored, redis.call('TIME')) .. '}')
+return 1
+"""
+)
+
 # KEYS: the value and the lock of each key (one cluster slot), then (optional, when the count
 # is odd) the event stream. ARGV[1]: channel, then each key's event prefix. ``delete_many``'s
 # deletes of one slot, each as DELETE does it. Returns the versions, in order.
@@ -221,6 +283,20 @@ for i = 1, n do
   versions[i] = delete_one(KEYS[2 * i - 1], KEYS[2 * i], stream, ARGV[1], ARGV[i + 1])
 end
 return versions
+"""
+)
+
+# KEYS[1]: the namespace's clear time, KEYS[2] (optional): the event stream. ARGV[1]: channel,
+# ARGV[2]: event prefix. Every value whose version is not above the new clear time is gone
+# (readers skip it; the next write replaces it). Returns that time.
+CLEAR = (
+    _ANNOUNCE
+    + _BUMP
+    + """
+local cleared = bump(redis.call('GET', KEYS[1]), redis.call('TIME'))
+redis.call('SET', KEYS[1], cleared)
+announce(KEYS[2], ARGV[1], ARGV[2] .. cleared .. '}')
+return cleared
 """
 )
 
@@ -355,6 +431,9 @@ return {kind, data, meta[1] or '0', meta[2] or '', meta[3] or ''}
 _ALL = (
     READ_MANY,
     READ_OR_LOCK,
+    CLAIM,
+    CLEAR,
+    DISOWN,
     WRITE,
     WRITE_MANY,
     DELETE,
@@ -376,8 +455,11 @@ class Scripts:
         "_redis",
         "_write_sha",
         "acquire_leader",
+        "claim",
+        "clear",
         "delete",
         "delete_many",
+        "disown",
         "read_or_lock",
         "read_target",
         "record_build",
@@ -395,6 +477,9 @@ class Scripts:
         self.read_or_lock: AsyncScript = redis.register_script(READ_OR_LOCK)
         self.write: AsyncScript = redis.register_script(WRITE)
         self.delete: AsyncScript = redis.register_script(DELETE)
+        self.claim: AsyncScript = redis.register_script(CLAIM)
+        self.clear: AsyncScript = redis.register_script(CLEAR)
+        self.disown: AsyncScript = redis.register_script(DISOWN)
         self.write_many: AsyncScript = redis.register_script(WRITE_MANY)
         self.delete_many: AsyncScript = redis.register_script(DELETE_MANY)
         self.renew: AsyncScript = redis.register_script(RENEW)

@@ -56,17 +56,17 @@ class Fetch:
 
 @asynccontextmanager
 async def acl_user(
-    redis: aioredis.Redis, url: str, commands: list[str]
+    redis: aioredis.Redis, url: str, commands: list[str], keys: tuple[str, ...] = ("*",)
 ) -> AsyncIterator[tuple[str, aioredis.Redis]]:
-    """A throw-away ACL user on the server of ``redis`` (every key and channel, ``commands``),
-    and a client of ``url`` logged in as it: ``async with acl_user(r, url, ["+@all"]) as
-    (name, client)``. The client is closed and the user deleted on the way out."""
+    """A throw-away ACL user on the server of ``redis`` (``keys``, every channel,
+    ``commands``), and a client of ``url`` logged in as it: ``async with acl_user(r, url,
+    ["+@all"]) as (name, client)``. The client is closed and the user deleted on the way out."""
     user, password = f"u{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     await redis.acl_setuser(
         user,
         enabled=True,
         passwords=[f"+{password}"],
-        keys=["*"],
+        keys=list(keys),
         channels=["*"],
         commands=commands,
     )

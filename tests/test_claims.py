@@ -66,14 +66,16 @@ async def unlock_events(redis: aioredis.Redis, namespace: str) -> AsyncIterator[
 async def test_a_refused_write_releases_and_announces_the_lock(
     make_cache: MakeCache, redis: aioredis.Redis, redis_url: str, namespace: str
 ) -> None:
-    """The server refuses the write script (here an ACL without TIME, which only the write
-    scripts use; a script error or OOM alike): the callers get what was fetched, and the lock
-    is released and announced at once instead of being left for ``lock_ttl``."""
-    async with acl_user(redis, redis_url, ["+@all", "-time"]) as (_, limited):
+    """The server refuses the write script (here an ACL that may write locks but not values,
+    under which a regeneration's claim, a script of the lock alone, runs; a script error or OOM
+    alike): the callers get what was fetched, and the lock is released and announced at once
+    instead of being left for ``lock_ttl``."""
+    may_lock = ("%R~*", f"~{namespace}:lock:*")
+    async with acl_user(redis, redis_url, ["+@all"], may_lock) as (_, limited):
         cache = await make_cache(limited, lock_ttl=LOCK_TTL)
         async with unlock_events(redis, namespace) as unlocked:
             fetch = Fetch("fetched")
-            assert await cache.get_or_init("k", fetch) == "fetched"
+            assert await cache.attempt_regeneration("k", fetch) == "fetched"
             assert fetch.calls == 1
             assert not await redis.exists(lock_key(namespace, "k"))
             assert not await redis.exists(f"{namespace}:v:{{k}}")
@@ -84,11 +86,11 @@ async def test_a_refused_write_releases_and_announces_the_lock(
 async def test_a_regeneration_cancelled_while_its_claim_is_on_the_wire_releases_it(
     gated: GatedRedis, make_cache: MakeCache, redis: aioredis.Redis, namespace: str
 ) -> None:
-    """``SET NX`` has run on the server, its reply is on its way, and the caller's timeout
-    cancels the call: the claim is remembered and released, so another process's cold read
-    does not wait for it."""
+    """The claim (``SET NX`` in a script) has run on the server, its reply is on its way, and
+    the caller's timeout cancels the call: the claim is remembered and released, so another
+    process's cold read does not wait for it."""
     cache = await make_cache(gated, lock_ttl=LOCK_TTL)
-    gated.hold_first(lambda args: str(args[0]).upper() == "SET")
+    gated.hold_first(lambda args: lock_key(namespace, "k") in args)
     fetch = Fetch("v")
     regenerating = asyncio.create_task(cache.attempt_regeneration("k", fetch))
     await gated.held.wait()

@@ -20,10 +20,11 @@ from redicache_async import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
 )
+from redicache_async.scripts import CLAIM
 from redicache_async.stored import pack, unpack
 
 from .conftest import MakeCache
-from .helpers import GatedRedis, command_calls, ns_keys, wait_until
+from .helpers import GatedRedis, command_calls, ns_keys, runs_script, wait_until
 from .values import reads_value
 
 pytestmark = pytest.mark.topologies
@@ -302,7 +303,7 @@ async def test_a_decorated_function_refreshes_eagerly(
 
 
 class SendGate(aioredis.Redis):
-    """A real client that holds back the sending of its ``SET`` commands (a lock claim's)
+    """A real client that holds back the sending of its lock claims (the ``CLAIM`` script)
     while ``gate`` is closed; ``waiting`` is set when one waits there."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -312,7 +313,7 @@ class SendGate(aioredis.Redis):
         self.waiting = asyncio.Event()
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if not self.gate.is_set() and str(args[0]).upper() == "SET":
+        if not self.gate.is_set() and runs_script(CLAIM)(args):
             self.waiting.set()
             await self.gate.wait()
         return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]

@@ -55,11 +55,11 @@ from hypothesis.stateful import (
 
 from redicache_async import CacheClient, ClientClosedError, RegenerationInProgress
 from redicache_async.keys import KeySpace
+from redicache_async.stored import unpack
 
 from .helpers import Fetch, HeldFetch
 from .model_clients import MARKER, Connections, Hooks, ReplyHold, Topology
 from .model_history import History, ModelViolation, Write
-from .values import stored_payload
 
 pytestmark = pytest.mark.topologies
 
@@ -186,8 +186,16 @@ class CacheModel(RuleBasedStateMachine):
             await asyncio.sleep(0.001)
 
     async def redis_value(self, key: str) -> Any:
-        raw = await stored_payload(self.admin, self.keys.value(key))
-        return None if raw is None else json.loads(raw)
+        """What Redis holds for ``key`` as a reader takes it: no value when it is in another
+        layout, or not newer than the namespace's clear time."""
+        raw = await self.admin.get(self.keys.value(key))
+        stored = None if raw is None else unpack(raw)
+        if stored is None:
+            return None
+        cleared = await self.admin.get(self.keys.cleared)
+        if cleared is not None and stored[0] <= int(cleared):
+            return None
+        return json.loads(stored[2])
 
     async def _settle(self, *tasks: asyncio.Task[Any] | None) -> None:
         """End tasks a failed step left running, so that none outlives it."""
@@ -255,6 +263,11 @@ class CacheModel(RuleBasedStateMachine):
         if kind == "delete":
             await self.call(f"c{client}.delete({key!r})", cache.delete(key))
             return self.history.wrote(key, None, f"c{client}.delete", by=client)
+        if kind == "clear":
+            await self.call(f"c{client}.clear()", cache.clear())
+            # one call, and every key of the namespace gone: each key's write is a delete
+            cleared = {k: self.history.wrote(k, None, f"c{client}.clear", by=client) for k in KEYS}
+            return cleared[key]
         if kind in MANY_WRITES:
             other = KEYS[(KEYS.index(key) + 1) % len(KEYS)]
             if kind == "set_many":
@@ -306,6 +319,11 @@ class CacheModel(RuleBasedStateMachine):
     def delete_key(self, c: int, k: str) -> None:
         self.run(self.write(c, k, "delete"))
 
+    @rule(c=clients)
+    @step
+    def clear(self, c: int) -> None:
+        self.run(self.write(c, KEYS[0], "clear"))
+
     @rule(c=clients, k=keys)
     @step
     def get_key(self, c: int, k: str) -> None:
@@ -351,7 +369,7 @@ class CacheModel(RuleBasedStateMachine):
         loader=st.sampled_from(("get_or_init", "attempt_regeneration")),
         b=clients,
         k=keys,
-        kind=st.sampled_from((*WRITES, *MANY_WRITES, "attempt_regeneration")),
+        kind=st.sampled_from((*WRITES, *MANY_WRITES, "clear", "attempt_regeneration")),
         waiter=st.sampled_from((None, 1, 2)),
     )
     @step

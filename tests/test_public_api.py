@@ -103,6 +103,7 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheClient.get_many": "async (self, keys)",
     "redicache_async.CacheClient.set_many": "async (self, mapping, *, ttl=None)",
     "redicache_async.CacheClient.delete_many": "async (self, keys)",
+    "redicache_async.CacheClient.clear": "async (self)",
     "redicache_async.CacheClient.cached": (
         "(self, ttl=None, *, key=None, eager_refresh=None, soft_timeout=None)"
     ),

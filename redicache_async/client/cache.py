@@ -52,6 +52,7 @@ from redicache_async.validation import (
     ttl_to_ms,
 )
 
+from .clearing import Clearing
 from .coherence import deadline
 from .eager import EagerRefresh
 from .many import ManyKeys
@@ -69,7 +70,7 @@ _FAILOVER_POLL: Final = 1.0
 _PLAIN_NUMBERS: Final = (float, int)
 
 
-class CacheClient(EagerRefresh, ManyKeys, TargetReads):
+class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
@@ -111,6 +112,7 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads):
         # a reconnected listener then flushes its local layer instead of replaying.
         cluster = is_cluster(redis)
         self._stream_keys = [] if cluster else [self._keys.stream]
+        self._cleared_keys = [] if cluster else [self._keys.cleared]
         self._gateway = RedisGateway(
             redis,
             timeout=self._redis_timeout,
@@ -153,10 +155,12 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads):
             on_subscribed=self._on_subscribed,
             on_lost=self._on_listener_lost,
             on_ignored=self._on_ignored,
+            on_resync=self._learn_clear_time,
             timeout=self._redis_timeout,
             stream=None if cluster else self._keys.stream,
         )
         self._subscriptions = 0
+        self._cleared = 0
         self._failovers = (
             FailoverWatch(
                 redis,

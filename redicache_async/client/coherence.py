@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-from redicache_async.invalidation import OP_DELETE, OP_SET, OP_TARGET, Event
+from redicache_async.errors import RedisUnavailableError
+from redicache_async.invalidation import OP_CLEAR, OP_DELETE, OP_SET, OP_TARGET, Event
 from redicache_async.local import LocalKey
+from redicache_async.replies import text
 
 from .state import ClientState, Guard
 
@@ -80,6 +82,8 @@ class Coherence(ClientState):
         """
         if guard.void or version < guard.min_version or expires_at is None:
             return
+        if 0 < version <= self._cleared and key.__class__ is str:
+            return  # cleared (a fetch claimed its lock before the clear): gone
         # A value fetched without Redis (version 0) may differ from what Redis holds or will
         # hold: Redis is asked again soon, and meanwhile the value stays as a fallback.
         fresh_until = started + _UNSHARED_FRESHNESS if version == 0 else math.inf
@@ -118,6 +122,9 @@ class Coherence(ClientState):
             guards.remove(guard)
 
     def _on_event(self, event: Event) -> None:
+        if event.op == OP_CLEAR:
+            self._on_cleared(event.version)
+            return
         if event.op in (OP_SET, OP_DELETE):
             self._invalidate(event.key, event.version)
             # A load or read that started before this write is out of date for later callers.
@@ -137,6 +144,44 @@ class Coherence(ClientState):
             if version > guard.min_version:
                 guard.min_version = version
         self._local.discard(key, below_version=version)
+
+    def _on_cleared(self, cleared: int) -> None:
+        """The namespace was cleared at version ``cleared``: every value not newer is gone,
+        local copies included (not even a stale one is served). Loads and reads in flight end
+        as they will, but a result not newer than the clear is not kept (``_remember``), and
+        waiters on locks look again."""
+        if cleared <= self._cleared:
+            return
+        self._cleared = cleared
+        self._stats.invalidations_received += 1
+        self._local.clear()
+        self._loads.detach_all()
+        self._values.forget_all()
+        self._wakeups.notify_all()
+
+    async def _learn_clear_time(self) -> None:
+        """Read the namespace's clear time from Redis. Events keep it current; a listener
+        that was away reads it when it subscribes again, and meanwhile every read of Redis
+        reads it first (``_read_cleared_if_deaf``)."""
+        cleared = await self._gateway.call(self._redis.get(self._keys.cleared), self._keys.cleared)
+        if cleared is not None:
+            self._on_cleared(int(text(cleared)))
+
+    async def _read_cleared_if_deaf(self) -> bool:
+        """While the listener may be missing events, learn the clear time before a read of
+        Redis (a clear it missed must not leave its values readable here); False when Redis
+        is unreachable."""
+        if self._local.trusted:
+            return True
+        try:
+            await self._learn_clear_time()
+        except RedisUnavailableError:
+            return False
+        return True
+
+    def _cleared_value(self, version: int) -> bool:
+        """Whether a value of ``version`` read from Redis was cleared (and so is no value)."""
+        return version <= self._cleared
 
     def _on_subscribed(self, caught_up: bool) -> None:
         self._subscriptions += 1

@@ -189,7 +189,7 @@ class EagerRefresh(Loads):
         try:
             lease = self._locks.lease(self._keys.lock(key))
             try:
-                acquired = await self._gateway.call(lease.acquire(), lease.key)
+                claimed = await self._gateway.call(self._claim(lease), lease.key)
             except RedisUnavailableError as exc:
                 self._locks.unanswered(exc, key, lease.key, lease.token)
                 logger.debug("no eager refresh of %r: Redis is unreachable", key)
@@ -197,13 +197,13 @@ class EagerRefresh(Loads):
             except asyncio.CancelledError:
                 self._locks.orphans.add(key, lease.key, lease.token)  # the claim may have run
                 raise
-            if not acquired:
+            if claimed is None:
                 await wait_event(wake, self._lock_ttl)
             elif guard.void or guard.min_version > version:
                 await self._locks.release(key, lease.key, lease.token)  # refreshed meanwhile
             else:
                 value = await self._fetch_and_write(
-                    key, fetch, ttl_ms, lease, guard, fail_safe=False
+                    key, fetch, ttl_ms, lease, guard, claimed=claimed, fail_safe=False
                 )
                 if value is None:  # nothing to store (the old value stays): not again at once
                     await asyncio.sleep(RETRY_PAUSE)

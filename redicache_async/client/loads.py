@@ -20,7 +20,7 @@ from redicache_async.errors import (
     RegenerationInProgress,
     describe_error,
 )
-from redicache_async.invalidation import OP_SET, event_prefix
+from redicache_async.invalidation import OP_DELETE, OP_SET, event_prefix
 from redicache_async.leases import Lease, new_token
 from redicache_async.local import LocalKey
 from redicache_async.locks import SingleFlight, wait_event
@@ -79,10 +79,12 @@ class Loads(Coherence):
                 while True:
                     token = new_token()
                     try:
+                        if not self._local.trusted:
+                            await self._learn_clear_time()
                         reply = await self._gateway.call(
                             self._scripts.read_or_lock(
                                 keys=[value_key, lock_key],
-                                args=[token, self._lock_ms, ignored],
+                                args=[token, self._lock_ms, ignored, self._cleared],
                             ),
                             value_key,
                         )
@@ -101,6 +103,8 @@ class Loads(Coherence):
                             ignored = "1"
                             continue
                         version, expires_ms, payload = stored
+                        if self._cleared_value(version):  # a clear heard meanwhile
+                            continue
                         value = self._decode(key, payload)
                         if value is UNDECODABLE:
                             ignored = "1"
@@ -115,7 +119,9 @@ class Loads(Coherence):
                         if deadline is not None:  # we waited: its holder left no value
                             self._stats.lock_takeovers += 1
                         lease = self._locks.lease(self._keys.lock(key), token)
-                        return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard)
+                        return await self._fetch_and_write(
+                            key, fetch, ttl_ms, lease, guard, claimed=reply[1]
+                        )
                     # Another process holds the lock: sleep until its event, the lock's expiry
                     # or the next poll, whichever comes first.
                     if deadline is None:
@@ -143,6 +149,8 @@ class Loads(Coherence):
         replica answers GET, and what it answers may be old or missing while it resyncs."""
         if not self._plain_reads:
             return (await self._read_values([key], stored))[0]
+        if not await self._read_cleared_if_deaf():
+            return UNREACHABLE
         guard = self._watch(key)
         try:
             try:
@@ -158,6 +166,8 @@ class Loads(Coherence):
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
         or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``; with ``stored``, what it makes of
         each reply. A script, which a replica refuses."""
+        if not await self._read_cleared_if_deaf():
+            return [UNREACHABLE] * len(keys)
         guards = [self._watch(key) for key in keys]
         try:
             value_key = self._keys.value
@@ -186,6 +196,8 @@ class Loads(Coherence):
             self._stats.foreign_values += 1
             return MISSING
         version, expires_ms, payload = stored
+        if self._cleared_value(version):
+            return MISSING
         value = self._decode(key, payload)
         if value is not UNDECODABLE:
             self._stats.redis_hits += 1
@@ -218,16 +230,23 @@ class Loads(Coherence):
         lease = self._locks.lease(self._keys.lock(key))
         with self._watching(key) as guard:
             try:
-                acquired = await self._gateway.call(lease.acquire(), lease.key)
+                claimed = await self._gateway.call(self._claim(lease), lease.key)
             except RedisUnavailableError as exc:
                 self._locks.unanswered(exc, key, lease.key, lease.token)
                 return await self._fetch_without_redis(key, fetch, ttl_ms, guard, use_stale=False)
             except asyncio.CancelledError:
                 self._locks.orphans.add(key, lease.key, lease.token)  # the claim may have run
                 raise
-            if not acquired:
+            if claimed is None:
                 raise RegenerationInProgress(key)
-            return await self._fetch_and_write(key, fetch, ttl_ms, lease, guard, fail_safe=False)
+            return await self._fetch_and_write(
+                key, fetch, ttl_ms, lease, guard, claimed=claimed, fail_safe=False
+            )
+
+    def _claim(self, lease: Lease) -> Coroutine[Any, Any, Any]:
+        """The claim of ``lease``'s lock: when it was claimed (the version its fetch writes),
+        or None when another holder has it."""
+        return self._scripts.claim(keys=[lease.key], args=[lease.token, lease.ttl_ms])
 
     async def _fetch_and_write(
         self,
@@ -237,11 +256,13 @@ class Loads(Coherence):
         lease: Lease,
         guard: Guard,
         *,
+        claimed: bytes | str,
         fail_safe: bool = True,
     ) -> Any:
         """Run ``fetch`` under the held ``lease`` (kept alive meanwhile) and write its result,
-        fenced: the write happens only if the lease is still ours. With ``fail_safe``, a fetch
-        that fails is answered with the key's stale local value, when there is one."""
+        fenced: the write happens only if the lease is still ours, as of version ``claimed``
+        (when the lease was claimed, as the claim's script answered it). With ``fail_safe``, a
+        fetch that fails is answered with the key's stale local value, when there is one."""
         try:
             try:
                 async with lease.kept_alive():
@@ -268,8 +289,8 @@ class Loads(Coherence):
         try:
             version = await self._gateway.call(
                 self._scripts.write_value(
-                    [self._keys.value(key), lease.key, *self._stream_keys],
-                    [lease.token, payload, ttl_ms, *self._event_args(OP_SET, key)],
+                    [self._keys.value(key), lease.key, *self._stream_keys, *self._cleared_keys],
+                    [lease.token, payload, ttl_ms, *self._event_args(OP_SET, key), claimed],
                 ),
                 lease.key,
             )
@@ -294,10 +315,36 @@ class Loads(Coherence):
                 key,
             )
             return canonical
+        if int(version) == 0 or (self._cluster and not await self._outlives_clear(key, version)):
+            # A clear overtook this fetch: its callers get what it fetched, nobody else.
+            self._stats.fenced_writes += 1
+            await self._locks.release(key, lease.key, lease.token)
+            return canonical
         self._count_write()
         self._wrote(key, int(version))
         self._remember(key, canonical, guard, int(version), len(payload), deadline(started, ttl_ms))
         return canonical
+
+    async def _outlives_clear(self, key: str, version: bytes | str) -> bool:
+        """On a cluster, where a fenced write cannot see the namespace's clear time: whether
+        the value just written at ``version`` (its fetch's claim) is newer than the last clear.
+        When it is not, it is taken back (unless written over meanwhile), as the write script
+        refuses it elsewhere. Redis unreachable: the readers' own check of the clear time
+        (they skip a value not newer) is all there is."""
+        try:
+            await self._learn_clear_time()
+            if not self._cleared_value(int(version)):
+                return True
+            value_key = self._keys.value(key)
+            await self._gateway.call(
+                self._scripts.disown(
+                    keys=[value_key], args=[version, *self._event_args(OP_DELETE, key)]
+                ),
+                value_key,
+            )
+        except RedisUnavailableError:
+            return not self._cleared_value(int(version))
+        return False
 
     async def _fetch_without_redis(
         self, key: str, fetch: Fetch, ttl_ms: int, guard: Guard | None, *, use_stale: bool = True

@@ -73,6 +73,8 @@ class ClientState(Lifecycle):
     _locks: LockManager
     #: The event stream's key where a value's script can append to it (not on a cluster).
     _stream_keys: list[str]
+    #: The namespace's clear time, where a fenced write's script can read it (not on a cluster).
+    _cleared_keys: list[str]
     _origin: str
     _local: LocalLayer
     _stats: CacheStats
@@ -90,3 +92,5 @@ class ClientState(Lifecycle):
     _target_fields: dict[str, set[str]]
     _listener: InvalidationListener
     _subscriptions: int
+    #: When the namespace was last cleared, as far as this client knows (a version; 0: never).
+    _cleared: int

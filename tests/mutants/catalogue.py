@@ -67,6 +67,7 @@ _SOFT = "redicache_async/soft_timeout.py"
 _SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
 _MANY = "redicache_async/client/many.py"
 _T_MANY = "tests/test_many.py"
+_T_CLEAR = "tests/test_clear.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -99,8 +100,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D2",
         removes="NX of the write lock: every process takes it and fetches",
         file=_SCRIPTS,
-        before="if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end",
-        after="if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) then return {2} end",
+        before="  if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return nil end",
+        after="  if not redis.call('SET', lock, token, 'PX', ttl) then return nil end",
         tests=(
             *_t(_T_CLIENT, "test_waiter_is_woken_by_the_new_value_not_by_polling"),
             "tests/test_processes.py::test_cold_key_is_fetched_once_across_processes",
@@ -187,8 +188,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: the lock holder dies",
         removes="the expiry of the write lock (a dead holder keeps it forever)",
         file=_SCRIPTS,
-        before="if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end",
-        after="if redis.call('SET', KEYS[2], ARGV[1], 'NX') then return {2} end",
+        before="  if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return nil end",
+        after="  if not redis.call('SET', lock, token, 'NX') then return nil end",
         tests=(
             "tests/test_processes.py::test_lock_holder_killed_mid_fetch_is_taken_over_after_i"
             "ts_lease",
@@ -655,8 +656,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: fetch raises",
         removes="attempt_regeneration always raising (it would answer with the stale copy)",
         file=_LOADS,
-        before="guard, fail_safe=False)",
-        after="guard, fail_safe=True)",
+        before="claimed=claimed, fail_safe=False",
+        after="claimed=claimed, fail_safe=True",
         tests=_t(_T_OUTAGES, "test_an_expired_value_is_served_stale_when_its_fetch_fails"),
     ),
     Mutant(
@@ -1270,9 +1271,9 @@ MUTANTS: tuple[Mutant, ...] = (
         id="set-many-none-stored",
         promise="S: set_many(mapping, ttl=), delete_many(keys)",
         removes="set_many refusing a None value before anything is sent",
-        file=_MANY,
-        before="            if value is None:\n",
-        after="            if False:\n",
+        file="redicache_async/entry.py",
+        before='    if value is None:\n        raise InvalidArgumentError(f"{what} must not',
+        after='    if False:\n        raise InvalidArgumentError(f"{what} must not',
         tests=_t(_T_MANY, "test_bad_input_is_refused_before_any_io[single-set_many None value]"),
     ),
     # -- the rows of bad input --------------------------------------------------------------------
@@ -1507,7 +1508,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: get_or_init(..., eager_refresh=f)",
         removes="the lock deciding which process refreshes",
         file=_EAGER,
-        before="if not acquired:\n                await wait_event(wake, self._lock_ttl)",
+        before="if claimed is None:\n                await wait_event(wake, self._lock_ttl)",
         after="if False:\n                await wait_event(wake, self._lock_ttl)",
         tests=_t(_T_EAGER, "test_two_processes_past_the_fraction_run_one_fetch"),
     ),
@@ -1717,6 +1718,86 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(
             _T_SOFT,
             "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-equal-to-fetch-timeout]",
+        ),
+    ),
+    # -- clear() --------------------------------------------------------------------------------
+    Mutant(
+        id="cleared-value-read-as-a-value",
+        promise="S: clear()",
+        removes="readers skipping a value not newer than the namespace's clear time",
+        file=_COHERENCE,
+        before="        return version <= self._cleared\n",
+        after="        return False\n",
+        tests=_t(_T_CLEAR, "test_clear_removes_every_value_for_every_client[single]"),
+    ),
+    Mutant(
+        id="clear-keeps-local-copies",
+        promise="S: clear()",
+        removes="every process dropping its local copies on a clear",
+        file=_COHERENCE,
+        before="        self._cleared = cleared\n        self._stats.invalidations_received += 1\n"
+        "        self._local.clear()\n",
+        after="        self._cleared = cleared\n        self._stats.invalidations_received += 1\n",
+        tests=_t(_T_CLEAR, "test_clear_removes_every_value_for_every_client[single]"),
+    ),
+    Mutant(
+        id="fenced-write-versioned-at-write-time",
+        promise="S: clear()",
+        removes="a fenced write's version being its lock's claim time (a fetch older than a "
+        "clear would then store a value newer than it)",
+        file=_SCRIPTS,
+        before="  if token ~= '' and claimed then",
+        after="  if false then",
+        tests=_t(
+            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[cluster]"
+        ),
+    ),
+    Mutant(
+        id="cleared-value-kept-locally",
+        promise="S: clear()",
+        removes="a process keeping locally a value older than a clear it heard of meanwhile",
+        file=_COHERENCE,
+        before="        if 0 < version <= self._cleared and key.__class__ is str:",
+        after="        if False:",
+        tests=_t(
+            _T_CLEAR,
+            "test_a_set_that_a_clear_overtook_on_its_way_back_is_not_kept_locally",
+        ),
+    ),
+    Mutant(
+        id="clear-time-not-read-on-subscribing",
+        promise="S: clear()",
+        removes="a listener reading the clear time when it subscribes",
+        file=_COHERENCE,
+        before="        if cleared is not None:\n            self._on_cleared(int(text(cleared)))",
+        after="        if False:\n            pass",
+        tests=_t(
+            _T_CLEAR,
+            "test_a_client_started_after_a_clear_does_not_read_the_cleared_values[single]",
+        ),
+    ),
+    Mutant(
+        id="clear-overtaken-write-not-refused",
+        promise="S: clear()",
+        removes="the write script refusing a fenced write whose fetch a clear overtook",
+        file=_SCRIPTS,
+        before="     and (tonumber(redis.call('GET', cleared)) or 0) >= tonumber(claimed) then",
+        after="     and false then",
+        tests=_t(
+            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[single]"
+        ),
+    ),
+    Mutant(
+        id="clear-overtaken-write-kept-on-a-cluster",
+        promise="S: clear()",
+        removes="a cluster writer taking back a value whose fetch a clear overtook",
+        file=_LOADS,
+        before=(
+            "            if not self._cleared_value(int(version)):\n                return True\n"
+        ),
+        after="            return True\n",
+        tests=_t(
+            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[cluster]"
         ),
     ),
 )

@@ -202,6 +202,21 @@ def _last_line(output: str) -> str:
     return lines[-1].strip() if lines else "(no output)"
 
 
+_TOPOLOGIES = ("single", "cluster", "sentinel")
+
+
+def topologies_for(tests: Sequence[str], default: str) -> str:
+    """``default``, and every topology that a test id names as its first parameter (a test
+    that kills a cluster-only mutant is named ``...[cluster]``): those servers are started."""
+    wanted = default.split(",")
+    for test in tests:
+        if test.endswith("]") and "[" in test:
+            first = test[test.rindex("[") + 1 : -1].split("-")[0]
+            if first in _TOPOLOGIES and first not in wanted:
+                wanted.append(first)
+    return ",".join(wanted)
+
+
 def run_mutant(mutant: Mutant, work: Path, args: argparse.Namespace) -> Verdict:
     started = time.monotonic()
     try:
@@ -215,7 +230,7 @@ def run_mutant(mutant: Mutant, work: Path, args: argparse.Namespace) -> Verdict:
             mutant.tests,
             module=module_name(mutant.file),
             source=source,
-            topologies=args.topologies,
+            topologies=topologies_for(mutant.tests, args.topologies),
             test_timeout=args.test_timeout,
             wall=args.wall,
             log=work / f"{mutant.id}.log",
@@ -236,7 +251,7 @@ def baseline(mutants: Sequence[Mutant], work: Path, args: argparse.Namespace) ->
             tests,
             module="redicache_async",
             source=source,
-            topologies=args.topologies,
+            topologies=topologies_for(tests, args.topologies),
             test_timeout=args.test_timeout,
             wall=args.wall * 4,
             log=work / "baseline.log",
