@@ -163,8 +163,13 @@ class Coherence(ClientState):
         """Read the namespace's clear time from Redis. Events keep it current; a listener
         that was away reads it when it subscribes again, and meanwhile every read of Redis
         reads it first (``_read_cleared_if_deaf``)."""
-        cleared = await self._gateway.call(self._redis.get(self._keys.cleared), self._keys.cleared)
-        if cleared is not None:
+        # Read as a lone value is (a plain GET only where no replica may answer it).
+        key = self._keys.cleared
+        if self._plain_reads:
+            cleared = await self._gateway.call(self._scripts.read_value(key), key)
+        else:
+            (cleared,) = await self._gateway.call(self._scripts.read_values([key]), key)
+        if cleared:
             self._on_cleared(int(text(cleared)))
 
     async def _read_cleared_if_deaf(self) -> bool:

@@ -1769,7 +1769,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: clear()",
         removes="a listener reading the clear time when it subscribes",
         file=_COHERENCE,
-        before="        if cleared is not None:\n            self._on_cleared(int(text(cleared)))",
+        before="        if cleared:\n            self._on_cleared(int(text(cleared)))",
         after="        if False:\n            pass",
         tests=_t(
             _T_CLEAR,
