@@ -49,8 +49,9 @@ class InvalidationListener:
     ``on_subscribed(caught_up)`` follows every subscription: ``caught_up`` is True when every
     event published while the listener was away has been replayed through ``on_event`` (from
     ``stream``), False when some may be lost (and always on the first subscription).
-    ``on_resync()`` is awaited after each subscription's replay, before ``on_subscribed``: for
-    state that events keep up to date but that may have changed while the listener was away.
+    ``on_resync()`` is awaited at each subscription, before the replay and ``on_subscribed``:
+    for state that events keep up to date but that may have changed while the listener was
+    away.
     ``on_lost()`` is called as soon as the connection is known to be lost: at once when it
     fails, and at most ``ping_interval + timeout`` after it went silent (the idle ping's answer
     is due within ``timeout``).
@@ -290,14 +291,15 @@ class InvalidationListener:
     async def _catch_up(self) -> None:
         """Replay what was missed while away, read what the owner must know afresh
         (``on_resync``), then report the subscription."""
+        # ``on_resync`` first: a failure after the cursor's resync would lose what it found
+        # (the next attempt would find nothing missed since, and trust what it should flush).
+        await bounded(self._on_resync(), self._timeout)
         if self._cursor is None:
-            await bounded(self._on_resync(), self._timeout)
             self._on_subscribed(False)
             return
         events, complete = await self._cursor.resync()
         for event in events:
             self._on_event(event)
-        await bounded(self._on_resync(), self._timeout)
         if not complete and self.reconnects:
             logger.info("some invalidations may have been missed; the local layer is flushed")
         self._on_subscribed(complete)

@@ -155,7 +155,7 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
             on_subscribed=self._on_subscribed,
             on_lost=self._on_listener_lost,
             on_ignored=self._on_ignored,
-            on_resync=self._learn_clear_time,
+            on_resync=self._resync_clear_time,
             timeout=self._redis_timeout,
             stream=None if cluster else self._keys.stream,
         )

@@ -160,15 +160,25 @@ class Coherence(ClientState):
         self._wakeups.notify_all()
 
     async def _learn_clear_time(self) -> None:
-        """Read the namespace's clear time from Redis. Events keep it current; a listener
-        that was away reads it when it subscribes again, and meanwhile every read of Redis
-        reads it first (``_read_cleared_if_deaf``)."""
+        """Read the namespace's clear time from Redis, through the gateway. Events keep it
+        current; while the listener may be missing them, every read of Redis reads it first
+        (``_read_cleared_if_deaf``)."""
+        self._note_clear_time(await self._gateway.call(self._read_clear_time(), self._keys.cleared))
+
+    async def _resync_clear_time(self) -> None:
+        """The listener's ``on_resync``: the clear time, read afresh at each subscription in
+        case a clear event was missed. Not through the circuit breaker, which only closes once
+        the listener has subscribed again; its failure fails the subscription (retried)."""
+        self._note_clear_time(await self._gateway.bounded(self._read_clear_time()))
+
+    async def _read_clear_time(self) -> Any:
         # Read as a lone value is (a plain GET only where no replica may answer it).
         key = self._keys.cleared
         if self._plain_reads:
-            cleared = await self._gateway.call(self._scripts.read_value(key), key)
-        else:
-            (cleared,) = await self._gateway.call(self._scripts.read_values([key]), key)
+            return await self._scripts.read_value(key)
+        return (await self._scripts.read_values([key]))[0]
+
+    def _note_clear_time(self, cleared: Any) -> None:
         if cleared:
             self._on_cleared(int(text(cleared)))
 

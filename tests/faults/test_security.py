@@ -349,14 +349,16 @@ async def test_acl_user_is_refused_outside_its_namespace_and_targets(
         with pytest.raises(RedisPermissionError, match="check the password and the ACL"):
             async with CacheClient(r, namespace=f"{namespace}-other", redis_timeout=5.0):
                 pass
-    # A user that may listen on another namespace but touch none of its keys: every operation
-    # fails with the server's NOPERM, as a RedisPermissionError, never as an outage.
+    # A user that may listen on another namespace (its stream, and its clear time, which a
+    # listener reads at each subscription) but touch none of its values: every operation fails
+    # with the server's NOPERM, as a RedisPermissionError, never as an outage.
     listener_only = f"{user}-l"
     other = f"{namespace}-other"
     await run(
         admin,
         f"ACL SETUSER {listener_only} on >{APP_PASSWORD} resetkeys ~{other}:stream "
-        f"resetchannels &{other}:* -@all +ping +subscribe +xinfo|stream +xrange",
+        f"~{other}:cleared:* resetchannels &{other}:* -@all +ping +subscribe +xinfo|stream "
+        "+xrange +evalsha +script|load +get",
     )
     url = f"redis://{listener_only}:{APP_PASSWORD}@127.0.0.1:{acl_server.port}/0"
     async with clients(url) as (r,), CacheClient(r, namespace=other, redis_timeout=0.3) as cache:

@@ -1769,8 +1769,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: clear()",
         removes="a listener reading the clear time when it subscribes",
         file=_COHERENCE,
-        before="        if cleared:\n            self._on_cleared(int(text(cleared)))",
-        after="        if False:\n            pass",
+        before="(await self._gateway.bounded(self._read_clear_time()))",
+        after="(None)",
         tests=_t(
             _T_CLEAR,
             "test_a_client_started_after_a_clear_does_not_read_the_cleared_values[single]",
