@@ -184,7 +184,9 @@ def _chart(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(r, h) for r in results if (h := r.headroom) is not None]
+    # A figure with no finite headroom (a baseline that did nothing: 0 events/s) has no bar:
+    # the table says what it is.
+    rows = [(r, h) for r in results if (h := r.headroom) is not None and h > 0 and math.isfinite(h)]
     bars_height = 1.6 + 0.5 * max(len(rows), 1)
     curve_rows = (len(curves) + 1) // 2
     fig = plt.figure(figsize=(10, bars_height + _CURVE_ROW_HEIGHT * curve_rows))

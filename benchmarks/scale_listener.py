@@ -104,8 +104,9 @@ class Step:
 def one_call_per_message() -> Iterator[None]:
     """The listener as it was: one ``get_message`` per event, events decoded by ``json``."""
     names = vars(listener_module)
-    saved = {name: names[name] for name in ("buffered_reader", "decode_event")}
+    saved = {name: names[name] for name in ("buffered_reader", "socket_reader", "decode_event")}
     names["buffered_reader"] = lambda pubsub: None
+    names["socket_reader"] = lambda pubsub: None
     names["decode_event"] = _decode_json
     try:
         yield
