@@ -70,7 +70,7 @@ async def test_a_refused_write_releases_and_announces_the_lock(
     under which a regeneration's claim, a script of the lock alone, runs; a script error or OOM
     alike): the callers get what was fetched, and the lock is released and announced at once
     instead of being left for ``lock_ttl``."""
-    may_lock = ("%R~*", f"~{namespace}:lock:*")
+    may_lock = ("%R~*", f"~{namespace}:lock:*", f"~{namespace}:cleared:*")
     async with acl_user(redis, redis_url, ["+@all"], may_lock) as (_, limited):
         cache = await make_cache(limited, lock_ttl=LOCK_TTL)
         async with unlock_events(redis, namespace) as unlocked:

@@ -334,7 +334,13 @@ async def test_a_listener_whose_node_dies_subscribes_on_another_one(
                     what="b's listener to subscribe again",
                 )
                 live = [n for n in cluster.nodes if n.running]
-                assert sum(_subscribers(n, channel) for n in live) == 2  # a's and b's
+                # a's listener was on the dead node too (a channel has one node): it may still
+                # be subscribing again when b's has.
+                await wait_until(
+                    lambda: sum(_subscribers(n, channel) for n in live) == 2,  # a's and b's
+                    timeout=RECOVERY_TIMEOUT,
+                    what="both listeners to be subscribed on the live nodes",
+                )
                 await _until_written(a, "page", 2)
 
                 async def b_sees_the_write() -> bool:
