@@ -477,10 +477,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         id="outage-script-read-raises",
         promise="S: Redis unreachable",
-        removes="answering without Redis when the read script fails (a replica refuses it)",
-        file=_LOADS,
-        before="                return [UNREACHABLE] * len(keys)",
-        after="                raise",
+        removes="answering without Redis when a read's script fails (a replica refuses it; a "
+        "client whose listener cannot subscribe there reads the clear time first, by script)",
+        file=_COHERENCE,
+        before="        except RedisUnavailableError:\n            return False\n",
+        after="        except RedisUnavailableError:\n            raise\n",
         tests=_t(_T_FAILOVER, "test_reads_are_refused_by_a_replica_not_answered_as_no_value"),
     ),
     Mutant(
