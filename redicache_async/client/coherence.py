@@ -182,16 +182,22 @@ class Coherence(ClientState):
         if cleared:
             self._on_cleared(int(text(cleared)))
 
-    async def _read_cleared_if_deaf(self) -> bool:
+    async def _read_cleared_if_deaf(self, value_key: str) -> bool:
         """While the listener may be missing events, learn the clear time before a read of
-        Redis (a clear it missed must not leave its values readable here); False when Redis
-        is unreachable."""
+        ``value_key`` (a clear it missed must not leave its values readable here); False when
+        the node that serves ``value_key`` is unreachable.
+
+        On a cluster the clear time may live on a dead master while ``value_key``'s node is
+        healthy: the read goes on with the clear time last learned, as a write does (see
+        ``_outlives_clear``); a dead master costs only its own slots. No clear can start
+        while that master is down (it writes the clear time first)."""
         if self._local.trusted:
             return True
         try:
             await self._learn_clear_time()
         except RedisUnavailableError:
-            return False
+            breakers = self._gateway.breaker
+            return breakers.for_key(self._keys.cleared) is not breakers.for_key(value_key)
         return True
 
     def _cleared_value(self, version: int) -> bool:

@@ -149,12 +149,12 @@ class Loads(Coherence):
         replica answers GET, and what it answers may be old or missing while it resyncs."""
         if not self._plain_reads:
             return (await self._read_values([key], stored))[0]
-        if not await self._read_cleared_if_deaf():
+        value_key = self._keys.value(key)
+        if not await self._read_cleared_if_deaf(value_key):
             return UNREACHABLE
         guard = self._watch(key)
         try:
             try:
-                value_key = self._keys.value(key)
                 reply = await self._gateway.call(self._scripts.read_value(value_key), value_key)
             except RedisUnavailableError:
                 return UNREACHABLE
@@ -166,12 +166,12 @@ class Loads(Coherence):
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
         or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``; with ``stored``, what it makes of
         each reply. A script, which a replica refuses."""
-        if not await self._read_cleared_if_deaf():
+        value_key = self._keys.value
+        names = [value_key(key) for key in keys]
+        if not await self._read_cleared_if_deaf(names[0]):
             return [UNREACHABLE] * len(keys)
         guards = [self._watch(key) for key in keys]
         try:
-            value_key = self._keys.value
-            names = [value_key(key) for key in keys]
             try:
                 replies = await self._gateway.call(self._scripts.read_values(names), names[0])
             except RedisUnavailableError:

@@ -480,7 +480,8 @@ MUTANTS: tuple[Mutant, ...] = (
         removes="answering without Redis when a read's script fails (a replica refuses it; a "
         "client whose listener cannot subscribe there reads the clear time first, by script)",
         file=_COHERENCE,
-        before="        except RedisUnavailableError:\n            return False\n",
+        before="        except RedisUnavailableError:\n"
+        "            breakers = self._gateway.breaker\n",
         after="        except RedisUnavailableError:\n            raise\n",
         tests=_t(_T_FAILOVER, "test_reads_are_refused_by_a_replica_not_answered_as_no_value"),
     ),
@@ -559,6 +560,17 @@ MUTANTS: tuple[Mutant, ...] = (
         file="redicache_async/breaker.py",
         before="        if not self._cluster or key is None:",
         after="        if True:",
+        tests=_t(_T_NODE_BREAKERS, "test_a_dead_master_costs_only_its_own_slots"),
+    ),
+    Mutant(
+        id="deaf-read-waits-for-the-clear-time",
+        promise="S: a cluster master dies",
+        removes="reading a healthy master's keys while the clear time's master is dead and the "
+        "listener cannot subscribe (every read would answer as without Redis)",
+        file=_COHERENCE,
+        before="            return breakers.for_key(self._keys.cleared) is not "
+        "breakers.for_key(value_key)\n",
+        after="            return False\n",
         tests=_t(_T_NODE_BREAKERS, "test_a_dead_master_costs_only_its_own_slots"),
     ),
     Mutant(
