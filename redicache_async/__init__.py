@@ -17,7 +17,7 @@ map below and checks every import of every module against it::
     primitives:  leases listener subscriber invalidation replay orphans breaker pool_gate failover
                  batching tasks lifecycle fetching cancellation clock soft_timeout
     leaves:      local keys scripts stored errors stats validation serializers topology tls
-                 logs backoff replies entry testing.*
+                 logs backoff replies entry tags testing.*
 
 - faces: the public names (here), ``handle.py`` (a client named at import time, bound
   later), ``python -m redicache_async`` (demo, status report, development server), the web
@@ -43,7 +43,8 @@ map below and checks every import of every module against it::
   a caller past its soft timeout.
 - leaves: the local layer, key names, Lua scripts, the stored value's layout, errors,
   counters, argument checks, serializers, topology and TLS facts, throttled logs, jittered
-  back-off, reply decoding, a fetch's :class:`Entry`, and ``testing`` (real servers for tests).
+  back-off, reply decoding, a fetch's :class:`Entry`, tags and what a client knows of their
+  invalidation times, and ``testing`` (real servers for tests).
 """
 
 from __future__ import annotations

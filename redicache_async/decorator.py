@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, cast, overload
 
 from .call_keys import CallKeys, check_default_keyable, function_name
 from .errors import InvalidArgumentTypeError
 from .keys import validate_key
 from .soft_timeout import check_soft_timeout
+from .tags import check_tags
 from .validation import check_callable, check_fraction, ttl_to_ms
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
@@ -60,6 +61,7 @@ class CacheSource(Protocol):
         fetch: Any,
         ttl: float | None = None,
         *,
+        tags: Iterable[str] = (),
         eager_refresh: float | None = None,
         soft_timeout: float | None = None,
     ) -> Awaitable[Any]: ...
@@ -118,6 +120,7 @@ def cached(
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
+    tags: Iterable[str] | Callable[..., Iterable[str]] = (),
     eager_refresh: float | None = None,
     soft_timeout: float | None = None,
 ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
@@ -125,6 +128,7 @@ def cached(
     ttl_to_ms(ttl)  # rejects a bad ttl now rather than at the first call
     if key is not None:
         check_callable("key", key)
+    call_tags = _call_tags(tags)
     if eager_refresh is not None:
         check_fraction("eager_refresh", eager_refresh)
     # Against fetch_timeout too by a client's cached(); a handle's client is known at calls only.
@@ -138,10 +142,23 @@ def cached(
         if key is None:
             check_default_keyable(function)
         return cast(
-            CachedFunction[P, T], _Cached(client, function, ttl, key, eager_refresh, soft_timeout)
+            CachedFunction[P, T],
+            _Cached(client, function, ttl, key, eager_refresh, soft_timeout, call_tags),
         )
 
     return decorate
+
+
+def _call_tags(
+    tags: Iterable[str] | Callable[..., Iterable[str]],
+) -> Callable[[tuple[Any, ...], dict[str, Any]], tuple[str, ...]] | None:
+    """The tags of a call, from its arguments: ``tags`` itself (checked now), or what the
+    function ``tags`` returns for them (checked at each call that misses); None for none."""
+    if callable(tags):
+        function = tags
+        return lambda args, kwargs: check_tags(function(*args, **kwargs), "cached()'s tags")
+    fixed = check_tags(tags, "cached()'s tags")
+    return (lambda args, kwargs: fixed) if fixed else None
 
 
 class _Cached(Generic[T]):
@@ -157,10 +174,12 @@ class _Cached(Generic[T]):
         key: Callable[..., str] | None,
         eager_refresh: float | None = None,
         soft_timeout: float | None = None,
+        tags: Callable[[tuple[Any, ...], dict[str, Any]], tuple[str, ...]] | None = None,
     ) -> None:
         functools.update_wrapper(self, function)
         self._function = function
         self._ttl = ttl
+        self._tags = tags
         calls = CallKeys(function, "" if key is not None else function_name(function))
         self._key: Callable[[tuple[Any, ...], dict[str, Any]], Any]
         if key is None:
@@ -198,12 +217,11 @@ class _Cached(Generic[T]):
             value = None
         if value is not None:  # a local hit, without the fetch's partial or a coroutine
             return cast(T, value)
-        return cast(
-            T,
-            await self._get_or_init(
-                cache_key, functools.partial(self._function, *args, **kwargs), self._ttl
-            ),
-        )
+        fetch = functools.partial(self._function, *args, **kwargs)
+        if self._tags is not None:
+            tags = self._tags(args, kwargs)
+            return cast(T, await self._get_or_init(cache_key, fetch, self._ttl, tags=tags))
+        return cast(T, await self._get_or_init(cache_key, fetch, self._ttl))
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         return validate_key(self._key(args, kwargs))
@@ -248,12 +266,11 @@ class _BoundCached(Generic[T]):
             value = None
         if value is not None:
             return cast(T, value)
-        return cast(
-            T,
-            await cached._get_or_init(
-                cache_key, functools.partial(cached._function, *args, **kwargs), cached._ttl
-            ),
-        )
+        fetch = functools.partial(cached._function, *args, **kwargs)
+        if cached._tags is not None:
+            tags = cached._tags(args, kwargs)
+            return cast(T, await cached._get_or_init(cache_key, fetch, cached._ttl, tags=tags))
+        return cast(T, await cached._get_or_init(cache_key, fetch, cached._ttl))
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         return self.__func__.key(self.__self__, *args, **kwargs)

@@ -8,24 +8,28 @@ report that is still being compiled may be cached for seconds, a final one for a
         report = await build_report()
         return Entry(report, ttl=86_400.0 if report["final"] else 10.0)
 
+``tags`` replace the call's tags for that value (see ``invalidate_tags``).
+
 Callers receive the plain value, never the Entry. An option left unset is the call's. The
 options are checked when the Entry is made, so a bad one raises
 :class:`~redicache_async.InvalidArgumentError` inside the fetch, where it was written: the call
 then fails as for any fetch that raises, and nothing is cached.
 
 :func:`unwrap` is the one place where the client opens a fetch's result; an option added here
-(tags, say) is read there.
+is read there. :func:`with_tags` gives a fetch the call's tags the same way.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
-from .validation import ttl_to_ms
+from .tags import check_tags
+from .validation import is_async_callable, ttl_to_ms
 
-__all__ = ["UNSET", "Entry", "Unset", "check_stored", "unwrap"]
+__all__ = ["UNSET", "Entry", "Unset", "check_stored", "unwrap", "with_tags"]
 
 T = TypeVar("T")
 
@@ -47,18 +51,26 @@ class Entry(Generic[T]):
     """``value`` with the options it is cached with; see :mod:`redicache_async.entry`.
 
     ``ttl``: seconds (None: no expiry), as the call's ``ttl`` takes them; unset, the call's.
+    ``tags``: strings (see ``invalidate_tags``); unset, the call's.
     ``value`` must not be None (None means "no value" to readers; return None itself to cache
     nothing) nor another Entry.
     """
 
-    __slots__ = ("_ttl", "_ttl_ms", "value")
+    __slots__ = ("_tags", "_ttl", "_ttl_ms", "value")
 
     value: T
     _ttl: float | Unset | None
     #: ``ttl`` as the milliseconds written to Redis (0: no expiry), or None when unset.
     _ttl_ms: int | None
+    _tags: tuple[str, ...] | Unset
 
-    def __init__(self, value: T, *, ttl: float | Unset | None = UNSET) -> None:
+    def __init__(
+        self,
+        value: T,
+        *,
+        ttl: float | Unset | None = UNSET,
+        tags: tuple[str, ...] | list[str] | Unset = UNSET,
+    ) -> None:
         if value is None:
             raise InvalidArgumentError(
                 "Entry(None): None means 'no value' to readers; return None itself to cache nothing"
@@ -66,6 +78,7 @@ class Entry(Generic[T]):
         if isinstance(value, Entry):
             raise InvalidArgumentTypeError("an Entry's value cannot be another Entry")
         self._ttl_ms = None if ttl is UNSET else ttl_to_ms(ttl)
+        self._tags = UNSET if tags is UNSET else check_tags(tags)
         self.value = value
         self._ttl = ttl
 
@@ -74,17 +87,55 @@ class Entry(Generic[T]):
         """The ttl given (read-only: it was checked when the Entry was made)."""
         return self._ttl
 
+    @property
+    def tags(self) -> tuple[str, ...] | Unset:
+        """The tags given, checked (distinct, in their first order)."""
+        return self._tags
+
     def __repr__(self) -> str:
-        return f"Entry({self.value!r}, ttl={self.ttl!r})"
+        tags = "" if self._tags is UNSET else f", tags={self._tags!r}"
+        return f"Entry({self.value!r}, ttl={self.ttl!r}{tags})"
 
 
-def unwrap(result: Any, ttl_ms: int) -> tuple[Any, int]:
-    """A fetch's ``result`` as ``(value, ttl in ms)``: an :class:`Entry`'s value and its own
-    ttl (the call's ``ttl_ms`` when unset), or any other result as it is with ``ttl_ms``."""
+def unwrap(result: Any, ttl_ms: int) -> tuple[Any, int, tuple[str, ...]]:
+    """A fetch's ``result`` as ``(value, ttl in ms, tags)``: an :class:`Entry`'s value and its
+    own options (the call's ``ttl_ms`` when unset; no tags), or any other result as it is with
+    ``ttl_ms`` and no tags."""
     if not isinstance(result, Entry):
-        return result, ttl_ms
+        return result, ttl_ms, ()
     entry_ttl = result._ttl_ms
-    return result.value, ttl_ms if entry_ttl is None else entry_ttl
+    tags = result._tags
+    return (
+        result.value,
+        ttl_ms if entry_ttl is None else entry_ttl,
+        () if tags is UNSET else tags,
+    )
+
+
+def with_tags(fetch: Callable[[], Any], tags: tuple[str, ...]) -> Callable[[], Any]:
+    """``fetch`` giving its values ``tags`` (a call's ``tags=``), unless it returns an
+    :class:`Entry` with tags of its own; ``fetch`` itself when there are none. A function of
+    the same kind (a coroutine function for a coroutine function), so that it runs where
+    ``fetch`` would."""
+    if not tags:
+        return fetch
+
+    def tagged(result: Any) -> Any:
+        if result is None:
+            return None
+        if not isinstance(result, Entry):
+            return Entry(result, tags=tags)
+        if result._tags is UNSET:
+            return Entry(result.value, ttl=result._ttl, tags=tags)
+        return result
+
+    if is_async_callable(fetch):
+
+        async def tagged_async() -> Any:
+            return tagged(await fetch())
+
+        return tagged_async
+    return lambda: tagged(fetch())
 
 
 def check_stored(value: object, what: str, call: str) -> None:

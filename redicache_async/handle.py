@@ -20,7 +20,7 @@ are refused rather than made to share a cache without knowing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from .client import CacheClient
@@ -80,13 +80,21 @@ class CacheHandle:
         ttl: float | None = None,
         *,
         key: Callable[..., str] | None = None,
+        tags: Iterable[str] | Callable[..., Iterable[str]] = (),
         eager_refresh: float | None = None,
         soft_timeout: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
         """:meth:`CacheClient.cached <redicache_async.CacheClient.cached>`, for the client
         this handle is bound to when the function is called. Arguments are checked now, but
         ``soft_timeout`` against the client's ``fetch_timeout`` only at a call that misses."""
-        return cached(self, ttl, key=key, eager_refresh=eager_refresh, soft_timeout=soft_timeout)
+        return cached(
+            self,
+            ttl,
+            key=key,
+            tags=tags,
+            eager_refresh=eager_refresh,
+            soft_timeout=soft_timeout,
+        )
 
     # What a cached function calls, resolved at each call: the client of the moment.
 
@@ -96,11 +104,12 @@ class CacheHandle:
         fetch: Any,
         ttl: float | None = None,
         *,
+        tags: Iterable[str] = (),
         eager_refresh: float | None = None,
         soft_timeout: float | None = None,
     ) -> Awaitable[Any]:
         return self.client.get_or_init(
-            key, fetch, ttl, eager_refresh=eager_refresh, soft_timeout=soft_timeout
+            key, fetch, ttl, tags=tags, eager_refresh=eager_refresh, soft_timeout=soft_timeout
         )
 
     def delete(self, key: str) -> Awaitable[None]:

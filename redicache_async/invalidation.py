@@ -3,8 +3,10 @@
 An event is compact JSON: ``{"op":..., "key":..., "origin":..., "version":...}``. It never
 carries a value. On the cache channel ``op`` is ``set`` or ``del`` (the value changed: drop older
 local copies, wake waiters), ``unlock`` (a lock was released without a value: wake waiters),
-``target`` (a builder swapped in a new build of the target ``key``) or ``clear`` (every value of
-the namespace not newer than ``version`` is gone; ``key`` is empty). On the builders' channel
+``target`` (a builder swapped in a new build of the target ``key``), ``clear`` (every value of
+the namespace not newer than ``version`` is gone; ``key`` is empty) or ``tags`` (every value
+with one of the tags not newer than ``version`` is gone; ``key`` is the tags' JSON array, see
+:func:`tags_event_key`). On the builders' channel
 it is ``resign`` (a leader released registration ``key``), ``refresh`` (rebuild ``key`` now) or
 ``built`` (a build of ``key`` was swapped in; its version is when it started, in ms).
 
@@ -26,12 +28,15 @@ __all__ = [
     "OP_REFRESH",
     "OP_RESIGN",
     "OP_SET",
+    "OP_TAGS",
     "OP_TARGET",
     "OP_UNLOCK",
     "Event",
     "decode_event",
     "event_prefix",
+    "event_tags",
     "plain_event",
+    "tags_event_key",
     "unlock_event",
 ]
 
@@ -43,8 +48,9 @@ OP_RESIGN: Final = "resign"
 OP_REFRESH: Final = "refresh"
 OP_BUILT: Final = "built"
 OP_CLEAR: Final = "clear"
+OP_TAGS: Final = "tags"
 _OPS = frozenset(
-    {OP_SET, OP_DELETE, OP_UNLOCK, OP_TARGET, OP_RESIGN, OP_REFRESH, OP_BUILT, OP_CLEAR}
+    {OP_SET, OP_DELETE, OP_UNLOCK, OP_TARGET, OP_RESIGN, OP_REFRESH, OP_BUILT, OP_CLEAR, OP_TAGS}
 )
 
 
@@ -72,6 +78,22 @@ def plain_event(op: str, key: str, origin: str) -> str:
 
 def unlock_event(key: str, origin: str) -> str:
     return plain_event(OP_UNLOCK, key, origin)
+
+
+def tags_event_key(tags: tuple[str, ...]) -> str:
+    """The ``key`` of a ``tags`` event: the tags as a JSON array."""
+    return json.dumps(list(tags), ensure_ascii=False, separators=(",", ":"))
+
+
+def event_tags(event: Event) -> tuple[str, ...]:
+    """The tags a ``tags`` event names (none if its key is not an array of strings)."""
+    try:
+        tags = json.loads(event.key)
+    except ValueError:
+        return ()
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        return ()
+    return tuple(tags)
 
 
 # The exact shape the library writes (``event_prefix`` + version, and the ``id`` the stream

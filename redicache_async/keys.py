@@ -118,7 +118,7 @@ def slot_tag(key: str) -> str:
 class KeySpace:
     """Names of the Redis keys and the channel that belong to one namespace."""
 
-    __slots__ = ("builder_channel", "channel", "cleared", "namespace", "stream")
+    __slots__ = ("builder_channel", "channel", "cleared", "namespace", "stream", "tag_times")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = validate_namespace(namespace)
@@ -132,6 +132,9 @@ class KeySpace:
         #: When the namespace was last cleared (server µs, a version): a value whose version is
         #: not above it is gone. In the namespace's own slot.
         self.cleared = f"{namespace}:cleared:{{{namespace}}}"
+        #: When each tag was last invalidated (a hash: tag -> version; see ``tags.py``). In the
+        #: namespace's own slot too, so that one script invalidates any number of tags.
+        self.tag_times = f"{namespace}:tags:{{{namespace}}}"
 
     def value(self, key: str) -> str:
         """The string holding a cached value: its header, then its payload (``stored.py``)."""

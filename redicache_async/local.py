@@ -137,6 +137,10 @@ class LocalLayer:
         entry.used = True
         return entry
 
+    def holds(self, key: LocalKey) -> bool:
+        """Whether an entry for ``key`` is held, fresh or not."""
+        return key in self._entries
+
     def peek(self, key: LocalKey) -> LocalEntry | None:
         """:meth:`fresh` without counting a hit: a look for tests and diagnostics."""
         hits = self.hits

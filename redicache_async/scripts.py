@@ -46,10 +46,10 @@ end
 # ``stored_version(key)``: the version in the header of the value at ``key``, or nil when it has
 # none (no key, or a key of another type or layout: an older release's hash, a hand-written
 # string; the write replaces it). Only the header is read, not the payload.
-# ``header(version, t, ttl)``: the header of a value written at server time ``t`` (a TIME
-# reply) for ``ttl`` ms (0: none). Its expiry is taken 1 ms early: the key's own expiry counts
-# from the script's start, which TIME may be a little past, and a reader's deadline must never
-# outlast the key.
+# ``header(version, t, ttl, flags)``: the header of a value written at server time ``t`` (a TIME
+# reply) for ``ttl`` ms (0: none), with ``flags`` ('00', or '01': a tag section follows). Its
+# expiry is taken 1 ms early: the key's own expiry counts from the script's start, which TIME
+# may be a little past, and a reader's deadline must never outlast the key.
 _HEADER = """
 local function stored_version(key)
   local h = redis.pcall('GETRANGE', key, 0, 16)
@@ -58,12 +58,12 @@ local function stored_version(key)
   end
   return nil
 end
-local function header(version, t, ttl)
+local function header(version, t, ttl, flags)
   local expires = 0
   if ttl > 0 then
     expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1 + ttl
   end
-  return string.format('\\1%016x%012x00', tonumber(version), expires)
+  return string.format('\\1%016x%012x%s', tonumber(version), expires, flags)
 end
 """
 
@@ -155,6 +155,9 @@ end
 # have read the source at any moment since, so a clear() after the claim must find the value
 # older than itself. ``cleared``: the namespace's clear time key, where it shares the node (not
 # on a cluster): a fenced write that a clear overtook is refused (0: the lock is still held).
+# ``flags``: the header's ('01': ``payload`` starts with the value's tag section, see
+# ``stored.py``); ``tag_times``: the namespace's tag times (a hash), where it shares the node: a
+# fenced write that an ``invalidate_tags`` of one of its tags overtook is refused the same way.
 # Fenced: with a token, writes only while the lock still holds it. Every write deletes the lock:
 # its holder's release, or a revocation (memcache's lease invalidation) when another holder
 # fetches meanwhile, so that its older result is refused here and cannot undo this write.
@@ -162,11 +165,18 @@ end
 # Returns the new version, or false when the lock was lost.
 _WRITE_ONE = """
 local function write_one(value, lock, stream, token, payload, ttl, ttl_arg, channel, prefix,
-                         claimed, cleared)
+                         claimed, cleared, flags, tag_times)
   if token ~= '' and redis.call('GET', lock) ~= token then return false end
-  if token ~= '' and claimed and cleared
-     and (tonumber(redis.call('GET', cleared)) or 0) >= tonumber(claimed) then
-    return 0
+  if token ~= '' and claimed and cleared then
+    local since = tonumber(claimed)
+    if (tonumber(redis.call('GET', cleared)) or 0) >= since then return 0 end
+    if tag_times and flags == '01' then
+      local size = tonumber(string.sub(payload, 1, 4), 16)
+      local tags = cjson.decode(string.sub(payload, 5, 4 + size))
+      for _, at in ipairs(redis.call('HMGET', tag_times, unpack(tags))) do
+        if (tonumber(at) or 0) >= since then return 0 end
+      end
+    end
   end
   local t = redis.call('TIME')
   local version
@@ -176,9 +186,9 @@ local function write_one(value, lock, stream, token, payload, ttl, ttl_arg, chan
     version = bump(stored_version(value), t)
   end
   if ttl > 0 then
-    redis.call('SET', value, header(version, t, ttl) .. payload, 'PX', ttl_arg)
+    redis.call('SET', value, header(version, t, ttl, flags) .. payload, 'PX', ttl_arg)
   else
-    redis.call('SET', value, header(version, t, 0) .. payload)
+    redis.call('SET', value, header(version, t, 0, flags) .. payload)
   end
   redis.call('DEL', lock)
   announce(stream, channel, prefix .. version .. '}')
@@ -198,11 +208,11 @@ local function delete_one(value, lock, stream, channel, prefix)
 end
 """
 
-# KEYS[1]: value, KEYS[2]: its lock, KEYS[3], KEYS[4] (optional, together: not on a cluster):
-# the event stream and the namespace's clear time. ARGV[1]: token ('' for a write that holds no
-# lock),
-# ARGV[2]: payload, ARGV[3]: ttl in ms ('0': none), ARGV[4]: channel, ARGV[5]: event prefix,
-# ARGV[6] (with a token): when the lock was claimed (see ``_WRITE_ONE``).
+# KEYS[1]: value, KEYS[2]: its lock, KEYS[3..5] (optional, together: not on a cluster): the
+# event stream, the namespace's clear time and its tag times. ARGV[1]: token ('' for a write
+# that holds no lock), ARGV[2]: payload (after its tag section, if flagged), ARGV[3]: ttl in ms
+# ('0': none), ARGV[4]: channel, ARGV[5]: event prefix, ARGV[6]: when the lock was claimed
+# (with a token; else ''), ARGV[7]: the header's flags (see ``_WRITE_ONE``).
 # Returns the new version, or nil when the lock was lost (see ``_WRITE_ONE``).
 WRITE = (
     _ANNOUNCE
@@ -212,15 +222,16 @@ WRITE = (
     + _WRITE_ONE
     + """
 return write_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ttl, ARGV[3], ARGV[4], ARGV[5],
-                 ARGV[6], KEYS[4])
+                 ARGV[6], KEYS[4], ARGV[7], KEYS[5])
 """
 )
 
 # KEYS: the value and the lock of each key (one cluster slot), then (optional, when the count
-# is odd) the event stream. ARGV[1]: ttl in ms ('0': none), ARGV[2]: channel, then per key its
-# payload and its event prefix. ``set_many``'s writes of one slot: each key as WRITE writes it
-# without a lock (its own version and event; its lock revoked), checked once before any is
-# written. Returns the new versions, in order.
+# is odd) the event stream. ARGV[1]: ttl in ms ('0': none), ARGV[2]: channel, ARGV[3]: the
+# header's flags (the same tags for every key), then per key its payload and its event
+# prefix. ``set_many``'s writes of one slot: each key as WRITE writes it without a lock (its
+# own version and event; its lock revoked), checked once before any is written. Returns the
+# new versions, in order.
 WRITE_MANY = (
     _ANNOUNCE
     + _BUMP
@@ -232,8 +243,8 @@ local n = math.floor(#KEYS / 2)
 local stream = KEYS[2 * n + 1]
 local versions = {}
 for i = 1, n do
-  versions[i] = write_one(KEYS[2 * i - 1], KEYS[2 * i], stream, '', ARGV[2 * i + 1], ttl,
-                          ARGV[1], ARGV[2], ARGV[2 * i + 2])
+  versions[i] = write_one(KEYS[2 * i - 1], KEYS[2 * i], stream, '', ARGV[2 * i + 2], ttl,
+                          ARGV[1], ARGV[2], ARGV[2 * i + 3], nil, nil, ARGV[3], nil)
 end
 return versions
 """
@@ -297,6 +308,31 @@ local cleared = bump(redis.call('GET', KEYS[1]), redis.call('TIME'))
 redis.call('SET', KEYS[1], cleared)
 announce(KEYS[2], ARGV[1], ARGV[2] .. cleared .. '}')
 return cleared
+"""
+)
+
+# KEYS[1]: the namespace's tag times (a hash: tag -> version), KEYS[2] (optional): the event
+# stream. ARGV[1]: channel, ARGV[2]: event prefix, ARGV[3...]: tags. Every value with one of
+# these tags whose version is not above the new time is gone (readers skip it, as after a
+# clear). One time for all of them, bumped past each one's last, and one event. Returns it.
+INVALIDATE_TAGS = (
+    _ANNOUNCE
+    + _BUMP
+    + """
+local latest = nil
+for _, at in ipairs(redis.call('HMGET', KEYS[1], unpack(ARGV, 3))) do
+  at = tonumber(at)
+  if at and (not latest or at > latest) then latest = at end
+end
+local at = bump(latest, redis.call('TIME'))
+local fields = {}
+for i = 3, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = at
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+announce(KEYS[2], ARGV[1], ARGV[2] .. at .. '}')
+return at
 """
 )
 
@@ -433,6 +469,7 @@ _ALL = (
     READ_OR_LOCK,
     CLAIM,
     CLEAR,
+    INVALIDATE_TAGS,
     DISOWN,
     WRITE,
     WRITE_MANY,
@@ -460,6 +497,7 @@ class Scripts:
         "delete",
         "delete_many",
         "disown",
+        "invalidate_tags",
         "read_or_lock",
         "read_target",
         "record_build",
@@ -480,6 +518,7 @@ class Scripts:
         self.claim: AsyncScript = redis.register_script(CLAIM)
         self.clear: AsyncScript = redis.register_script(CLEAR)
         self.disown: AsyncScript = redis.register_script(DISOWN)
+        self.invalidate_tags: AsyncScript = redis.register_script(INVALIDATE_TAGS)
         self.write_many: AsyncScript = redis.register_script(WRITE_MANY)
         self.delete_many: AsyncScript = redis.register_script(DELETE_MANY)
         self.renew: AsyncScript = redis.register_script(RENEW)

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from redis.asyncio.cluster import RedisCluster
 
+from redicache_async.keys import KeySpace
 from redicache_async.testing import ServerNotFoundError, find_server_binary
 from redicache_async.topology import open_subscriber
 
@@ -298,3 +299,20 @@ def process_gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+async def assert_stored_nowhere(
+    a: Any, b: Any, redis: aioredis.Redis, namespace: str, key: str, **options: Any
+) -> None:
+    """The fetch ``a`` ran for ``key`` was overtaken (by a clear, an invalidation): no process
+    takes its result as the key's value, not even ``a``, and Redis does not hold it (refused by
+    the write script, or on a cluster, where the script cannot see the clear or tag times,
+    taken back by its writer at once). The next ``get_or_init`` (with ``options``) fetches."""
+    assert not await redis.exists(KeySpace(namespace).value(key))
+    assert a.stats().fenced_writes == 1
+    assert a.local_value(key) is None
+    assert await a.get(key) is None
+    assert await b.get(key) is None
+    fetch = Fetch({"v": "after"})
+    assert await b.get_or_init(key, fetch, **options) == {"v": "after"}
+    assert fetch.calls == 1

@@ -159,14 +159,14 @@ async def test_stored_format_is_a_string_with_a_header_and_the_payload(
     assert isinstance(raw, bytes)
     assert raw.startswith(b"\x01")
     assert raw.endswith(b'{"title":"Hi"}')
-    version, expires_ms, payload = unpack(raw) or (0, -1, b"")
+    version, expires_ms, payload, _ = unpack(raw) or (0, -1, b"", ())
     (seconds, micros) = await redis.time()
     assert 0 < version <= seconds * 1_000_000 + micros  # the server's clock, in µs
     assert (expires_ms, payload) == (0, b'{"title":"Hi"}')
     assert await redis.pttl(value_key) == -1
     # with a ttl: the key expires in Redis, and the header tells when, in server time
     await cache.set("cms::homepage", {"title": "Hi"}, ttl=60)
-    version, expires_ms, _ = unpack(await redis.get(value_key) or b"") or (0, 0, b"")
+    version, expires_ms, _, _ = unpack(await redis.get(value_key) or b"") or (0, 0, b"", ())
     pttl = await redis.pttl(value_key)
     (seconds, micros) = await redis.time()
     now_ms = seconds * 1000 + micros // 1000

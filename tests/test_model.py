@@ -66,6 +66,10 @@ pytestmark = pytest.mark.topologies
 T = TypeVar("T")
 
 KEYS = ("k0", "k1", "k2")
+#: The tags every value of a key is stored with (``set_many`` gives both its keys' tags to
+#: both values): each key's own, and one that two keys share.
+TAGS_OF = {"k0": ("tag-k0", "tag-shared"), "k1": ("tag-k1", "tag-shared"), "k2": ("tag-k2",)}
+ALL_TAGS = ("tag-k0", "tag-k1", "tag-k2", "tag-shared")
 #: ``(local_max_entries, protocol)`` of each client.
 CLIENTS = ((10_000, 3), (2, 2), (0, 3))
 #: Long, so that a lock left behind shows as a failure here, not as a slow test.
@@ -119,6 +123,8 @@ class CacheModel(RuleBasedStateMachine):
         self.redis: list[Any] = []
         self.admin: Any = None
         self._values = itertools.count(1)
+        #: The tags of each key's last write.
+        self.tags_now: dict[str, tuple[str, ...]] = dict(TAGS_OF)
         self.steps: list[str] = []
         try:
             self.run(self._open())
@@ -134,6 +140,20 @@ class CacheModel(RuleBasedStateMachine):
         except Exception as exc:
             exc.add_note("the steps of this example:\n" + "\n".join(f"  {s}" for s in self.steps))
             raise
+
+    def wrote(
+        self,
+        key: str,
+        value: int | None,
+        what: str,
+        *,
+        by: int | None,
+        tags: tuple[str, ...] | None = None,
+    ) -> Write:
+        """A write of ``key`` completed now (see ``History.wrote``), with ``tags`` (the key's
+        own unless given)."""
+        self.tags_now[key] = TAGS_OF[key] if tags is None else tags
+        return self.history.wrote(key, value, what, by=by)
 
     def fresh(self) -> int:
         return next(self._values)
@@ -187,7 +207,7 @@ class CacheModel(RuleBasedStateMachine):
 
     async def redis_value(self, key: str) -> Any:
         """What Redis holds for ``key`` as a reader takes it: no value when it is in another
-        layout, or not newer than the namespace's clear time."""
+        layout, or not newer than the namespace's clear time or one of its tags' times."""
         raw = await self.admin.get(self.keys.value(key))
         stored = None if raw is None else unpack(raw)
         if stored is None:
@@ -195,6 +215,10 @@ class CacheModel(RuleBasedStateMachine):
         cleared = await self.admin.get(self.keys.cleared)
         if cleared is not None and stored[0] <= int(cleared):
             return None
+        if stored.tags:
+            times = await self.admin.hmget(self.keys.tag_times, list(stored.tags))
+            if any(at is not None and stored.version <= int(at) for at in times):
+                return None
         return json.loads(stored[2])
 
     async def _settle(self, *tasks: asyncio.Task[Any] | None) -> None:
@@ -235,7 +259,7 @@ class CacheModel(RuleBasedStateMachine):
                 f"c{client} {what} fetched although Redis held {current}\n"
                 f"{self.history.describe(key)}"
             )
-        self.history.wrote(key, fetch.value, f"c{client}.{what} fetched", by=client)
+        self.wrote(key, fetch.value, f"c{client}.{what} fetched", by=client)
 
     def regenerated(self, client: int, key: str, fetch: Fetch | HeldFetch, answer: object) -> Write:
         if fetch.calls != 1 or answer != fetch.value:
@@ -243,7 +267,7 @@ class CacheModel(RuleBasedStateMachine):
                 f"c{client}.attempt_regeneration({key!r}) ran its fetch {fetch.calls} times "
                 f"and answered {answer!r}, not {fetch.value}"
             )
-        return self.history.wrote(key, fetch.value, f"c{client}.attempt_regeneration", by=client)
+        return self.wrote(key, fetch.value, f"c{client}.attempt_regeneration", by=client)
 
     @staticmethod
     def left_behind(client: int, key: str) -> ModelViolation:
@@ -258,39 +282,56 @@ class CacheModel(RuleBasedStateMachine):
         cache = self.caches[client]
         if kind == "set":
             value = self.fresh()
-            await self.call(f"c{client}.set({key!r}, {value})", cache.set(key, value))
-            return self.history.wrote(key, value, f"c{client}.set", by=client)
+            await self.call(
+                f"c{client}.set({key!r}, {value})", cache.set(key, value, tags=TAGS_OF[key])
+            )
+            return self.wrote(key, value, f"c{client}.set", by=client)
         if kind == "delete":
             await self.call(f"c{client}.delete({key!r})", cache.delete(key))
-            return self.history.wrote(key, None, f"c{client}.delete", by=client)
+            return self.wrote(key, None, f"c{client}.delete", by=client)
         if kind == "clear":
             await self.call(f"c{client}.clear()", cache.clear())
             # one call, and every key of the namespace gone: each key's write is a delete
-            cleared = {k: self.history.wrote(k, None, f"c{client}.clear", by=client) for k in KEYS}
+            cleared = {k: self.wrote(k, None, f"c{client}.clear", by=client) for k in KEYS}
             return cleared[key]
+        if kind == "invalidate_tags":
+            return (await self.invalidate(client, f"tag-{key}"))[key]
         if kind in MANY_WRITES:
             other = KEYS[(KEYS.index(key) + 1) % len(KEYS)]
+            tags = tuple(dict.fromkeys(TAGS_OF[key] + TAGS_OF[other]))
             if kind == "set_many":
                 values: dict[str, int | None] = {key: self.fresh(), other: self.fresh()}
-                call = cache.set_many(values)
+                call = cache.set_many(values, tags=tags)
             else:
                 values = dict.fromkeys((key, other))
                 call = cache.delete_many(list(values))
             await self.call(f"c{client}.{kind}({values!r})", call)
             # one call, but each key its own write (its own version and event)
             written = [
-                self.history.wrote(k, v, f"c{client}.{kind}", by=client) for k, v in values.items()
+                self.wrote(k, v, f"c{client}.{kind}", by=client, tags=tags)
+                for k, v in values.items()
             ]
             return written[0]
         fetch = Fetch(self.fresh())
         try:
             answer = await self.call(
                 f"c{client}.attempt_regeneration({key!r})",
-                cache.attempt_regeneration(key, fetch),
+                cache.attempt_regeneration(key, fetch, tags=TAGS_OF[key]),
             )
         except RegenerationInProgress:
             return None
         return self.regenerated(client, key, fetch, answer)
+
+    async def invalidate(self, client: int, tag: str) -> dict[str, Write]:
+        """``invalidate_tags(tag)`` by ``client``: a delete of each key whose value has it."""
+        await self.call(
+            f"c{client}.invalidate_tags({tag!r})", self.caches[client].invalidate_tags(tag)
+        )
+        return {
+            k: self.wrote(k, None, f"c{client}.invalidate_tags({tag!r})", by=client)
+            for k in KEYS
+            if tag in self.tags_now[k]
+        }
 
     def floor(self, client: int, key: str) -> int | None:
         """The floor of a read that starts now, when stricter than the client's own: while its
@@ -324,6 +365,11 @@ class CacheModel(RuleBasedStateMachine):
     def clear(self, c: int) -> None:
         self.run(self.write(c, KEYS[0], "clear"))
 
+    @rule(c=clients, tag=st.sampled_from(ALL_TAGS))
+    @step
+    def invalidate_tags(self, c: int, tag: str) -> None:
+        self.run(self.invalidate(c, tag))
+
     @rule(c=clients, k=keys)
     @step
     def get_key(self, c: int, k: str) -> None:
@@ -351,7 +397,9 @@ class CacheModel(RuleBasedStateMachine):
         fetch = Fetch(self.fresh())
         floor = self.floor(c, k)
         answer = self.run(
-            self.call(f"c{c}.get_or_init({k!r})", self.caches[c].get_or_init(k, fetch))
+            self.call(
+                f"c{c}.get_or_init({k!r})", self.caches[c].get_or_init(k, fetch, tags=TAGS_OF[k])
+            )
         )
         what = "get_or_init" if floor is None else "get_or_init (its listener known to be lost)"
         self.loaded(c, k, fetch, answer, what, floor=floor)
@@ -369,7 +417,9 @@ class CacheModel(RuleBasedStateMachine):
         loader=st.sampled_from(("get_or_init", "attempt_regeneration")),
         b=clients,
         k=keys,
-        kind=st.sampled_from((*WRITES, *MANY_WRITES, "clear", "attempt_regeneration")),
+        kind=st.sampled_from(
+            (*WRITES, *MANY_WRITES, "clear", "invalidate_tags", "attempt_regeneration")
+        ),
         waiter=st.sampled_from((None, 1, 2)),
     )
     @step
@@ -389,9 +439,9 @@ class CacheModel(RuleBasedStateMachine):
         fetch = HeldFetch(self.fresh())
         cache = self.caches[a]
         loading = asyncio.create_task(
-            cache.get_or_init(k, fetch)
+            cache.get_or_init(k, fetch, tags=TAGS_OF[k])
             if loader == "get_or_init"
-            else cache.attempt_regeneration(k, fetch)
+            else cache.attempt_regeneration(k, fetch, tags=TAGS_OF[k])
         )
         waiting: asyncio.Task[Any] | None = None
         late: asyncio.Task[Any] | None = None
@@ -415,7 +465,7 @@ class CacheModel(RuleBasedStateMachine):
                 cache_w, waiter_fetch = self.caches[w], Fetch(self.fresh())
                 waits = cache_w.stats().lock_waits
                 floor_w = self.history.floor(w, k)
-                waiting = asyncio.create_task(cache_w.get_or_init(k, waiter_fetch))
+                waiting = asyncio.create_task(cache_w.get_or_init(k, waiter_fetch, tags=TAGS_OF[k]))
                 await self.until(
                     lambda: waiting.done() or cache_w.stats().lock_waits > waits,
                     f"c{w} to wait on c{a}'s lock",
@@ -439,7 +489,7 @@ class CacheModel(RuleBasedStateMachine):
                 f"({fetch.value}): its own callers get what it fetched (DESIGN 10)"
             )
         if overtaking is None:
-            self.history.wrote(k, fetch.value, f"c{a}.{loader} fetched", by=a)
+            self.wrote(k, fetch.value, f"c{a}.{loader} fetched", by=a)
         else:
             self.history.forbid(
                 k, fetch.value, f"c{a}.{loader} fetched it before {overtaking} completed"
@@ -473,7 +523,7 @@ class CacheModel(RuleBasedStateMachine):
         late_fetch = Fetch(self.fresh())
         value_key = self.keys.value(k)
         answered = hooks.answered[value_key]
-        late = asyncio.create_task(self.caches[a].get_or_init(k, late_fetch))
+        late = asyncio.create_task(self.caches[a].get_or_init(k, late_fetch, tags=TAGS_OF[k]))
         # Its read of Redis comes first; then it joins a load, or starts its own, at once.
         await self.until(
             lambda: late.done() or late_fetch.calls > 0 or hooks.answered[value_key] > answered,
@@ -514,7 +564,7 @@ class CacheModel(RuleBasedStateMachine):
         hold = hooks.hold_next_script(self.keys.value(k))
         what = f"{reader} (its reply held)"
         reading = asyncio.create_task(
-            cache.get(k) if reader == "get" else cache.get_or_init(k, fetch)
+            cache.get(k) if reader == "get" else cache.get_or_init(k, fetch, tags=TAGS_OF[k])
         )
         late: asyncio.Task[Any] | None = None
         try:
@@ -579,9 +629,9 @@ class CacheModel(RuleBasedStateMachine):
             fetch.release.set()
             hold = hooks.hold_command(at, (self.keys.value(k), self.keys.lock(k)))
         calling = asyncio.create_task(
-            cache.get_or_init(k, fetch)
+            cache.get_or_init(k, fetch, tags=TAGS_OF[k])
             if op == "get_or_init"
-            else cache.attempt_regeneration(k, fetch)
+            else cache.attempt_regeneration(k, fetch, tags=TAGS_OF[k])
         )
         return calling, fetch, hold
 
@@ -632,12 +682,13 @@ class CacheModel(RuleBasedStateMachine):
             # how to know that it ended.
             settle = Fetch(self.fresh())
             answer = await self.call(
-                f"c{c}.get_or_init({k!r}) (after a cancelled one)", cache.get_or_init(k, settle)
+                f"c{c}.get_or_init({k!r}) (after a cancelled one)",
+                cache.get_or_init(k, settle, tags=TAGS_OF[k]),
             )
         else:
             await self._released()
         if fetch.calls and await self.redis_value(k) == fetch.value:
-            self.history.wrote(k, fetch.value, f"c{c}.{op} (cancelled) fetched", by=None)
+            self.wrote(k, fetch.value, f"c{c}.{op} (cancelled) fetched", by=None)
         if op == "get_or_init":
             self.loaded(c, k, settle, answer, "get_or_init (after a cancelled one)")
 
@@ -688,7 +739,7 @@ class CacheModel(RuleBasedStateMachine):
         else:
             await self._released()
             if fetch.calls and await self.redis_value(k) == fetch.value:
-                self.history.wrote(k, fetch.value, f"c{c}.{op} (closed) fetched", by=None)
+                self.wrote(k, fetch.value, f"c{c}.{op} (closed) fetched", by=None)
         self.caches[c] = self.cache(c)
         hooks.new_listener()
         await self.caches[c].start()

@@ -93,27 +93,30 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheClient.start": "async (self)",
     "redicache_async.CacheClient.aclose": "async (self)",
     "redicache_async.CacheClient.get_or_init": (
-        "async (self, key, fetch, ttl=None, *, eager_refresh=None, soft_timeout=None)"
+        "async (self, key, fetch, ttl=None, *, tags=(), eager_refresh=None, soft_timeout=None)"
     ),
-    "redicache_async.CacheClient.attempt_regeneration": "async (self, key, fetch, ttl=None)",
+    "redicache_async.CacheClient.attempt_regeneration": (
+        "async (self, key, fetch, ttl=None, *, tags=())"
+    ),
     "redicache_async.CacheClient.get": "async (self, key)",
     "redicache_async.CacheClient.get_target": "async (self, key, field=None)",
-    "redicache_async.CacheClient.set": "async (self, key, value, ttl=None)",
+    "redicache_async.CacheClient.set": "async (self, key, value, ttl=None, *, tags=())",
     "redicache_async.CacheClient.delete": "async (self, key)",
     "redicache_async.CacheClient.get_many": "async (self, keys)",
-    "redicache_async.CacheClient.set_many": "async (self, mapping, *, ttl=None)",
+    "redicache_async.CacheClient.set_many": "async (self, mapping, *, ttl=None, tags=())",
     "redicache_async.CacheClient.delete_many": "async (self, keys)",
     "redicache_async.CacheClient.clear": "async (self)",
+    "redicache_async.CacheClient.invalidate_tags": "async (self, *tags)",
     "redicache_async.CacheClient.cached": (
-        "(self, ttl=None, *, key=None, eager_refresh=None, soft_timeout=None)"
+        "(self, ttl=None, *, key=None, tags=(), eager_refresh=None, soft_timeout=None)"
     ),
     "redicache_async.CacheHandle": "(name='cache')",
     "redicache_async.CacheHandle.bind": "(self, client)",
     "redicache_async.CacheHandle.unbind": "(self)",
     "redicache_async.CacheHandle.cached": (
-        "(self, ttl=None, *, key=None, eager_refresh=None, soft_timeout=None)"
+        "(self, ttl=None, *, key=None, tags=(), eager_refresh=None, soft_timeout=None)"
     ),
-    "redicache_async.Entry": "(value, *, ttl=<unset>)",
+    "redicache_async.Entry": "(value, *, ttl=<unset>, tags=<unset>)",
     "redicache_async.CacheClient.stats": "(self)",
     # -- CacheBuilder ------------------------------------------------------------------------
     "redicache_async.CacheBuilder": (
@@ -203,7 +206,7 @@ CACHE_OPTIONS = (
 PROPERTIES: dict[str, list[str]] = {
     "redicache_async.CacheClient": ["namespace"],
     "redicache_async.CacheHandle": ["client", "is_bound"],
-    "redicache_async.Entry": ["ttl"],
+    "redicache_async.Entry": ["tags", "ttl"],
     "redicache_async.CacheBuilder": ["ignored_messages", "instance_id", "namespace"],
     "redicache_async.testing.RedisServer": ["url"],
     "redicache_async.testing.ClusterServers": ["startup_nodes", "url"],

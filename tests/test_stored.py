@@ -19,7 +19,7 @@ from redicache_async.keys import KeySpace
 from redicache_async.leases import new_token
 from redicache_async.status import read_status
 from redicache_async.status_report import render
-from redicache_async.stored import HEADER_SIZE, pack, unpack
+from redicache_async.stored import HEADER_SIZE, Stored, pack, unpack
 
 from .conftest import MakeCache
 from .helpers import Fetch, wait_until
@@ -129,7 +129,7 @@ async def test_values_of_an_unknown_format_or_flag_read_as_counted_misses(
     cache = await make_cache()
     keys = KeySpace(namespace)
     later = b"\x02" + pack(1, 0, b'"v"')[1:]  # a later release's format byte
-    flagged = pack(1, 0, b'"v"', flags=1)  # a flag this release does not know
+    flagged = b"\x01%016x%012x02" % (1, 0) + b'"v"'  # a flag this release does not know
     await redis.set(keys.value("later"), later)
     await redis.set(keys.value("flagged"), flagged)
     await redis.set(keys.value("short"), b"\x01" + b"0" * (HEADER_SIZE - 2))
@@ -144,7 +144,7 @@ def test_the_header_round_trips() -> None:
     raw = pack(1_764_000_000_123_456, 1_764_000_060_000, b"payload")
     assert len(raw) == HEADER_SIZE + len(b"payload")
     assert raw.isascii()  # a client made with decode_responses=True reads it too
-    assert unpack(raw) == (1_764_000_000_123_456, 1_764_000_060_000, b"payload")
+    assert unpack(raw) == Stored(1_764_000_000_123_456, 1_764_000_060_000, b"payload", ())
     assert unpack(raw.decode()) == unpack(raw)
     assert unpack(b"") is None
     assert unpack(b'{"a json":"value"}') is None

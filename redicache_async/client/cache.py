@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from time import monotonic
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -19,7 +19,7 @@ from redicache_async.batching import ReadBatcher
 from redicache_async.cancellation import cancel_and_wait
 from redicache_async.clock import REFRESH_INTERVAL, RETRY_INTERVAL, ServerClock
 from redicache_async.decorator import CachedFunction, cached
-from redicache_async.entry import check_stored
+from redicache_async.entry import check_stored, with_tags
 from redicache_async.errors import (
     REFUSALS,
     ClientClosedError,
@@ -39,6 +39,8 @@ from redicache_async.scripts import Scripts
 from redicache_async.serializers import Serializer, check_serializer
 from redicache_async.soft_timeout import check_soft_timeout
 from redicache_async.stats import CacheStats
+from redicache_async.stored import header_flags, tag_section
+from redicache_async.tags import TagTimes, check_tags
 from redicache_async.tasks import OwnedTasks
 from redicache_async.topology import is_cluster
 from redicache_async.validation import (
@@ -57,6 +59,7 @@ from .coherence import deadline
 from .eager import EagerRefresh
 from .many import ManyKeys
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
+from .tagging import Tagging
 from .target_reads import TargetReads, check_field
 
 __all__ = ["CacheClient"]
@@ -68,9 +71,17 @@ P = ParamSpec("P")
 _FAILOVER_POLL: Final = 1.0
 #: The ttl types that get_or_init's local hit checks inline (others go through ttl_to_ms).
 _PLAIN_NUMBERS: Final = (float, int)
+#: get_or_init's default tags (one object: a call without tags is told apart by identity).
+_NO_TAGS: Final[tuple[str, ...]] = ()
 
 
-class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
+def _tagged(fetch: Fetch, tags: Iterable[str]) -> Fetch:
+    """``fetch`` whose values carry ``tags`` (both checked first)."""
+    check_callable("fetch", fetch)
+    return with_tags(fetch, check_tags(tags))
+
+
+class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing, Tagging):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
@@ -112,7 +123,7 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
         # a reconnected listener then flushes its local layer instead of replaying.
         cluster = is_cluster(redis)
         self._stream_keys = [] if cluster else [self._keys.stream]
-        self._cleared_keys = [] if cluster else [self._keys.cleared]
+        self._fence_keys = [] if cluster else [self._keys.cleared, self._keys.tag_times]
         self._gateway = RedisGateway(
             redis,
             timeout=self._redis_timeout,
@@ -161,6 +172,9 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
         )
         self._subscriptions = 0
         self._cleared = 0
+        self._tag_times = TagTimes()
+        self._tagged = {}
+        self._tagged_count = 0
         self._failovers = (
             FailoverWatch(
                 redis,
@@ -250,6 +264,7 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
         fetch: Fetch,
         ttl: float | None = None,
         *,
+        tags: Iterable[str] = (),
         eager_refresh: float | None = None,
         soft_timeout: float | None = None,
     ) -> Any:
@@ -257,7 +272,10 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
 
         Exactly one caller across all processes runs ``fetch`` for a missing key; the others
         wait for its value. A ``None`` result is returned but not cached. ``fetch`` may return
-        an :class:`~redicache_async.Entry` to choose its value's ttl.
+        an :class:`~redicache_async.Entry` to choose its value's ttl and tags.
+
+        A value fetched here is stored with ``tags`` (strings), which :meth:`invalidate_tags`
+        takes to remove it with every other value that carries one of them.
 
         With ``eager_refresh=f`` (0 < f < 1), a hit on a value older than ``f`` of its TTL
         answers at once and starts one background refresh across all processes, so that a
@@ -267,6 +285,8 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
         long for a fetch, here or in another process, is answered with the key's expired local
         copy if ``stale_ttl`` still keeps one; the fetch goes on and stores its result.
         """
+        if tags is not _NO_TAGS:
+            fetch = _tagged(fetch, tags)
         if eager_refresh is not None:
             return await self._get_or_init_eagerly(key, fetch, ttl, eager_refresh, soft_timeout)
         # Checked before the local layer, so that a call fails alike whether it would hit or
@@ -312,14 +332,17 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
             return await self._load(key, fetch, ttl_ms, value, soft_timeout)
         return value
 
-    async def attempt_regeneration(self, key: str, fetch: Fetch, ttl: float | None = None) -> Any:
+    async def attempt_regeneration(
+        self, key: str, fetch: Fetch, ttl: float | None = None, *, tags: Iterable[str] = ()
+    ) -> Any:
         """Fetch ``key`` again and replace its value, unless its write lock is held elsewhere.
 
         Raises :class:`RegenerationInProgress` when another caller holds the lock. The old value
-        stays readable until the new one replaces it.
+        stays readable until the new one replaces it. ``tags``: as :meth:`get_or_init`'s.
         """
         validate_key(key)
         check_callable("fetch", fetch)
+        fetch = _tagged(fetch, tags)
         ttl_ms = ttl_to_ms(ttl)
         self._check_open()
         # In a task of the client's, so that aclose() ends it; a cancelled caller cancels it.
@@ -388,10 +411,14 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
         self._check_open()
         return await self._join(self._reads, local_key, lambda: self._read_target(key, field))
 
-    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry)."""
+    async def set(
+        self, key: str, value: Any, ttl: float | None = None, *, tags: Iterable[str] = ()
+    ) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry), with ``tags``
+        (see :meth:`invalidate_tags`)."""
         validate_key(key)
         ttl_ms = ttl_to_ms(ttl)
+        checked_tags = check_tags(tags)
         check_stored(value, "value", "set")
         payload = self._serializer.dumps(value)
         self._check_open()
@@ -402,7 +429,14 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
                 version = await self._gateway.call(
                     self._scripts.write_value(
                         [value_key, self._keys.lock(key), *self._stream_keys],
-                        ["", payload, ttl_ms, *self._event_args(OP_SET, key)],
+                        [
+                            "",
+                            tag_section(checked_tags) + payload,
+                            ttl_ms,
+                            *self._event_args(OP_SET, key),
+                            "",
+                            header_flags(checked_tags),
+                        ],
                     ),
                     value_key,
                 )
@@ -415,7 +449,13 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
             self._count_write()
             self._wrote(key, int(version))
             self._remember(
-                key, canonical, guard, int(version), len(payload), deadline(started, ttl_ms)
+                key,
+                canonical,
+                guard,
+                int(version),
+                len(payload),
+                deadline(started, ttl_ms),
+                tags=checked_tags,
             )
 
     async def delete(self, key: str) -> None:
@@ -444,6 +484,7 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
         ttl: float | None = None,
         *,
         key: Callable[..., str] | None = None,
+        tags: Iterable[str] | Callable[..., Iterable[str]] = (),
         eager_refresh: float | None = None,
         soft_timeout: float | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
@@ -465,10 +506,19 @@ class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing):
         :meth:`get_or_init`'s. How keys are made:
         https://redicache-async.readthedocs.io/how-to/decorator/
 
-        ``soft_timeout`` is :meth:`get_or_init`'s, for every call of the function.
+        ``soft_timeout`` is :meth:`get_or_init`'s, for every call of the function. ``tags``
+        are the tags of every value it stores, or a function of its arguments that returns
+        them (``tags=lambda user_id: [f"user:{user_id}"]``).
         """
         check_soft_timeout(soft_timeout, self._fetcher.timeout)
-        return cached(self, ttl, key=key, eager_refresh=eager_refresh, soft_timeout=soft_timeout)
+        return cached(
+            self,
+            ttl,
+            key=key,
+            tags=tags,
+            eager_refresh=eager_refresh,
+            soft_timeout=soft_timeout,
+        )
 
     def local_value(self, key: str) -> Any:
         """The fresh value of ``key`` in this process's local layer (counted as a local hit),

@@ -14,9 +14,18 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from redicache_async.errors import RedisUnavailableError
-from redicache_async.invalidation import OP_CLEAR, OP_DELETE, OP_SET, OP_TARGET, Event
+from redicache_async.invalidation import (
+    OP_CLEAR,
+    OP_DELETE,
+    OP_SET,
+    OP_TAGS,
+    OP_TARGET,
+    Event,
+    event_tags,
+)
 from redicache_async.local import LocalKey
 from redicache_async.replies import text
+from redicache_async.stored import unpack
 
 from .state import ClientState, Guard
 
@@ -25,6 +34,10 @@ __all__ = ["Coherence", "deadline"]
 #: Seconds a value fetched while Redis was unreachable is served as fresh before Redis is
 #: asked again.
 _UNSHARED_FRESHNESS: Final = 1.0
+#: The flags of a tagged value's header, as bytes and as text (``stored.py``).
+_TAGGED: Final = (b"01", "01")
+#: Keys the tag index may hold beyond twice the local layer's bound before it is pruned.
+_INDEX_SLACK: Final = 1024
 
 
 def deadline(started: float, ttl_ms: int) -> float:
@@ -73,17 +86,23 @@ class Coherence(ClientState):
         size: int,
         expires_at: float | None,
         started: float = 0.0,
+        tags: tuple[str, ...] = (),
     ) -> None:
         """Keep ``value`` locally unless an event newer than it arrived while it was in flight.
 
         ``expires_at`` is the ``monotonic()`` deadline of the key in Redis, never later than
         its expiry there (``inf``: none; None: unknown, and then the value is not kept).
-        ``started``: when a value fetched without Redis (version 0) was fetched.
+        ``started``: when a value fetched without Redis (version 0) was fetched. ``tags``:
+        the value's (indexed, so that their invalidation drops it).
         """
         if guard.void or version < guard.min_version or expires_at is None:
             return
         if 0 < version <= self._cleared and key.__class__ is str:
             return  # cleared (a fetch claimed its lock before the clear): gone
+        if tags:
+            if 0 < version <= self._tag_times.latest(tags):
+                return  # its fetch claimed the lock before one of its tags was invalidated
+            self._index_tags(key, tags)
         # A value fetched without Redis (version 0) may differ from what Redis holds or will
         # hold: Redis is asked again soon, and meanwhile the value stays as a fallback.
         fresh_until = started + _UNSHARED_FRESHNESS if version == 0 else math.inf
@@ -125,6 +144,9 @@ class Coherence(ClientState):
         if event.op == OP_CLEAR:
             self._on_cleared(event.version)
             return
+        if event.op == OP_TAGS:
+            self._on_tags_invalidated(event_tags(event), event.version)
+            return
         if event.op in (OP_SET, OP_DELETE):
             self._invalidate(event.key, event.version)
             # A load or read that started before this write is out of date for later callers.
@@ -155,9 +177,80 @@ class Coherence(ClientState):
         self._cleared = cleared
         self._stats.invalidations_received += 1
         self._local.clear()
+        self._tagged.clear()
+        self._tagged_count = 0
         self._loads.detach_all()
         self._values.forget_all()
         self._wakeups.notify_all()
+
+    def _on_tags_invalidated(self, tags: tuple[str, ...], at: int) -> None:
+        """``tags`` were invalidated at version ``at``: the local copies that carry one of them
+        and are not newer go (not even kept as stale), and later callers join no load running
+        now (its fetch may have started before)."""
+        self._stats.invalidations_received += 1
+        for tag in tags:
+            self._tag_times.note(tag, at)
+            keys = self._tagged.pop(tag, ())
+            self._tagged_count -= len(keys)
+            for key in keys:
+                self._local.discard(key, below_version=at + 1)
+        self._loads.detach_all()
+        self._values.forget_all()
+        self._headed_values.forget_all()
+
+    def _index_tags(self, key: LocalKey, tags: tuple[str, ...]) -> None:
+        tagged = self._tagged
+        for tag in tags:
+            keys = tagged.get(tag)
+            if keys is None:
+                tagged[tag] = {key}
+            else:
+                keys.add(key)
+        self._tagged_count += len(tags)
+        if self._tagged_count > 2 * self._local.max_entries + _INDEX_SLACK:
+            self._prune_tag_index()
+
+    def _prune_tag_index(self) -> None:
+        """Forget the keys no longer held locally (the index holds only what an invalidation
+        must drop)."""
+        held = self._local.holds
+        for tag, keys in list(self._tagged.items()):
+            keys.intersection_update([key for key in keys if held(key)])
+            if not keys:
+                del self._tagged[tag]
+        self._tagged_count = sum(len(keys) for keys in self._tagged.values())
+
+    async def _learn_tag_times(self, tags: tuple[str, ...] | list[str], *, fresh: bool) -> None:
+        """Read the invalidation times of ``tags`` (``fresh``: all) or of those not known yet. While
+        the listener may be missing events none is known: all are read. Redis unreachable: the
+        times known stand, an unknown one counts as never invalidated (as with the clear time,
+        see ``_read_cleared_if_deaf``; on one node the value could not have been read)."""
+        wanted = list(tags) if fresh or not self._local.trusted else self._tag_times.unknown(tags)
+        if not wanted:
+            return
+        key = self._keys.tag_times
+        try:
+            times = await self._gateway.call(self._redis.hmget(key, wanted), key)
+        except RedisUnavailableError:
+            return
+        for tag, at in zip(wanted, times, strict=True):
+            self._tag_times.note(tag, int(text(at)) if at else 0)
+
+    async def _learn_tags_of(self, replies: list[Any]) -> None:
+        """Before ``replies`` (stored values, as reads answer them) are taken: the times of
+        their tags, where some are tagged."""
+        tags: dict[str, None] = {}
+        for reply in replies:
+            if reply and reply.__class__ is not int and reply[29:31] in _TAGGED:
+                stored = unpack(reply)
+                if stored is not None:
+                    tags.update(dict.fromkeys(stored.tags))
+        if tags:
+            await self._learn_tag_times(list(tags), fresh=False)
+
+    def _tag_invalidated(self, version: int, tags: tuple[str, ...]) -> bool:
+        """Whether a value of ``version`` with ``tags`` is gone (by the times known)."""
+        return bool(tags) and version <= self._tag_times.latest(tags)
 
     async def _learn_clear_time(self) -> None:
         """Read the namespace's clear time from Redis, through the gateway. Events keep it
@@ -234,6 +327,7 @@ class Coherence(ClientState):
         self._values.forget_all()
         self._headed_values.forget_all()
         self._target_fields.clear()
+        self._tag_times.forget()
         for guards in self._guards.values():
             for guard in guards:
                 guard.void = True

@@ -138,7 +138,7 @@ class EagerRefresh(Loads):
             return value
         stored = unpack(reply)
         assert stored is not None  # _stored_value has read it
-        return _Hit(value, stored[0], stored[1])
+        return _Hit(value, stored.version, stored.expires_ms)
 
     def _refresh_if_due(
         self,

@@ -25,7 +25,7 @@ from redicache_async.leases import Lease, new_token
 from redicache_async.local import LocalKey
 from redicache_async.locks import SingleFlight, wait_event
 from redicache_async.soft_timeout import wait_or_fall_back
-from redicache_async.stored import unpack
+from redicache_async.stored import header_flags, tag_section, unpack
 
 from .coherence import Coherence, deadline
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, Guard, logger
@@ -71,6 +71,9 @@ class Loads(Coherence):
         loop = asyncio.get_running_loop()
         value_key, lock_key = self._keys.value(key), self._keys.lock(key)
         ignored = "1" if ignore_value else "0"
+        # Versions not above it are no value: one with a tag invalidated meanwhile (its times
+        # are read here, not in the script: on a cluster they live in another slot).
+        floor = 0
         deadline: float | None = None
         poll = _FIRST_POLL
         wake = self._wakeups.register(key)
@@ -84,7 +87,7 @@ class Loads(Coherence):
                         reply = await self._gateway.call(
                             self._scripts.read_or_lock(
                                 keys=[value_key, lock_key],
-                                args=[token, self._lock_ms, ignored, self._cleared],
+                                args=[token, self._lock_ms, ignored, max(self._cleared, floor)],
                             ),
                             value_key,
                         )
@@ -102,16 +105,23 @@ class Loads(Coherence):
                             self._stats.foreign_values += 1
                             ignored = "1"
                             continue
-                        version, expires_ms, payload = stored
+                        version, expires_ms, payload, tags = stored
                         if self._cleared_value(version):  # a clear heard meanwhile
                             continue
+                        if tags:
+                            await self._learn_tag_times(tags, fresh=False)
+                            if self._tag_invalidated(version, tags):
+                                floor = max(floor, self._tag_times.latest(tags))
+                                continue
                         value = self._decode(key, payload)
                         if value is UNDECODABLE:
                             ignored = "1"
                             continue
                         self._stats.redis_hits += 1
                         expires_at = self._clock.deadline(expires_ms)
-                        self._remember(key, value, guard, version, len(payload), expires_at)
+                        self._remember(
+                            key, value, guard, version, len(payload), expires_at, tags=tags
+                        )
                         return value
                     if deadline is None:
                         self._stats.misses += 1
@@ -158,6 +168,7 @@ class Loads(Coherence):
                 reply = await self._gateway.call(self._scripts.read_value(value_key), value_key)
             except RedisUnavailableError:
                 return UNREACHABLE
+            await self._learn_tags_of([reply])
             return (stored or self._stored_value)(key, guard, reply)
         finally:
             self._unwatch(key, guard)
@@ -176,6 +187,7 @@ class Loads(Coherence):
                 replies = await self._gateway.call(self._scripts.read_values(names), names[0])
             except RedisUnavailableError:
                 return [UNREACHABLE] * len(keys)
+            await self._learn_tags_of(replies)
             stored_value = stored or self._stored_value
             return [
                 stored_value(key, guard, reply)
@@ -187,22 +199,23 @@ class Loads(Coherence):
 
     def _stored_value(self, key: str, guard: Guard, reply: Any) -> Any:
         """A read's ``reply`` (a stored string, None, or 0 for a key of another type) as a
-        value, kept locally, or ``MISSING`` (no value, or one in a layout this release skips:
-        counted) or ``UNDECODABLE``."""
+        value, kept locally, or ``MISSING`` (no value, one in a layout this release skips:
+        counted, or one that a clear or its tags' invalidation removed) or ``UNDECODABLE``. The
+        times of its tags are known (``_learn_tags_of``)."""
         if reply is None:
             return MISSING
         stored = None if reply == 0 else unpack(reply)
         if stored is None:
             self._stats.foreign_values += 1
             return MISSING
-        version, expires_ms, payload = stored
-        if self._cleared_value(version):
+        version, expires_ms, payload, tags = stored
+        if self._cleared_value(version) or (tags and self._tag_invalidated(version, tags)):
             return MISSING
         value = self._decode(key, payload)
         if value is not UNDECODABLE:
             self._stats.redis_hits += 1
             expires_at = self._clock.deadline(expires_ms)
-            self._remember(key, value, guard, version, len(payload), expires_at)
+            self._remember(key, value, guard, version, len(payload), expires_at, tags=tags)
         return value
 
     async def _load(
@@ -266,7 +279,7 @@ class Loads(Coherence):
         try:
             try:
                 async with lease.kept_alive():
-                    value, ttl_ms = await self._run_fetch(key, fetch, ttl_ms)
+                    value, ttl_ms, tags = await self._run_fetch(key, fetch, ttl_ms)
             except Exception:
                 if not fail_safe:
                     raise
@@ -289,8 +302,15 @@ class Loads(Coherence):
         try:
             version = await self._gateway.call(
                 self._scripts.write_value(
-                    [self._keys.value(key), lease.key, *self._stream_keys, *self._cleared_keys],
-                    [lease.token, payload, ttl_ms, *self._event_args(OP_SET, key), claimed],
+                    [self._keys.value(key), lease.key, *self._stream_keys, *self._fence_keys],
+                    [
+                        lease.token,
+                        tag_section(tags) + payload,
+                        ttl_ms,
+                        *self._event_args(OP_SET, key),
+                        claimed,
+                        header_flags(tags),
+                    ],
                 ),
                 lease.key,
             )
@@ -315,25 +335,41 @@ class Loads(Coherence):
                 key,
             )
             return canonical
-        if int(version) == 0 or (self._cluster and not await self._outlives_clear(key, version)):
-            # A clear overtook this fetch: its callers get what it fetched, nobody else.
+        if int(version) == 0 or (
+            self._cluster and not await self._outlives_invalidations(key, version, tags)
+        ):
+            # A clear or an invalidation of its tags overtook this fetch: its callers get
+            # what it fetched, nobody else.
             self._stats.fenced_writes += 1
             await self._locks.release(key, lease.key, lease.token)
             return canonical
         self._count_write()
         self._wrote(key, int(version))
-        self._remember(key, canonical, guard, int(version), len(payload), deadline(started, ttl_ms))
+        self._remember(
+            key,
+            canonical,
+            guard,
+            int(version),
+            len(payload),
+            deadline(started, ttl_ms),
+            tags=tags,
+        )
         return canonical
 
-    async def _outlives_clear(self, key: str, version: bytes | str) -> bool:
-        """On a cluster, where a fenced write cannot see the namespace's clear time: whether
-        the value just written at ``version`` (its fetch's claim) is newer than the last clear.
-        When it is not, it is taken back (unless written over meanwhile), as the write script
-        refuses it elsewhere. Redis unreachable: the readers' own check of the clear time
-        (they skip a value not newer) is all there is."""
+    async def _outlives_invalidations(
+        self, key: str, version: bytes | str, tags: tuple[str, ...]
+    ) -> bool:
+        """On a cluster, where a fenced write cannot see the namespace's clear time nor its
+        tag times: whether the value just written at ``version`` (its fetch's claim) is newer
+        than the last clear and than the last invalidation of each of its ``tags``. When it is
+        not, it is taken back (unless written over meanwhile), as the write script refuses it
+        elsewhere. Redis unreachable: the readers' own check of those times (they skip a value
+        not newer) is all there is."""
         try:
             await self._learn_clear_time()
-            if not self._cleared_value(int(version)):
+            if tags:
+                await self._learn_tag_times(tags, fresh=True)
+            if not self._outdated(int(version), tags):
                 return True
             value_key = self._keys.value(key)
             await self._gateway.call(
@@ -343,8 +379,11 @@ class Loads(Coherence):
                 value_key,
             )
         except RedisUnavailableError:
-            return not self._cleared_value(int(version))
+            return not self._outdated(int(version), tags)
         return False
+
+    def _outdated(self, version: int, tags: tuple[str, ...]) -> bool:
+        return self._cleared_value(version) or self._tag_invalidated(version, tags)
 
     async def _fetch_without_redis(
         self, key: str, fetch: Fetch, ttl_ms: int, guard: Guard | None, *, use_stale: bool = True
@@ -362,14 +401,14 @@ class Loads(Coherence):
                 self._stats.stale_served += 1
                 return stale.value
         started = monotonic()
-        value, ttl_ms = await self._run_fetch(key, fetch, ttl_ms)
+        value, ttl_ms, tags = await self._run_fetch(key, fetch, ttl_ms)
         if value is None:
             return None
         payload = self._serializer.dumps(value)
         canonical = self._serializer.loads(payload)
         if guard is not None:
             self._remember(
-                key, canonical, guard, 0, len(payload), deadline(started, ttl_ms), started
+                key, canonical, guard, 0, len(payload), deadline(started, ttl_ms), started, tags
             )
         return canonical
 
@@ -377,10 +416,13 @@ class Loads(Coherence):
         with self._watching(key) as guard:
             return await self._fetch_without_redis(key, fetch, ttl_ms, guard)
 
-    async def _run_fetch(self, key: str, fetch: Fetch, ttl_ms: int) -> tuple[Any, int]:
-        """``fetch()``'s value and the ttl (ms) to store it with: the call's ``ttl_ms``, or
-        the ttl of the :class:`~redicache_async.Entry` the fetch returned (every fetch's result
-        passes here, so no Entry is ever stored or handed to a caller)."""
+    async def _run_fetch(
+        self, key: str, fetch: Fetch, ttl_ms: int
+    ) -> tuple[Any, int, tuple[str, ...]]:
+        """``fetch()``'s value, and the ttl (ms) and tags to store it with: the call's
+        ``ttl_ms``, or the options of the :class:`~redicache_async.Entry` the fetch returned
+        (every fetch's result passes here, so no Entry is ever stored or handed to a caller;
+        a call's tags come as an Entry's, see ``with_tags``)."""
         if self._closing is not None:
             raise ClientClosedError("the client was closed before this fetch could start")
         self._stats.fetches += 1

@@ -32,6 +32,8 @@ from redicache_async.errors import (
 from redicache_async.invalidation import OP_DELETE, OP_SET
 from redicache_async.keys import validate_key
 from redicache_async.scripts import READ_MANY
+from redicache_async.stored import header_flags, tag_section
+from redicache_async.tags import check_tags
 from redicache_async.topology import slot_owner
 from redicache_async.validation import ttl_to_ms
 
@@ -147,6 +149,14 @@ class ManyKeys(Loads):
                 replies = await self._pipelined(commands, value_key(groups[0][0]))
             except RedisUnavailableError:
                 return [[UNREACHABLE] * len(group) for group in groups]
+            await self._learn_tags_of(
+                [
+                    one
+                    for group, reply in zip(groups, replies, strict=True)
+                    if not isinstance(reply, Exception)
+                    for one in ([reply] if len(group) == 1 else reply)
+                ]
+            )
             stored_value = self._stored_value
             values = []
             for group, group_guards, reply in zip(groups, guards, replies, strict=True):
@@ -174,12 +184,14 @@ class ManyKeys(Loads):
             return [await self._read_value(keys[0])]
         return await self._read_values(keys)
 
-    async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:
+    async def set_many(
+        self, mapping: Mapping[str, Any], *, ttl: float | None = None, tags: Iterable[str] = ()
+    ) -> None:
         """Store each value of ``mapping`` under its key for ``ttl`` seconds (None: no expiry),
-        as :meth:`set` does, in one round trip (one per node of a cluster). Every key gets
-        its own version and event, and its write revokes the key's lock, so a fetch that
-        started before cannot undo it. Everything is checked (and serialized) before anything
-        is sent.
+        with ``tags``, as :meth:`set` does, in one round trip (one per node of a cluster).
+        Every key gets its own version and event, and its write revokes the key's lock, so a
+        fetch that started before cannot undo it. Everything is checked (and serialized)
+        before anything is sent.
 
         Should a slot's write fail, the other slots' writes still happen, and the first error
         is raised once all have ended (the failed slot's keys count as maybe written: their
@@ -190,6 +202,7 @@ class ManyKeys(Loads):
                 f"mapping must be a mapping of key to value, not {type(mapping).__name__}"
             )
         ttl_ms = ttl_to_ms(ttl)
+        checked_tags = check_tags(tags)
         payloads: dict[str, bytes] = {}
         for key, value in mapping.items():
             validate_key(key)
@@ -199,7 +212,9 @@ class ManyKeys(Loads):
             return
         self._check_open()
         groups = self._slot_groups(list(payloads))
-        await self._per_node(groups, lambda node: self._write_node(node, payloads, ttl_ms))
+        await self._per_node(
+            groups, lambda node: self._write_node(node, payloads, ttl_ms, checked_tags)
+        )
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         """Remove ``keys`` from Redis and from every process's local layer, as :meth:`delete`
@@ -230,12 +245,13 @@ class ManyKeys(Loads):
         return names + self._stream_keys
 
     def _write_call(
-        self, keys: list[str], payloads: dict[str, bytes], ttl_ms: int
+        self, keys: list[str], payloads: dict[str, bytes], ttl_ms: int, tags: tuple[str, ...]
     ) -> tuple[list[str], list[Any]]:
         """WRITE_MANY's keys and arguments for ``keys`` (one slot)."""
-        args: list[Any] = [ttl_ms, self._keys.channel]
+        args: list[Any] = [ttl_ms, self._keys.channel, header_flags(tags)]
+        section = tag_section(tags)
         for key in keys:
-            args += (payloads[key], self._event_args(OP_SET, key)[1])
+            args += (section + payloads[key], self._event_args(OP_SET, key)[1])
         return self._pairs(keys), args
 
     def _delete_call(self, keys: list[str]) -> tuple[list[str], list[Any]]:
@@ -245,20 +261,24 @@ class ManyKeys(Loads):
         ]
 
     async def _write_node(
-        self, groups: list[list[str]], payloads: dict[str, bytes], ttl_ms: int
+        self,
+        groups: list[list[str]],
+        payloads: dict[str, bytes],
+        ttl_ms: int,
+        tags: tuple[str, ...],
     ) -> list[None]:
         """Write slot groups served by one node, each as :meth:`_write_group` writes it, in
         one pipeline. A group refused there (a script the node lost, a busy or full server:
         refusals that come before its first write) is sent again alone, and then written or
         its error raised as ``set``'s would be."""
         if len(groups) == 1:
-            await self._write_group(groups[0], payloads, ttl_ms)
+            await self._write_group(groups[0], payloads, ttl_ms, tags)
             return [None]
         guards = [[self._watch(key) for key in group] for group in groups]
         again = []
         try:
             sha = self._scripts.write_many.sha
-            calls = [self._write_call(group, payloads, ttl_ms) for group in groups]
+            calls = [self._write_call(group, payloads, ttl_ms, tags) for group in groups]
             started = monotonic()
             try:
                 replies = await self._pipelined(
@@ -274,20 +294,22 @@ class ManyKeys(Loads):
                 if isinstance(reply, Exception):
                     again.append(group)
                 else:
-                    self._written(group, group_guards, reply, payloads, ttl_ms, started)
+                    self._written(group, group_guards, reply, payloads, ttl_ms, started, tags)
         finally:
             for group, group_guards in zip(groups, guards, strict=True):
                 for key, guard in zip(group, group_guards, strict=True):
                     self._unwatch(key, guard)
         if again:
-            await _all([self._write_group(group, payloads, ttl_ms) for group in again])
+            await _all([self._write_group(group, payloads, ttl_ms, tags) for group in again])
         return [None] * len(groups)
 
-    async def _write_group(self, keys: list[str], payloads: dict[str, bytes], ttl_ms: int) -> None:
+    async def _write_group(
+        self, keys: list[str], payloads: dict[str, bytes], ttl_ms: int, tags: tuple[str, ...]
+    ) -> None:
         """Write ``keys`` (one slot) as :meth:`set` writes one."""
         guards = [self._watch(key) for key in keys]
         try:
-            names, args = self._write_call(keys, payloads, ttl_ms)
+            names, args = self._write_call(keys, payloads, ttl_ms, tags)
             started = monotonic()
             try:
                 versions = await self._gateway.call(
@@ -297,7 +319,7 @@ class ManyKeys(Loads):
                 for key in keys:
                     self._write_unknown(key)
                 raise
-            self._written(keys, guards, versions, payloads, ttl_ms, started)
+            self._written(keys, guards, versions, payloads, ttl_ms, started, tags)
         finally:
             for key, guard in zip(keys, guards, strict=True):
                 self._unwatch(key, guard)
@@ -310,6 +332,7 @@ class ManyKeys(Loads):
         payloads: dict[str, bytes],
         ttl_ms: int,
         started: float,
+        tags: tuple[str, ...],
     ) -> None:
         """``keys`` were written at ``versions`` by a call sent at ``started``: kept locally,
         as ``set`` keeps its value."""
@@ -319,7 +342,9 @@ class ManyKeys(Loads):
             payload = payloads[key]
             self._count_write()
             self._wrote(key, int(version))
-            self._remember(key, loads(payload), guard, int(version), len(payload), expires_at)
+            self._remember(
+                key, loads(payload), guard, int(version), len(payload), expires_at, tags=tags
+            )
 
     async def _delete_node(self, groups: list[list[str]]) -> list[None]:
         """Delete slot groups served by one node in one pipeline, as :meth:`_write_node`

@@ -21,6 +21,7 @@ from redicache_async.locks import LockManager, SingleFlight, Wakeups
 from redicache_async.scripts import Scripts
 from redicache_async.serializers import Serializer
 from redicache_async.stats import CacheStats
+from redicache_async.tags import TagTimes
 from redicache_async.tasks import OwnedTasks
 
 __all__ = ["MISSING", "UNDECODABLE", "UNREACHABLE", "ClientState", "Fetch", "Guard", "logger"]
@@ -73,8 +74,9 @@ class ClientState(Lifecycle):
     _locks: LockManager
     #: The event stream's key where a value's script can append to it (not on a cluster).
     _stream_keys: list[str]
-    #: The namespace's clear time, where a fenced write's script can read it (not on a cluster).
-    _cleared_keys: list[str]
+    #: The namespace's clear time and tag times, where a fenced write's script can read them
+    #: (not on a cluster).
+    _fence_keys: list[str]
     _origin: str
     _local: LocalLayer
     _stats: CacheStats
@@ -94,3 +96,9 @@ class ClientState(Lifecycle):
     _subscriptions: int
     #: When the namespace was last cleared, as far as this client knows (a version; 0: never).
     _cleared: int
+    #: When the tags were last invalidated, as far as this client knows (``tags.py``).
+    _tag_times: TagTimes
+    #: The keys held locally with each tag, so that its invalidation drops them (it may name
+    #: keys gone since: pruned past a bound, ``coherence.py``).
+    _tagged: dict[str, set[LocalKey]]
+    _tagged_count: int

@@ -278,8 +278,8 @@ async def converge(
             pipe.get(value_key(namespace, name))
         stored = [unpack(raw) if raw is not None else None for raw in await pipe.execute()]
         disagreeing = {}
-        for name, (version, _, payload) in zip(
-            names, (s or (None, 0, None) for s in stored), strict=True
+        for name, (version, _, payload, _) in zip(
+            names, (s or (None, 0, None, ()) for s in stored), strict=True
         ):
             expected = None if payload is None else json.loads(payload)
             try:

@@ -68,6 +68,7 @@ _SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
 _MANY = "redicache_async/client/many.py"
 _T_MANY = "tests/test_many.py"
 _T_CLEAR = "tests/test_clear.py"
+_T_TAGS = "tests/test_tags.py"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -1211,8 +1212,11 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: set_many(mapping, ttl=), delete_many(keys)",
         removes="the caller's local layer holding what set_many wrote",
         file=_MANY,
-        before="self._remember(key, loads(payload), guard, int(version), len(payload), expires_at)",
-        after="pass",
+        before="            self._remember(\n"
+        "                key, loads(payload), guard, int(version), len(payload), expires_at, "
+        "tags=tags\n"
+        "            )\n",
+        after="            pass\n",
         tests=_t(_T_MANY, "test_set_many_writes_what_set_writes_and_keeps_it_locally[single]"),
     ),
     Mutant(
@@ -1443,8 +1447,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: fetch returns an Entry",
         removes="opening the Entry a fetch returned (it would be stored, and fail to serialize)",
         file=_ENTRY,
-        before="    if not isinstance(result, Entry):",
-        after="    if True:",
+        before="    if not isinstance(result, Entry):\n        return result, ttl_ms, ()",
+        after="    if True:\n        return result, ttl_ms, ()",
         tests=_t(_T_ENTRY, "test_an_entrys_ttl_is_what_redis_holds_and_the_local_copy_follows"),
     ),
     Mutant(
@@ -1452,8 +1456,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: fetch returns an Entry",
         removes="the Entry's ttl (the call's is used)",
         file=_ENTRY,
-        before="    return result.value, ttl_ms if entry_ttl is None else entry_ttl",
-        after="    return result.value, ttl_ms",
+        before="        ttl_ms if entry_ttl is None else entry_ttl,",
+        after="        ttl_ms,",
         tests=_t(_T_ENTRY, "test_an_entrys_ttl_is_what_redis_holds_and_the_local_copy_follows"),
     ),
     Mutant(
@@ -1688,8 +1692,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise=_SOFT_ROW,
         removes="a CacheHandle passing soft_timeout on to its client",
         file="redicache_async/handle.py",
-        before="key, fetch, ttl, eager_refresh=eager_refresh, soft_timeout=soft_timeout",
-        after="key, fetch, ttl, eager_refresh=eager_refresh",
+        before="key, fetch, ttl, tags=tags, eager_refresh=eager_refresh, soft_timeout=soft_timeout",
+        after="key, fetch, ttl, tags=tags, eager_refresh=eager_refresh",
         tests=_t(
             _T_SOFT,
             "test_a_cached_function_with_a_soft_timeout_answers_stale_while_it_runs[single-handle]",
@@ -1794,8 +1798,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: clear()",
         removes="the write script refusing a fenced write whose fetch a clear overtook",
         file=_SCRIPTS,
-        before="     and (tonumber(redis.call('GET', cleared)) or 0) >= tonumber(claimed) then",
-        after="     and false then",
+        before="    if (tonumber(redis.call('GET', cleared)) or 0) >= since then return 0 end",
+        after="    if false then return 0 end",
         tests=_t(
             _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[single]"
         ),
@@ -1805,12 +1809,147 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: clear()",
         removes="a cluster writer taking back a value whose fetch a clear overtook",
         file=_LOADS,
-        before=(
-            "            if not self._cleared_value(int(version)):\n                return True\n"
-        ),
-        after="            return True\n",
+        before="        return self._cleared_value(version) or "
+        "self._tag_invalidated(version, tags)",
+        after="        return self._tag_invalidated(version, tags)",
         tests=_t(
             _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[cluster]"
+        ),
+    ),
+    # -- invalidate_tags() --------------------------------------------------------------------
+    Mutant(
+        id="tags-event-ignored",
+        promise="S: invalidate_tags(*tags)",
+        removes="every process dropping its copies of the tagged values on a tags event",
+        file=_COHERENCE,
+        before="            self._on_tags_invalidated(event_tags(event), event.version)\n",
+        after="            pass\n",
+        tests=_t(
+            _T_TAGS, "test_invalidate_tags_removes_the_tagged_values_for_every_client[single]"
+        ),
+    ),
+    Mutant(
+        id="tagged-copies-not-indexed",
+        promise="S: invalidate_tags(*tags)",
+        removes="the local index of tagged copies (a tags event would find none to drop)",
+        file=_COHERENCE,
+        before="            self._index_tags(key, tags)\n",
+        after="            pass\n",
+        tests=_t(
+            _T_TAGS, "test_invalidate_tags_removes_the_tagged_values_for_every_client[single]"
+        ),
+    ),
+    Mutant(
+        id="tag-times-ignored-by-reads",
+        promise="S: invalidate_tags(*tags)",
+        removes="readers skipping a value not newer than one of its tags' times",
+        file=_COHERENCE,
+        before="        return bool(tags) and version <= self._tag_times.latest(tags)\n",
+        after="        return False\n",
+        tests=_t(
+            _T_TAGS,
+            "test_a_client_started_after_an_invalidation_does_not_read_the_values[single]",
+        ),
+    ),
+    Mutant(
+        id="tag-times-never-read",
+        promise="S: invalidate_tags(*tags)",
+        removes="a client reading the times of the tags it meets (it would know only those it "
+        "heard of)",
+        file=_COHERENCE,
+        before="        if tags:\n"
+        "            await self._learn_tag_times(list(tags), fresh=False)\n",
+        after="        pass\n",
+        tests=_t(
+            _T_TAGS,
+            "test_a_client_started_after_an_invalidation_does_not_read_the_values[single]",
+        ),
+    ),
+    Mutant(
+        id="tag-invalidated-value-taken-by-get-or-init",
+        promise="S: invalidate_tags(*tags)",
+        removes="get_or_init's read-or-lock skipping a value whose tag was invalidated (it "
+        "would answer the value instead of fetching)",
+        file=_LOADS,
+        before="                            if self._tag_invalidated(version, tags):",
+        after="                            if False:",
+        tests=_t(
+            _T_TAGS,
+            "test_a_client_started_after_an_invalidation_does_not_read_the_values[single]",
+        ),
+    ),
+    Mutant(
+        id="tag-overtaken-write-not-refused",
+        promise="S: invalidate_tags(*tags)",
+        removes="the write script refusing a fenced write whose fetch an invalidation of one of "
+        "its tags overtook",
+        file=_SCRIPTS,
+        before="        if (tonumber(at) or 0) >= since then return 0 end",
+        after="        if false then return 0 end",
+        tests=_t(
+            _T_TAGS,
+            "test_a_fetch_that_started_before_invalidate_tags_stores_nothing_anyone_takes[single]",
+        ),
+    ),
+    Mutant(
+        id="tag-overtaken-write-kept-on-a-cluster",
+        promise="S: invalidate_tags(*tags)",
+        removes="a cluster writer taking back a value whose fetch an invalidation of its tags "
+        "overtook",
+        file=_LOADS,
+        before="            if tags:\n"
+        "                await self._learn_tag_times(tags, fresh=True)\n",
+        after="",
+        tests=_t(
+            _T_TAGS,
+            "test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_anyone_takes"
+            "[cluster]",
+        ),
+    ),
+    Mutant(
+        id="call-tags-dropped",
+        promise="S: invalidate_tags(*tags)",
+        removes="get_or_init's and attempt_regeneration's tags= reaching the stored value",
+        file=_ENTRY,
+        before="        if not isinstance(result, Entry):\n"
+        "            return Entry(result, tags=tags)",
+        after="        if not isinstance(result, Entry):\n            return result",
+        tests=_t(
+            _T_TAGS,
+            "test_a_fetch_that_started_before_invalidate_tags_stores_nothing_anyone_takes[single]",
+        ),
+    ),
+    Mutant(
+        id="entry-tags-dropped",
+        promise="S: invalidate_tags(*tags)",
+        removes="an Entry's tags reaching the stored value",
+        file=_ENTRY,
+        before="        () if tags is UNSET else tags,",
+        after="        (),",
+        tests=_t(
+            _T_TAGS,
+            "test_a_fetchs_entry_tags_its_value_and_a_regeneration_keeps_the_rule[single]",
+        ),
+    ),
+    Mutant(
+        id="decorator-tags-dropped",
+        promise="S: invalidate_tags(*tags)",
+        removes="the decorator's tags (computed from the arguments) reaching get_or_init",
+        file="redicache_async/decorator.py",
+        before="        if self._tags is not None:\n",
+        after="        if False:\n",
+        tests=_t(_T_TAGS, "test_the_decorator_computes_tags_from_the_arguments[single]"),
+    ),
+    Mutant(
+        id="set-many-tags-dropped",
+        promise="S: invalidate_tags(*tags)",
+        removes="set_many's tags reaching the stored values",
+        file=_MANY,
+        before="        checked_tags = check_tags(tags)\n        payloads",
+        after="        checked_tags = ()\n        check_tags(tags)\n        payloads",
+        tests=_t(
+            _T_TAGS,
+            "test_a_client_started_after_an_invalidation_does_not_read_the_values[single]",
         ),
     ),
 )
