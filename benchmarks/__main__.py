@@ -41,6 +41,7 @@ from . import (
     redis_read,
     report,
     scale_readers,
+    tags,
 )
 from .cli import on_server
 from .results import Finding, Result, split
@@ -60,6 +61,7 @@ PARTS = (
     "scale-listener",
     "end-to-end",
     "eager-refresh",
+    "tags",
 )
 #: Parts whose module may be absent from a tree (see the module's docstring).
 SLOTS = {"scale-local": "scale_local", "scale-listener": "scale_listener"}
@@ -116,6 +118,7 @@ def run_parts(url: str, parts: Sequence[str], smoke: bool) -> tuple[int, list[Fi
         "readers": lambda: _extend(results, scale_readers.run(url, smoke=smoke)),
         "end-to-end": lambda: _extend(results, end_to_end.run(url, smoke=smoke)),
         "eager-refresh": lambda: _extend(results, eager_refresh.run(url, smoke=smoke)),
+        "tags": lambda: _extend(results, tags.run(url, smoke=smoke)),
     }
     for part, module in SLOTS.items():
         steps[part] = functools.partial(_slot, module, url, smoke, results)

@@ -75,6 +75,42 @@ async def test_cold_key_is_fetched_once_across_processes(
     assert sum(r["lock_waits"] for r in reports) == 3
 
 
+@pytest.mark.parametrize("removal", ["invalidate_tags", "clear"])
+async def test_an_invalidation_by_tag_or_a_clear_reaches_every_process(
+    spawn: SpawnWorker, redis: aioredis.Redis, namespace: str, removal: str
+) -> None:
+    keys = ["user:1", "page"]
+    async with CacheClient(redis, namespace=namespace) as cache:
+        await cache.set("user:1", "ada", tags=("users",))
+        await cache.set("page", "home", tags=("pages",))
+        asks = [f"{namespace}:test:ask:{i}" for i in range(2)]
+        workers = [await spawn("watch", {"keys": keys, "ask": ask}) for ask in asks]
+
+        async def answers(i: int) -> dict[str, Any]:
+            await redis.rpush(asks[i], "look")
+            return await workers[i].line()
+
+        for i in range(len(workers)):
+            assert (await answers(i))["local"] == {"user:1": "ada", "page": "home"}
+        if removal == "clear":
+            await cache.clear()
+            gone = keys
+        else:
+            await cache.invalidate_tags("users")
+            gone = ["user:1"]
+        for i in range(len(workers)):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10.0
+            answer = await answers(i)
+            while any(answer["local"][key] is not None for key in gone):
+                assert loop.time() < deadline, f"worker {i} still holds {answer['local']}"
+                answer = await answers(i)
+            assert all(answer["read"][key] is None for key in gone)
+            if removal != "clear":
+                assert answer["local"]["page"] == answer["read"]["page"] == "home"
+            await redis.rpush(asks[i], "stop")
+
+
 async def test_lock_holder_killed_mid_fetch_is_taken_over_after_its_lease(
     spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
 ) -> None:

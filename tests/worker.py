@@ -62,12 +62,28 @@ async def hold(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> None
     say(value=value, fenced_writes=stats.fenced_writes, fetches=stats.fetches)
 
 
+async def watch(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> None:
+    """Read ``keys`` (each kept locally); then, at each message pushed on list ``ask``, tell
+    what the local layer holds of them and what a read answers, until "stop"."""
+    for key in a["keys"]:
+        await cache.get(key)
+    say(ready=True)
+    while True:
+        popped = await r.blpop([a["ask"]], timeout=30)
+        if popped is None or popped[1] == b"stop":
+            return
+        say(
+            local={key: cache.local_value(key) for key in a["keys"]},
+            read={key: await cache.get(key) for key in a["keys"]},
+        )
+
+
 async def main() -> None:
     mode, args = sys.argv[1], json.loads(sys.argv[2])
     r = aioredis.Redis.from_url(args["url"])
     try:
         async with CacheClient(r, namespace=args["namespace"], **args.get("options", {})) as c:
-            await {"stampede": stampede, "hold": hold}[mode](r, c, args)
+            await {"stampede": stampede, "hold": hold, "watch": watch}[mode](r, c, args)
     finally:
         await r.aclose()
 
