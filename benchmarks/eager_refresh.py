@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redicache_async import CacheClient
 
 from .cli import part_main
-from .results import Finding, Result, Table
+from .results import Finding, Result, Table, show
 
 __all__ = ["FULL", "SMOKE", "Settings", "main", "run"]
 
@@ -158,15 +158,7 @@ def run(
     without = asyncio.run(_load(url, "bench-eager-0", settings, eager=False))
     with_eager = asyncio.run(_load(url, "bench-eager-1", settings, eager=True))
     found = findings(without, with_eager, settings)
-    out("redicache_async eager refresh under a steady load")
-    for finding in found:
-        if isinstance(finding, Table):
-            out("  " + " | ".join(finding.columns))
-            for row in finding.rows:
-                out("  " + " | ".join(row))
-            out("  " + finding.note)
-        elif isinstance(finding, Result):
-            out(finding.verdict)
+    show("redicache_async eager refresh under a steady load", found, out)
     return found
 
 

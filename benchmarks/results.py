@@ -5,11 +5,11 @@ where one figure cannot tell it, a :class:`Table` (a part's figures, side by sid
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-__all__ = ["Compare", "Curve", "Finding", "Result", "Series", "Table", "split"]
+__all__ = ["Compare", "Curve", "Finding", "Result", "Series", "Table", "show", "split"]
 
 Compare = Literal["at_most", "at_least", "exactly"]
 
@@ -135,3 +135,16 @@ def split(findings: Iterable[Finding]) -> tuple[list[Result], list[Table], list[
         else:
             curves.append(finding)
     return results, tables, curves
+
+
+def show(title: str, found: Iterable[Finding], out: Callable[[str], None]) -> None:
+    """Print a part's results and tables as it measured them (``out``: print, or a test's)."""
+    out(title)
+    for finding in found:
+        if isinstance(finding, Table):
+            out("  " + " | ".join(finding.columns))
+            for row in finding.rows:
+                out("  " + " | ".join(row))
+            out("  " + finding.note)
+        elif isinstance(finding, Result):
+            out(finding.verdict)

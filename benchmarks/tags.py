@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redicache_async import CacheClient
 
 from .cli import part_main
-from .results import Finding, Result, Table
+from .results import Finding, Result, Table, show
 
 __all__ = ["FULL", "SMOKE", "Settings", "main", "run"]
 
@@ -85,7 +85,7 @@ async def _measure(url: str, namespace: str, settings: Settings) -> Outcome:
                 )
                 # The writer's listener has taken in the writes' own events: the call below
                 # is timed alone.
-                await _until(lambda: writer.stats().invalidations_received >= heard + count)
+                await _heard(writer, heard + count)
                 started = perf_counter_ns()
                 await writer.invalidate_tags(tag)
                 first_call_ms[count] = (perf_counter_ns() - started) / 1e6
@@ -109,10 +109,11 @@ async def _measure(url: str, namespace: str, settings: Settings) -> Outcome:
     )
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+async def _heard(cache: CacheClient, events: int, timeout: float = 60.0) -> None:
+    """Wait until ``cache``'s listener has taken in ``events`` events in all."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():
+    while cache.stats().invalidations_received < events:
         if loop.time() > deadline:
             raise TimeoutError("the writer's listener did not take in its writes' events")
         await asyncio.sleep(0.01)
@@ -163,15 +164,7 @@ def run(
     settings = settings or (SMOKE if smoke else FULL)
     outcome = asyncio.run(_measure(url, "bench-tags", settings))
     found = findings(outcome, settings)
-    out("redicache_async invalidate_tags against the number of tagged values")
-    for finding in found:
-        if isinstance(finding, Table):
-            out("  " + " | ".join(finding.columns))
-            for row in finding.rows:
-                out("  " + " | ".join(row))
-            out("  " + finding.note)
-        elif isinstance(finding, Result):
-            out(finding.verdict)
+    show("redicache_async invalidate_tags against the number of tagged values", found, out)
     return found
 
 
