@@ -236,17 +236,17 @@ class Coherence(ClientState):
         for tag, at in zip(wanted, times, strict=True):
             self._tag_times.note(tag, int(text(at)) if at else 0)
 
-    async def _learn_tags_of(self, replies: list[Any]) -> None:
-        """Before ``replies`` (stored values, as reads answer them) are taken: the times of
-        their tags, where some are tagged."""
+    def _tags_of(self, replies: list[Any]) -> list[str]:
+        """The tags of ``replies`` (stored values, as reads answer them), whose times must be
+        known before they are taken (``_learn_tag_times``); most values have none, and this
+        costs them a look at their flags."""
         tags: dict[str, None] = {}
         for reply in replies:
             if reply and reply.__class__ is not int and reply[29:31] in _TAGGED:
                 stored = unpack(reply)
                 if stored is not None:
                     tags.update(dict.fromkeys(stored.tags))
-        if tags:
-            await self._learn_tag_times(list(tags), fresh=False)
+        return list(tags)
 
     def _tag_invalidated(self, version: int, tags: tuple[str, ...]) -> bool:
         """Whether a value of ``version`` with ``tags`` is gone (by the times known)."""

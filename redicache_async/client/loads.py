@@ -168,7 +168,9 @@ class Loads(Coherence):
                 reply = await self._gateway.call(self._scripts.read_value(value_key), value_key)
             except RedisUnavailableError:
                 return UNREACHABLE
-            await self._learn_tags_of([reply])
+            tags = self._tags_of([reply])
+            if tags:
+                await self._learn_tag_times(tags, fresh=False)
             return (stored or self._stored_value)(key, guard, reply)
         finally:
             self._unwatch(key, guard)
@@ -187,7 +189,9 @@ class Loads(Coherence):
                 replies = await self._gateway.call(self._scripts.read_values(names), names[0])
             except RedisUnavailableError:
                 return [UNREACHABLE] * len(keys)
-            await self._learn_tags_of(replies)
+            tags = self._tags_of(replies)
+            if tags:
+                await self._learn_tag_times(tags, fresh=False)
             stored_value = stored or self._stored_value
             return [
                 stored_value(key, guard, reply)

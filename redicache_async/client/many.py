@@ -149,7 +149,7 @@ class ManyKeys(Loads):
                 replies = await self._pipelined(commands, value_key(groups[0][0]))
             except RedisUnavailableError:
                 return [[UNREACHABLE] * len(group) for group in groups]
-            await self._learn_tags_of(
+            tags = self._tags_of(
                 [
                     one
                     for group, reply in zip(groups, replies, strict=True)
@@ -157,6 +157,8 @@ class ManyKeys(Loads):
                     for one in ([reply] if len(group) == 1 else reply)
                 ]
             )
+            if tags:
+                await self._learn_tag_times(tags, fresh=False)
             stored_value = self._stored_value
             values = []
             for group, group_guards, reply in zip(groups, guards, replies, strict=True):

@@ -1857,9 +1857,8 @@ MUTANTS: tuple[Mutant, ...] = (
         removes="a client reading the times of the tags it meets (it would know only those it "
         "heard of)",
         file=_COHERENCE,
-        before="        if tags:\n"
-        "            await self._learn_tag_times(list(tags), fresh=False)\n",
-        after="        pass\n",
+        before="        return list(tags)\n",
+        after="        return []\n",
         tests=_t(
             _T_TAGS,
             "test_a_client_started_after_an_invalidation_does_not_read_the_values[single]",
