@@ -279,19 +279,9 @@ class ManyKeys(Loads):
         guards = [[self._watch(key) for key in group] for group in groups]
         again = []
         try:
-            sha = self._scripts.write_many.sha
             calls = [self._write_call(group, payloads, ttl_ms, tags) for group in groups]
             started = monotonic()
-            try:
-                replies = await self._pipelined(
-                    [("EVALSHA", sha, len(names), *names, *args) for names, args in calls],
-                    calls[0][0][0],
-                )
-            except BaseException:
-                for group in groups:
-                    for key in group:
-                        self._write_unknown(key)
-                raise
+            replies = await self._changes(self._scripts.write_many.sha, calls, groups)
             for group, group_guards, reply in zip(groups, guards, replies, strict=True):
                 if isinstance(reply, Exception):
                     again.append(group)
@@ -311,16 +301,9 @@ class ManyKeys(Loads):
         """Write ``keys`` (one slot) as :meth:`set` writes one."""
         guards = [self._watch(key) for key in keys]
         try:
-            names, args = self._write_call(keys, payloads, ttl_ms, tags)
+            call = self._write_call(keys, payloads, ttl_ms, tags)
             started = monotonic()
-            try:
-                versions = await self._gateway.call(
-                    self._scripts.write_many(keys=names, args=args), names[0]
-                )
-            except BaseException:
-                for key in keys:
-                    self._write_unknown(key)
-                raise
+            versions = await self._change(self._scripts.write_many, call, keys)
             self._written(keys, guards, versions, payloads, ttl_ms, started, tags)
         finally:
             for key, guard in zip(keys, guards, strict=True):
@@ -354,18 +337,8 @@ class ManyKeys(Loads):
         if len(groups) == 1:
             await self._delete_group(groups[0])
             return [None]
-        sha = self._scripts.delete_many.sha
         calls = [self._delete_call(group) for group in groups]
-        try:
-            replies = await self._pipelined(
-                [("EVALSHA", sha, len(names), *names, *args) for names, args in calls],
-                calls[0][0][0],
-            )
-        except BaseException:
-            for group in groups:
-                for key in group:
-                    self._write_unknown(key)
-            raise
+        replies = await self._changes(self._scripts.delete_many.sha, calls, groups)
         again = []
         for group, reply in zip(groups, replies, strict=True):
             if isinstance(reply, Exception):
@@ -378,16 +351,38 @@ class ManyKeys(Loads):
 
     async def _delete_group(self, keys: list[str]) -> None:
         """Delete ``keys`` (one slot) as :meth:`delete` deletes one."""
-        names, args = self._delete_call(keys)
+        versions = await self._change(self._scripts.delete_many, self._delete_call(keys), keys)
+        self._deleted(keys, versions)
+
+    async def _changes(
+        self, sha: str, calls: list[tuple[list[str], list[Any]]], groups: list[list[str]]
+    ) -> list[Any]:
+        """One node's script calls (``calls``: keys and arguments, one per slot group of
+        ``groups``) in one pipeline: each one's reply, or the error it met. Should the
+        pipeline fail, each key's change may or may not have happened."""
         try:
-            versions = await self._gateway.call(
-                self._scripts.delete_many(keys=names, args=args), names[0]
+            return await self._pipelined(
+                [("EVALSHA", sha, len(names), *names, *args) for names, args in calls],
+                calls[0][0][0],
             )
+        except BaseException:
+            for group in groups:
+                for key in group:
+                    self._write_unknown(key)
+            raise
+
+    async def _change(
+        self, script: Any, call: tuple[list[str], list[Any]], keys: list[str]
+    ) -> list[Any]:
+        """``script`` on one slot group (``call``: its keys and arguments), as ``_changes``
+        sends several."""
+        names, args = call
+        try:
+            return await self._gateway.call(script(keys=names, args=args), names[0])
         except BaseException:
             for key in keys:
                 self._write_unknown(key)
             raise
-        self._deleted(keys, versions)
 
     def _deleted(self, keys: list[str], versions: list[Any]) -> None:
         for key, version in zip(keys, versions, strict=True):

@@ -1246,27 +1246,17 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
-        id="set-many-cancelled-keeps-old-copies",
+        id="many-key-change-cancelled-keeps-old-copies",
         promise="S: set_many(mapping, ttl=), delete_many(keys)",
-        removes="set_many treating a write cancelled with its reply on the wire as maybe done",
-        file=_MANY,
-        before="                for key in keys:\n                    self._write_unknown(key)",
-        after="                pass",
-        tests=_t(
-            _T_MANY,
-            "test_a_many_key_call_cancelled_with_its_reply_on_the_wire_keeps_no_old_copy"
-            "[single-set_many]",
-        ),
-    ),
-    Mutant(
-        id="delete-many-cancelled-keeps-old-copies",
-        promise="S: set_many(mapping, ttl=), delete_many(keys)",
-        removes="delete_many treating a delete cancelled with its reply on the wire as maybe done",
+        removes="set_many and delete_many treating a change cancelled with its reply on the "
+        "wire as maybe done",
         file=_MANY,
         before="            for key in keys:\n                self._write_unknown(key)",
         after="            pass",
         tests=_t(
             _T_MANY,
+            "test_a_many_key_call_cancelled_with_its_reply_on_the_wire_keeps_no_old_copy"
+            "[single-set_many]",
             "test_a_many_key_call_cancelled_with_its_reply_on_the_wire_keeps_no_old_copy"
             "[single-delete_many]",
         ),
