@@ -188,12 +188,21 @@ class Coherence(ClientState):
         and are not newer go (not even kept as stale), and later callers join no load running
         now (its fetch may have started before)."""
         self._stats.invalidations_received += 1
+        local = self._local
         for tag in tags:
             self._tag_times.note(tag, at)
-            keys = self._tagged.pop(tag, ())
-            self._tagged_count -= len(keys)
-            for key in keys:
-                self._local.discard(key, below_version=at + 1)
+            keys = self._tagged.get(tag)
+            if not keys:
+                continue
+            # Copies newer than the invalidation stay, and stay indexed (a later one must
+            # find them: an older event can come after a newer write).
+            kept = {key for key in keys if not local.discard(key, below_version=at + 1)}
+            kept = {key for key in kept if local.holds(key)}
+            self._tagged_count -= len(keys) - len(kept)
+            if kept:
+                self._tagged[tag] = kept
+            else:
+                del self._tagged[tag]
         self._loads.detach_all()
         self._values.forget_all()
         self._headed_values.forget_all()

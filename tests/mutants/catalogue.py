@@ -1830,6 +1830,19 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        id="late-tags-event-unindexes-newer-copies",
+        promise="S: invalidate_tags(*tags)",
+        removes="keeping indexed the copies newer than an invalidation whose event came late "
+        "(the next invalidation of the tag would not find them)",
+        file=_COHERENCE,
+        before="            kept = {key for key in kept if local.holds(key)}\n",
+        after="            kept = set()\n",
+        tests=_t(
+            _T_TAGS,
+            "test_an_invalidation_heard_after_a_newer_write_leaves_it_to_the_next_one[single]",
+        ),
+    ),
+    Mutant(
         id="tag-times-ignored-by-reads",
         promise="S: invalidate_tags(*tags)",
         removes="readers skipping a value not newer than one of its tags' times",
