@@ -38,6 +38,8 @@ class History:
     def __init__(self, keys: tuple[str, ...], clients: int) -> None:
         self._writes: dict[str, list[Write]] = {k: [Write(0, None, "initially")] for k in keys}
         self._forbidden: dict[str, dict[int, str]] = {k: {} for k in keys}
+        #: Values one client must not answer any more (it removed them: ``invalidate_tags``).
+        self._gone: dict[tuple[int, str], dict[int, str]] = {}
         self._floors: dict[tuple[int, str], int] = {(c, k): 0 for c in range(clients) for k in keys}
         self._clients = clients
         self._seq = 0
@@ -63,6 +65,19 @@ class History:
         """``value`` was fetched but overtaken: it must never be stored nor answered."""
         self._forbidden[key][value] = why
 
+    def gone_for(self, client: int, key: str, values: list[int], why: str) -> None:
+        """``client`` removed ``values`` of ``key`` (``invalidate_tags`` of a tag they carry):
+        it must not answer them from now on. (It cannot know which keys hold the tag beyond
+        its own copies, so its floor does not rise: an older value without the tag that it
+        has not heard was written over is still an answer it may give.)"""
+        gone = self._gone.setdefault((client, key), {})
+        for value in values:
+            gone[value] = why
+
+    def values(self, key: str) -> list[int]:
+        """Every value ever written for ``key``."""
+        return [w.value for w in self._writes[key] if w.value is not None]
+
     def forbidden(self, key: str, value: object) -> str | None:
         """Why ``value`` must not be seen for ``key``, or None if it may be."""
         if not isinstance(value, int):
@@ -87,6 +102,8 @@ class History:
         """``client`` answered ``answer`` for ``key`` (``what`` names the call). ``floor``: the
         client's floor when the call started, for a call that overlapped writes."""
         why = self.forbidden(key, answer)
+        if why is None and isinstance(answer, int):
+            why = self._gone.get((client, key), {}).get(answer)
         if why is not None:
             raise ModelViolation(
                 f"c{client} {what} answered {answer!r} for {key!r}: {why}. No write may be "

@@ -123,8 +123,9 @@ class CacheModel(RuleBasedStateMachine):
         self.redis: list[Any] = []
         self.admin: Any = None
         self._values = itertools.count(1)
-        #: The tags of each key's last write.
+        #: The tags of each key's last write, and of every value written.
         self.tags_now: dict[str, tuple[str, ...]] = dict(TAGS_OF)
+        self.value_tags: dict[int, tuple[str, ...]] = {}
         self.steps: list[str] = []
         try:
             self.run(self._open())
@@ -153,6 +154,8 @@ class CacheModel(RuleBasedStateMachine):
         """A write of ``key`` completed now (see ``History.wrote``), with ``tags`` (the key's
         own unless given)."""
         self.tags_now[key] = TAGS_OF[key] if tags is None else tags
+        if value is not None:
+            self.value_tags[value] = self.tags_now[key]
         return self.history.wrote(key, value, what, by=by)
 
     def fresh(self) -> int:
@@ -323,15 +326,14 @@ class CacheModel(RuleBasedStateMachine):
         return self.regenerated(client, key, fetch, answer)
 
     async def invalidate(self, client: int, tag: str) -> dict[str, Write]:
-        """``invalidate_tags(tag)`` by ``client``: a delete of each key whose value has it."""
-        await self.call(
-            f"c{client}.invalidate_tags({tag!r})", self.caches[client].invalidate_tags(tag)
-        )
-        return {
-            k: self.wrote(k, None, f"c{client}.invalidate_tags({tag!r})", by=client)
-            for k in KEYS
-            if tag in self.tags_now[k]
-        }
+        """``invalidate_tags(tag)`` by ``client``: a delete of each key whose value has it,
+        and no value with it that ``client`` may answer from now on."""
+        what = f"c{client}.invalidate_tags({tag!r})"
+        await self.call(what, self.caches[client].invalidate_tags(tag))
+        for k in KEYS:
+            tagged = [v for v in self.history.values(k) if tag in self.value_tags.get(v, ())]
+            self.history.gone_for(client, k, tagged, f"{what} removed it")
+        return {k: self.wrote(k, None, what, by=None) for k in KEYS if tag in self.tags_now[k]}
 
     def floor(self, client: int, key: str) -> int | None:
         """The floor of a read that starts now, when stricter than the client's own: while its
