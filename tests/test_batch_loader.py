@@ -22,6 +22,7 @@ from redicache_async import (
     InvalidResultError,
 )
 from redicache_async.keys import KeySpace
+from redicache_async.replies import text
 from redicache_async.testing import RedisServer
 
 from .conftest import MakeCache, MakeRedis
@@ -36,12 +37,13 @@ from .helpers import (
 )
 from .test_many import _keys_in_slots, own_server
 from .test_many import test_bad_input_is_refused_before_any_io as refused_before_any_io
+from .test_processes import SpawnWorker, spawn
 
 pytestmark = pytest.mark.topologies
 
 LONG = {"lock_ttl": 30.0, "wait_timeout": 30.0}
 
-__all__ = ["own_server"]  # a fixture, used by name
+__all__ = ["own_server", "spawn"]  # fixtures, used by name
 
 
 class FetchMany:
@@ -146,6 +148,42 @@ async def test_overlapping_batches_of_two_clients_fetch_each_key_once(
     assert fetch_a.fetched() == [["k1", "k2", "k3"]]
     assert fetch_b.fetched() == [["k4"]]
     assert await _locks_left(redis, namespace, ["k1", "k2", "k3", "k4"]) == []
+
+
+@pytest.mark.slow
+@pytest.mark.single_node
+async def test_overlapping_batches_of_processes_fetch_each_key_once(
+    spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
+) -> None:
+    """Real processes, each one batch of six of ten keys (every key asked by two or more):
+    each key is fetched by one process, and every process answers it with that value."""
+    counter, go = f"{namespace}:test:fetched", f"{namespace}:test:go"
+    keys = [f"k{i}" for i in range(10)]
+    workers = [
+        await spawn(
+            "batch",
+            {
+                "keys": [keys[(start + i) % 10] for i in range(6)],
+                "counter": counter,
+                "go": go,
+                "fetch_seconds": 0.3,
+                "options": LONG,
+            },
+        )
+        for start in (0, 2, 5, 7)
+    ]
+    await redis.rpush(go, *range(len(workers)))
+    reports = [await worker.line() for worker in workers]
+    fetched = await redis.hgetall(counter)
+    assert {text(key): int(n) for key, n in fetched.items()} == dict.fromkeys(keys, 1)
+    answers: dict[str, set[str]] = {}
+    for report in reports:
+        assert len(report["values"]) == 6
+        for key, value in report["values"].items():
+            answers.setdefault(key, set()).add(value)
+    assert sorted(answers) == keys
+    assert all(len(values) == 1 for values in answers.values())
+    assert sum(report["fetches"] for report in reports) <= len(workers) + len(keys)
 
 
 async def test_a_key_locked_elsewhere_is_waited_for_and_its_write_delivers_the_value(

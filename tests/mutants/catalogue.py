@@ -1971,6 +1971,7 @@ MUTANTS: tuple[Mutant, ...] = (
             _T_BATCH,
             "test_a_key_locked_elsewhere_is_waited_for_and_its_write_delivers_the_value[single]",
             "test_overlapping_batches_of_two_clients_fetch_each_key_once[single]",
+            "test_overlapping_batches_of_processes_fetch_each_key_once[single]",
         ),
     ),
     Mutant(
