@@ -17,21 +17,25 @@ from redicache_async import (
     CacheClient,
     ClientClosedError,
     Entry,
+    FetchTimeout,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidResultError,
 )
 from redicache_async.keys import KeySpace
 from redicache_async.replies import text
+from redicache_async.scripts import READ_OR_LOCK_MANY
 from redicache_async.testing import RedisServer
 
 from .conftest import MakeCache, MakeRedis
 from .helpers import (
     ChannelTap,
     Fetch,
+    GatedRedis,
     HeldFetch,
     command_calls,
     ns_keys,
+    runs_script,
     script_calls,
     wait_until,
 )
@@ -349,6 +353,64 @@ async def test_a_close_mid_fetch_fails_the_call_and_releases_every_lock(
         await call
     assert await _locks_left(redis, namespace, ["p", "q"]) == []
     assert await ns_keys(redis, namespace) == []
+
+
+async def test_a_fetch_past_fetch_timeout_fails_the_call_and_releases_every_lock(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    cache = await make_cache(fetch_timeout=0.2, lock_ttl=30.0, wait_timeout=30.0)
+    never = asyncio.Event()
+
+    async def hangs(keys: list[str]) -> dict[str, Any]:
+        await never.wait()
+        return {}
+
+    with pytest.raises(FetchTimeout):
+        await cache.get_or_init_many(["p", "q"], hangs)
+    assert await _locks_left(redis, namespace, ["p", "q"]) == []
+    assert cache.stats().fetch_errors == 1
+
+
+@pytest.mark.single_node
+async def test_a_close_with_the_claims_reply_on_the_wire_releases_every_lock(
+    make_cache: MakeCache, redis: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    """The claims ran on the server, their reply is on its way, and the client closes: the
+    claims are released before ``aclose()`` returns, and nothing is fetched."""
+    gated = GatedRedis.connect(redis_url)
+    try:
+        cache = await make_cache(gated, **LONG)
+        gated.hold_first(runs_script(READ_OR_LOCK_MANY))
+        fetch = FetchMany({"p": "P", "q": "Q"})
+        call = asyncio.create_task(cache.get_or_init_many(["p", "q"], fetch))
+        await gated.held.wait()
+        assert sorted(await _locks_left(redis, namespace, ["p", "q"])) == ["p", "q"]
+        await cache.aclose()
+        with pytest.raises(ClientClosedError):
+            await call
+        assert await _locks_left(redis, namespace, ["p", "q"]) == []
+        assert fetch.calls == []
+    finally:
+        gated.gate.set()
+        await gated.aclose(close_connection_pool=True)
+
+
+@pytest.mark.slow
+@pytest.mark.single_node
+async def test_with_redis_lost_during_the_fetch_the_call_answers_with_what_it_fetched(
+    own_server: tuple[RedisServer, aioredis.Redis], namespace: str
+) -> None:
+    server, client = own_server
+    async with CacheClient(
+        client, namespace=namespace, redis_timeout=0.3, lock_ttl=30.0, wait_timeout=30.0
+    ) as cache:
+        fetch = FetchMany({"p": "P", "q": "Q"}, held=True)
+        call = asyncio.create_task(cache.get_or_init_many(["p", "q", "r"], fetch))
+        await fetch.started.wait()
+        server.kill()
+        fetch.release.set()
+        assert await asyncio.wait_for(call, 10) == {"p": "P", "q": "Q"}
+        assert cache.stats().writes == 0
 
 
 # -- round trips -----------------------------------------------------------------------------------

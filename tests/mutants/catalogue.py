@@ -2026,6 +2026,19 @@ MUTANTS: tuple[Mutant, ...] = (
             _T_BATCH,
             "test_a_fetch_that_raises_fails_the_call_and_releases_every_lock[single]",
             "test_a_close_mid_fetch_fails_the_call_and_releases_every_lock[single]",
+            "test_a_fetch_past_fetch_timeout_fails_the_call_and_releases_every_lock[single]",
+        ),
+    ),
+    Mutant(
+        id="batch-claims-on-the-wire-kept",
+        promise=_BATCH_LOCKS_ROW,
+        removes="releasing the batch's claims whose reply a close left on the wire",
+        file=_BATCH,
+        before="            for group in groups:  # the claims may have run\n",
+        after="            for group in []:  # the claims may have run\n",
+        tests=_t(
+            _T_BATCH,
+            "test_a_close_with_the_claims_reply_on_the_wire_releases_every_lock[single]",
         ),
     ),
     Mutant(
