@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -22,6 +23,7 @@ from redicache_async import (
     InvalidArgumentTypeError,
     InvalidResultError,
 )
+from redicache_async.fetching import THREAD_NAME
 from redicache_async.keys import KeySpace
 from redicache_async.replies import text
 from redicache_async.scripts import READ_OR_LOCK_MANY
@@ -128,6 +130,29 @@ async def test_empty_input_and_an_empty_fetch(make_cache: MakeCache) -> None:
     assert fetch.calls == []
     assert await cache.get_or_init_many(["x", "y"], fetch) == {}
     assert fetch.fetched() == [["x", "y"]]
+
+
+async def test_a_plain_function_fetch_many_runs_in_a_thread(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    """As a plain ``fetch``: called in a thread of its own, so the loop is not blocked; its
+    lone-key fetch after a takeover goes the same way."""
+    cache = await make_cache(**LONG)
+    threads: list[str] = []
+
+    def fetch_many(keys: list[str]) -> dict[str, str]:
+        threads.append(threading.current_thread().name)
+        return {key: key.upper() for key in keys}
+
+    assert await cache.get_or_init_many(["a", "b"], fetch_many) == {"a": "A", "b": "B"}
+    lock = KeySpace(namespace).lock("c")
+    assert await redis.set(lock, "someone else", nx=True, px=30_000)
+    call = asyncio.create_task(cache.get_or_init_many(["c"], fetch_many))
+    await wait_until(lambda: cache.stats().lock_waits == 1, what="the wait for the lock")
+    await redis.delete(lock)
+    assert await asyncio.wait_for(call, 5) == {"c": "C"}
+    assert len(threads) == 2
+    assert all(name.startswith(THREAD_NAME) for name in threads)
 
 
 # -- one fetch per key across clients ----------------------------------------------------------
