@@ -496,6 +496,33 @@ async def _sees(cache: CacheClient, expected: dict[str, Any]) -> bool:
     return await cache.get_many(["p", "q", "r"]) == expected
 
 
+async def test_tags_of_fetched_entries_are_kept_and_their_invalidation_wins(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    """An ``Entry``'s tags are stored with its value; a value whose tag was invalidated is
+    fetched again, not answered; an invalidation during the batch's fetch wins."""
+    a, b = await make_cache(**LONG), await make_cache(**LONG)
+    fetch = FetchMany({"t": Entry("tagged", tags=("x",)), "u": "plain"})
+    assert await a.get_or_init_many(["t", "u"], fetch) == {"t": "tagged", "u": "plain"}
+    await b.invalidate_tags("x")
+    assert await b.get_many(["t", "u"]) == {"u": "plain"}
+    c = await make_cache(**LONG)  # started after the invalidation: it learns of it as it reads
+    again = FetchMany({"t": Entry("tagged again", tags=("x",))})
+    assert await c.get_or_init_many(["t", "u"], again) == {"t": "tagged again", "u": "plain"}
+    assert again.fetched() == [["t"]]
+
+    held = FetchMany({"t2": Entry("old", tags=("x",)), "v2": Entry("v", tags=("y",))}, held=True)
+    call = asyncio.create_task(a.get_or_init_many(["t2", "v2"], held))
+    await held.started.wait()
+    await b.invalidate_tags("x")
+    held.release.set()
+    assert await call == {"t2": "old", "v2": "v"}  # its callers asked before the invalidation
+    assert a.stats().fenced_writes == 1
+    for cache in (a, b):
+        assert await cache.get_many(["t2", "v2"]) == {"v2": "v"}
+    assert await _locks_left(redis, namespace, ["t2", "v2"]) == []
+
+
 # -- Redis unreachable -------------------------------------------------------------------------
 
 

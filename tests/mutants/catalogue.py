@@ -1975,6 +1975,18 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        id="batch-tag-times-not-learnt",
+        promise=_BATCH_ROW,
+        removes="a batch learning the times of the tags of the values it read (a value whose "
+        "tag was invalidated would be answered by a client that had not heard of it)",
+        file=_BATCH,
+        before="            if tags:  # their times known before the values are taken\n",
+        after="            if False:\n",
+        tests=_t(
+            _T_BATCH, "test_tags_of_fetched_entries_are_kept_and_their_invalidation_wins[single]"
+        ),
+    ),
+    Mutant(
         id="batch-claims-per-key",
         promise=_BATCH_ROW,
         removes="one read-or-claim per slot group: a script call per key instead",
