@@ -25,6 +25,7 @@ map below and checks every import of every module against it::
 - engines: ``client/`` is :class:`CacheClient`: ``cache.py`` its options, life and public
   operations, ``loads.py`` the read path (read, lock, fetch, write, wait, answer without
   Redis), ``many.py`` the many-key calls (one round trip per cluster node),
+  ``batch_loader.py`` ``get_or_init_many`` (many keys' locks claimed at once, one fetch),
   ``target_reads.py`` reads of builder targets, ``clearing.py`` ``clear()`` and the
   namespace's clear time, ``coherence.py`` what may be kept locally, ``state.py`` the
   attributes they share. ``builder/`` is :class:`CacheBuilder`: ``registry.py`` the

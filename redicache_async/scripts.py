@@ -107,24 +107,51 @@ local function claim(lock, token, ttl)
 end
 """
 
-# KEYS[1]: value, KEYS[2]: its lock. ARGV[1]: token, ARGV[2]: lock ttl in ms,
-# ARGV[3]: '1' to ignore the value (it cannot be decoded, or is in a layout the client skips),
-# ARGV[4]: the namespace's clear time as the client knows it: a value not newer is no value.
+# One key's read or claim, shared by READ_OR_LOCK and READ_OR_LOCK_MANY so that
+# ``get_or_init`` and ``get_or_init_many`` cannot drift apart. ``value``, ``lock``: its keys;
+# ``token``, ``ttl``: the claim's; ``ignore``: '1' to ignore the value (it cannot be decoded,
+# or is in a layout the client skips); ``cleared``: the namespace's clear time as the client
+# knows it: a value not newer is no value.
 # Returns {1, stored value} for a value in this layout, {2, claimed} when the lock was taken
 # for the caller, {3, lock pttl} when another holder has it.
-READ_OR_LOCK = (
+_READ_OR_CLAIM = (
     _CLAIM
     + """
-if ARGV[3] ~= '1' then
-  local r = redis.pcall('GET', KEYS[1])
-  if type(r) == 'string' and string.byte(r, 1) == 1
-     and tonumber(string.sub(r, 2, 17), 16) > tonumber(ARGV[4]) then
-    return {1, r}
+local function read_or_claim(value, lock, token, ttl, ignore, cleared)
+  if ignore ~= '1' then
+    local r = redis.pcall('GET', value)
+    if type(r) == 'string' and string.byte(r, 1) == 1
+       and tonumber(string.sub(r, 2, 17), 16) > tonumber(cleared) then
+      return {1, r}
+    end
   end
+  local claimed = claim(lock, token, ttl)
+  if claimed then return {2, claimed} end
+  return {3, redis.call('PTTL', lock)}
 end
-local claimed = claim(KEYS[2], ARGV[1], ARGV[2])
-if claimed then return {2, claimed} end
-return {3, redis.call('PTTL', KEYS[2])}
+"""
+)
+
+# KEYS[1]: value, KEYS[2]: its lock. ARGV[1]: token, ARGV[2]: lock ttl in ms, ARGV[3]: '1' to
+# ignore the value, ARGV[4]: the clear time. Returns as ``read_or_claim``.
+READ_OR_LOCK = (
+    _READ_OR_CLAIM
+    + """
+return read_or_claim(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+)
+
+# KEYS: the value and the lock of each key (one cluster slot). ARGV[1]: lock ttl in ms,
+# ARGV[2]: the clear time, then each key's token. ``get_or_init_many``'s reads and claims of
+# one slot, each key as READ_OR_LOCK does it. Returns each key's reply, in order.
+READ_OR_LOCK_MANY = (
+    _READ_OR_CLAIM
+    + """
+local out = {}
+for i = 1, math.floor(#KEYS / 2) do
+  out[i] = read_or_claim(KEYS[2 * i - 1], KEYS[2 * i], ARGV[i + 2], ARGV[1], '0', ARGV[2])
+end
+return out
 """
 )
 
@@ -467,6 +494,7 @@ return {kind, data, meta[1] or '0', meta[2] or '', meta[3] or ''}
 _ALL = (
     READ_MANY,
     READ_OR_LOCK,
+    READ_OR_LOCK_MANY,
     CLAIM,
     CLEAR,
     INVALIDATE_TAGS,
@@ -499,6 +527,7 @@ class Scripts:
         "disown",
         "invalidate_tags",
         "read_or_lock",
+        "read_or_lock_many",
         "read_target",
         "record_build",
         "release",
@@ -513,6 +542,7 @@ class Scripts:
         self._read_many_sha = hashlib.sha1(READ_MANY.encode()).hexdigest()
         self._write_sha = hashlib.sha1(WRITE.encode()).hexdigest()
         self.read_or_lock: AsyncScript = redis.register_script(READ_OR_LOCK)
+        self.read_or_lock_many: AsyncScript = redis.register_script(READ_OR_LOCK_MANY)
         self.write: AsyncScript = redis.register_script(WRITE)
         self.delete: AsyncScript = redis.register_script(DELETE)
         self.claim: AsyncScript = redis.register_script(CLAIM)

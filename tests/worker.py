@@ -78,12 +78,31 @@ async def watch(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> Non
         )
 
 
+async def batch(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> None:
+    """One ``get_or_init_many`` of ``keys`` once ``go`` says so; each key its fetch_many is
+    asked for is counted in the hash ``counter``."""
+
+    async def fetch_many(keys: list[str]) -> dict[str, str]:
+        for key in keys:
+            await r.hincrby(a["counter"], key, 1)
+        await asyncio.sleep(a["fetch_seconds"])
+        return {key: f"{key} by {os.getpid()}" for key in keys}
+
+    say(ready=True)
+    await r.blpop([a["go"]], timeout=30)
+    values = await cache.get_or_init_many(a["keys"], fetch_many)
+    stats = cache.stats()
+    say(values=values, fetches=stats.fetches, lock_waits=stats.lock_waits)
+
+
 async def main() -> None:
     mode, args = sys.argv[1], json.loads(sys.argv[2])
     r = aioredis.Redis.from_url(args["url"])
     try:
         async with CacheClient(r, namespace=args["namespace"], **args.get("options", {})) as c:
-            await {"stampede": stampede, "hold": hold, "watch": watch}[mode](r, c, args)
+            await {"stampede": stampede, "hold": hold, "watch": watch, "batch": batch}[mode](
+                r, c, args
+            )
     finally:
         await r.aclose()
 

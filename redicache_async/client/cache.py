@@ -2,8 +2,8 @@
 fetched once across every process that shares the Redis.
 
 This module holds its options, its life and its public operations; the read path is in
-``loads.py``, the many-key calls in ``many.py``, builder targets' reads in ``target_reads.py``,
-the local layer's coherence in ``coherence.py``.
+``loads.py``, the many-key calls in ``many.py``, the batch loader in ``batch_loader.py``,
+builder targets' reads in ``target_reads.py``, the local layer's coherence in ``coherence.py``.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ from redicache_async.validation import (
     ttl_to_ms,
 )
 
+from .batch_loader import BatchLoads
 from .clearing import Clearing
 from .coherence import deadline
 from .eager import EagerRefresh
-from .many import ManyKeys
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
 from .tagging import Tagging
 from .target_reads import TargetReads, check_field
@@ -81,7 +81,7 @@ def _tagged(fetch: Fetch, tags: Iterable[str]) -> Fetch:
     return with_tags(fetch, check_tags(tags))
 
 
-class CacheClient(EagerRefresh, ManyKeys, TargetReads, Clearing, Tagging):
+class CacheClient(EagerRefresh, BatchLoads, TargetReads, Clearing, Tagging):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await

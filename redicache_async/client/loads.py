@@ -6,7 +6,7 @@ Redis is unreachable, an answer without it (a stale local value, or a fetch in t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from time import monotonic
 from typing import Any, Final
 
@@ -49,8 +49,15 @@ class Loads(Coherence):
         load: Callable[[], Coroutine[Any, Any, Any]],
         soft_timeout: float | None = None,
     ) -> Any:
+        return await self._await_joined(key, flights.run(key, load), soft_timeout)
+
+    async def _await_joined(
+        self, key: LocalKey, joined: Awaitable[Any], soft_timeout: float | None = None
+    ) -> Any:
+        """The outcome of the shared load ``joined`` (``SingleFlight.run``'s) of ``key``, as
+        ``_join`` waits for it: a close of the client that cancels the load is
+        :class:`ClientClosedError` to its callers, not a cancellation of theirs."""
         try:
-            joined = flights.run(key, load)
             if soft_timeout is None:
                 return await joined
             # Past it, the key's local copy within stale_ttl (or one written here meanwhile).
@@ -297,9 +304,30 @@ class Loads(Coherence):
             if value is None:
                 await self._locks.release(key, lease.key, lease.token)
                 return None
+        except BaseException:
+            await self._locks.release(key, lease.key, lease.token)
+            raise
+        return await self._write_fetched(key, value, ttl_ms, tags, lease, guard, claimed=claimed)
+
+    async def _write_fetched(
+        self,
+        key: str,
+        value: Any,
+        ttl_ms: int,
+        tags: tuple[str, ...],
+        lease: Lease,
+        guard: Guard,
+        *,
+        claimed: bytes | str,
+    ) -> Any:
+        """Write ``value`` (not None) with ``tags``, fetched under the held ``lease`` claimed
+        at ``claimed``, fenced (see ``_fetch_and_write``), and return it as readers get it (the
+        serializer's round trip). The lease ends here on every path: written, released, or
+        left to the orphans when Redis may have run the write without telling."""
+        try:
             payload = self._serializer.dumps(value)
             canonical = self._serializer.loads(payload)
-        except BaseException:
+        except BaseException:  # nothing written: no waiter may wait out the lock's ttl
             await self._locks.release(key, lease.key, lease.token)
             raise
         started = monotonic()
@@ -408,6 +436,19 @@ class Loads(Coherence):
         value, ttl_ms, tags = await self._run_fetch(key, fetch, ttl_ms)
         if value is None:
             return None
+        return self._keep_unshared(key, value, ttl_ms, tags, guard, started)
+
+    def _keep_unshared(
+        self,
+        key: str,
+        value: Any,
+        ttl_ms: int,
+        tags: tuple[str, ...],
+        guard: Guard | None,
+        started: float,
+    ) -> Any:
+        """``value``, fetched without Redis from ``started``, as readers get it, and kept
+        locally with a ``guard`` (see ``_fetch_without_redis``)."""
         payload = self._serializer.dumps(value)
         canonical = self._serializer.loads(payload)
         if guard is not None:
@@ -427,11 +468,18 @@ class Loads(Coherence):
         ``ttl_ms``, or the options of the :class:`~redicache_async.Entry` the fetch returned
         (every fetch's result passes here, so no Entry is ever stored or handed to a caller;
         a call's tags come as an Entry's, see ``with_tags``)."""
+        return unwrap(await self._call_fetch(key, fetch), ttl_ms)
+
+    async def _call_fetch(
+        self, name: str, fetch: Callable[..., Any], args: tuple[Any, ...] = ()
+    ) -> Any:
+        """``fetch(*args)``'s result, bounded by ``fetch_timeout`` (``name`` says what it
+        fetches), and counted."""
         if self._closing is not None:
             raise ClientClosedError("the client was closed before this fetch could start")
         self._stats.fetches += 1
         try:
-            return unwrap(await self._fetcher.run(key, fetch), ttl_ms)
+            return await self._fetcher.run(name, fetch, args)
         except asyncio.CancelledError:
             raise
         except BaseException:

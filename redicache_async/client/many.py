@@ -41,7 +41,7 @@ from .coherence import deadline
 from .loads import Loads
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Guard
 
-__all__ = ["ManyKeys", "check_keys"]
+__all__ = ["ManyKeys", "check_keys", "run_all"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -72,15 +72,7 @@ class ManyKeys(Loads):
         has its stale local copy within ``stale_ttl``, if any, else is absent.
         """
         wanted = check_keys(keys)
-        found: dict[str, Any] = {}
-        missed = []
-        fresh = self._local.fresh
-        for key in wanted:
-            entry = fresh(key)
-            if entry is None:
-                missed.append(key)
-            else:
-                found[key] = entry.value
+        found, missed = self._local_hits(wanted)
         if not missed:
             return found
         self._check_open()
@@ -99,6 +91,19 @@ class ManyKeys(Loads):
                     found[key] = value
         return {key: found[key] for key in wanted if key in found}
 
+    def _local_hits(self, keys: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """The fresh local values of ``keys`` (counted as local hits), and the keys without."""
+        found: dict[str, Any] = {}
+        missed = []
+        fresh = self._local.fresh
+        for key in keys:
+            entry = fresh(key)
+            if entry is None:
+                missed.append(key)
+            else:
+                found[key] = entry.value
+        return found, missed
+
     async def _per_node(
         self,
         groups: list[list[str]],
@@ -114,7 +119,7 @@ class ManyKeys(Loads):
         for i, group in enumerate(groups):
             by_node.setdefault(slot_owner(self._redis, self._keys.value(group[0])), []).append(i)
         nodes = list(by_node.values())
-        answers = await _all([run([groups[i] for i in node]) for node in nodes])
+        answers = await run_all([run([groups[i] for i in node]) for node in nodes])
         results: dict[int, R] = {}
         for node, node_results in zip(nodes, answers, strict=True):
             results.update(zip(node, node_results, strict=True))
@@ -292,7 +297,7 @@ class ManyKeys(Loads):
                 for key, guard in zip(group, group_guards, strict=True):
                     self._unwatch(key, guard)
         if again:
-            await _all([self._write_group(group, payloads, ttl_ms, tags) for group in again])
+            await run_all([self._write_group(group, payloads, ttl_ms, tags) for group in again])
         return [None] * len(groups)
 
     async def _write_group(
@@ -346,7 +351,7 @@ class ManyKeys(Loads):
             else:
                 self._deleted(group, reply)
         if again:
-            await _all([self._delete_group(group) for group in again])
+            await run_all([self._delete_group(group) for group in again])
         return [None] * len(groups)
 
     async def _delete_group(self, keys: list[str]) -> None:
@@ -392,7 +397,7 @@ class ManyKeys(Loads):
             self._stats.invalidations_sent += 1
 
 
-async def _all(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+async def run_all(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
     """The results of ``calls``, run at once; when one raises, the others still run to their
     end (a write that was sent is not abandoned half-way) and then the first error is raised.
     A lone call runs in the caller's task. Cancelled, the caller cancels them all and waits

@@ -69,6 +69,10 @@ _MANY = "redicache_async/client/many.py"
 _T_MANY = "tests/test_many.py"
 _T_CLEAR = "tests/test_clear.py"
 _T_TAGS = "tests/test_tags.py"
+_BATCH = "redicache_async/client/batch_loader.py"
+_T_BATCH = "tests/test_batch_loader.py"
+_BATCH_ROW = "S: get_or_init_many(keys, fetch_many, ttl=)"
+_BATCH_LOCKS_ROW = "S: get_or_init_many's fetch_many raises"
 
 
 def _t(module: str, *names: str) -> tuple[str, ...]:
@@ -1952,6 +1956,114 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(
             _T_TAGS,
             "test_a_client_started_after_an_invalidation_does_not_read_the_values[single]",
+        ),
+    ),
+    # -- the batch loader ------------------------------------------------------------------------
+    Mutant(
+        id="batch-fetches-locked-keys",
+        promise=_BATCH_ROW,
+        removes="a batch waiting for the keys whose locks another process holds (it fetches them)",
+        file=_BATCH,
+        before="            return await self._resolve(\n",
+        after="            return await self._fetch_without_redis(key, fetch, ttl_ms, None)\n"
+        "            await self._resolve(\n",
+        tests=_t(
+            _T_BATCH,
+            "test_a_key_locked_elsewhere_is_waited_for_and_its_write_delivers_the_value[single]",
+            "test_overlapping_batches_of_two_clients_fetch_each_key_once[single]",
+            "test_overlapping_batches_of_processes_fetch_each_key_once[single]",
+        ),
+    ),
+    Mutant(
+        id="batch-tag-times-not-learnt",
+        promise=_BATCH_ROW,
+        removes="a batch learning the times of the tags of the values it read (a value whose "
+        "tag was invalidated would be answered by a client that had not heard of it)",
+        file=_BATCH,
+        before="            if tags:  # their times known before the values are taken\n",
+        after="            if False:\n",
+        tests=_t(
+            _T_BATCH, "test_tags_of_fetched_entries_are_kept_and_their_invalidation_wins[single]"
+        ),
+    ),
+    Mutant(
+        id="batch-claims-per-key",
+        promise=_BATCH_ROW,
+        removes="one read-or-claim per slot group: a script call per key instead",
+        file=_BATCH,
+        before="        groups = self._slot_groups(keys)\n",
+        after="        groups = [[key] for key in keys]\n",
+        tests=_t(_T_BATCH, "test_one_read_or_claim_per_slot_group[single]"),
+    ),
+    Mutant(
+        id="batch-does-not-join-loads",
+        promise=_BATCH_ROW,
+        removes="a batch joining the loads of its keys running in this process (get_or_init's)",
+        file=_BATCH,
+        before="            key: self._loads.run(",
+        after="            key: self._reads.run(",
+        tests=_t(
+            _T_BATCH, "test_batches_and_get_or_init_in_one_process_join_each_others_loads[single]"
+        ),
+    ),
+    Mutant(
+        id="batch-write-not-fenced",
+        promise=_BATCH_ROW,
+        removes="the batch's writes holding their locks' tokens (a set during its fetch is undone)",
+        file=_BATCH,
+        before="            lease, claimed = held.pop(key)\n",
+        after='            lease, claimed = held.pop(key)\n            lease.token = ""\n',
+        tests=_t(_T_BATCH, "test_a_write_or_delete_during_the_fetch_wins[single]"),
+    ),
+    Mutant(
+        id="batch-omitted-key-keeps-its-lock",
+        promise=_BATCH_LOCKS_ROW,
+        removes="releasing the locks of the keys fetch_many did not return",
+        file=_BATCH,
+        before="                ends.append(self._locks.release(key, lease.key, lease.token))",
+        after="                ends.append(asyncio.sleep(0))",
+        tests=_t(
+            _T_BATCH,
+            "test_the_locks_of_keys_the_fetch_did_not_return_are_released_and_announced[single]",
+        ),
+    ),
+    Mutant(
+        id="batch-failure-keeps-the-locks",
+        promise=_BATCH_LOCKS_ROW,
+        removes="releasing the batch's locks when fetch_many raises or the client closes",
+        file=_BATCH,
+        before="                if held:  # not handed",
+        after="                if False:  # not handed",
+        tests=_t(
+            _T_BATCH,
+            "test_a_fetch_that_raises_fails_the_call_and_releases_every_lock[single]",
+            "test_a_close_mid_fetch_fails_the_call_and_releases_every_lock[single]",
+            "test_a_fetch_past_fetch_timeout_fails_the_call_and_releases_every_lock[single]",
+        ),
+    ),
+    Mutant(
+        id="batch-claims-on-the-wire-kept",
+        promise=_BATCH_LOCKS_ROW,
+        removes="releasing the batch's claims whose reply a close left on the wire",
+        file=_BATCH,
+        before="            for group in groups:  # the claims may have run\n",
+        after="            for group in []:  # the claims may have run\n",
+        tests=_t(
+            _T_BATCH,
+            "test_a_close_with_the_claims_reply_on_the_wire_releases_every_lock[single]",
+        ),
+    ),
+    Mutant(
+        id="batch-result-not-checked",
+        promise=_BATCH_LOCKS_ROW,
+        removes="refusing a fetch_many result with keys it was not asked for",
+        file=_BATCH,
+        before="    if extra:\n",
+        after="    if False:\n",
+        tests=_t(
+            _T_BATCH,
+            "test_a_fetch_returning_a_non_mapping_or_unasked_keys_is_refused"
+            "[single-result1-not asked for.*stranger]",
         ),
     ),
 )
