@@ -97,18 +97,20 @@ class Entry(Generic[T]):
         return f"Entry({self.value!r}, ttl={self.ttl!r}{tags})"
 
 
-def unwrap(result: Any, ttl_ms: int) -> tuple[Any, int, tuple[str, ...]]:
+def unwrap(
+    result: Any, ttl_ms: int, tags: tuple[str, ...] = ()
+) -> tuple[Any, int, tuple[str, ...]]:
     """A fetch's ``result`` as ``(value, ttl in ms, tags)``: an :class:`Entry`'s value and its
-    own options (the call's ``ttl_ms`` when unset; no tags), or any other result as it is with
-    ``ttl_ms`` and no tags."""
+    own options (the call's ``ttl_ms`` and ``tags`` where unset), or any other result as it
+    is with the call's."""
     if not isinstance(result, Entry):
-        return result, ttl_ms, ()
+        return result, ttl_ms, tags
     entry_ttl = result._ttl_ms
-    tags = result._tags
+    entry_tags = result._tags
     return (
         result.value,
         ttl_ms if entry_ttl is None else entry_ttl,
-        () if tags is UNSET else tags,
+        tags if entry_tags is UNSET else entry_tags,
     )
 
 

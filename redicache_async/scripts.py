@@ -338,6 +338,20 @@ return cleared
 """
 )
 
+# KEYS[1]: the namespace's clear time, KEYS[2]: its tag times (one slot: the namespace's).
+# ARGV: tags. Returns the clear time (false: never) then each tag's time (false: never), in
+# one round trip: what a fenced write on a cluster, whose script cannot read them, checks.
+READ_INVALIDATIONS = (
+    _READ_FROM_MASTER
+    + """
+local out = {redis.call('GET', KEYS[1])}
+if #ARGV > 0 then
+  for _, at in ipairs(redis.call('HMGET', KEYS[2], unpack(ARGV))) do out[#out + 1] = at end
+end
+return out
+"""
+)
+
 # KEYS[1]: the namespace's tag times (a hash: tag -> version), KEYS[2] (optional): the event
 # stream. ARGV[1]: channel, ARGV[2]: event prefix, ARGV[3...]: tags. Every value with one of
 # these tags whose version is not above the new time is gone (readers skip it, as after a
@@ -498,6 +512,7 @@ _ALL = (
     CLAIM,
     CLEAR,
     INVALIDATE_TAGS,
+    READ_INVALIDATIONS,
     DISOWN,
     WRITE,
     WRITE_MANY,
@@ -526,6 +541,7 @@ class Scripts:
         "delete_many",
         "disown",
         "invalidate_tags",
+        "read_invalidations",
         "read_or_lock",
         "read_or_lock_many",
         "read_target",
@@ -549,6 +565,7 @@ class Scripts:
         self.clear: AsyncScript = redis.register_script(CLEAR)
         self.disown: AsyncScript = redis.register_script(DISOWN)
         self.invalidate_tags: AsyncScript = redis.register_script(INVALIDATE_TAGS)
+        self.read_invalidations: AsyncScript = redis.register_script(READ_INVALIDATIONS)
         self.write_many: AsyncScript = redis.register_script(WRITE_MANY)
         self.delete_many: AsyncScript = redis.register_script(DELETE_MANY)
         self.renew: AsyncScript = redis.register_script(RENEW)

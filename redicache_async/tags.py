@@ -67,14 +67,17 @@ class TagTimes:
         known = self._known
         return [tag for tag in tags if tag not in known]
 
-    def note(self, tag: str, at: int) -> None:
-        """``tag`` was invalidated at ``at`` (or, with 0, never): times only grow."""
+    def note(self, tag: str, at: int) -> bool:
+        """``tag`` was invalidated at ``at`` (or, with 0, never): times only grow. Whether
+        this is later than the time known."""
         known = self._known
-        if known.get(tag, -1) < at:
+        later = known.get(tag, 0) < at
+        if later or tag not in known:
             known[tag] = at
         known.move_to_end(tag)
         while len(known) > MAX_KNOWN_TAGS:
             known.popitem(last=False)
+        return later
 
     def latest(self, tags: Iterable[str]) -> int:
         """The latest known time of ``tags`` (an unknown tag counts as never invalidated)."""

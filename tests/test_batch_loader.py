@@ -27,6 +27,7 @@ from redicache_async.fetching import THREAD_NAME
 from redicache_async.keys import KeySpace
 from redicache_async.replies import text
 from redicache_async.scripts import READ_OR_LOCK_MANY
+from redicache_async.stored import unpack
 from redicache_async.testing import RedisServer
 
 from .conftest import MakeCache, MakeRedis
@@ -521,6 +522,21 @@ async def test_tags_of_fetched_entries_are_kept_and_their_invalidation_wins(
     for cache in (a, b):
         assert await cache.get_many(["t2", "v2"]) == {"v2": "v"}
     assert await _locks_left(redis, namespace, ["t2", "v2"]) == []
+
+
+async def test_the_calls_tags_go_with_each_value_and_an_entrys_replace_them(
+    make_cache: MakeCache, redis: aioredis.Redis, namespace: str
+) -> None:
+    a, b = await make_cache(**LONG), await make_cache(**LONG)
+    fetch = FetchMany({"p": "one", "q": Entry("two", tags=("own",))})
+    answer = await a.get_or_init_many(["p", "q"], fetch, tags=("batch",))
+    assert answer == {"p": "one", "q": "two"}
+    stored = [unpack(await redis.get(KeySpace(namespace).value(k)) or b"") for k in "pq"]
+    assert [s.tags if s else None for s in stored] == [("batch",), ("own",)]
+    await b.invalidate_tags("batch")
+    assert await b.get_many(["p", "q"]) == {"q": "two"}
+    await b.invalidate_tags("own")
+    assert await b.get_many(["p", "q"]) == {}
 
 
 # -- Redis unreachable -------------------------------------------------------------------------

@@ -105,7 +105,9 @@ SIGNATURES: dict[str, str] = {
     "redicache_async.CacheClient.get_many": "async (self, keys)",
     "redicache_async.CacheClient.set_many": "async (self, mapping, *, ttl=None, tags=())",
     "redicache_async.CacheClient.delete_many": "async (self, keys)",
-    "redicache_async.CacheClient.get_or_init_many": "async (self, keys, fetch_many, *, ttl=None)",
+    "redicache_async.CacheClient.get_or_init_many": (
+        "async (self, keys, fetch_many, *, ttl=None, tags=())"
+    ),
     "redicache_async.CacheClient.clear": "async (self)",
     "redicache_async.CacheClient.invalidate_tags": "async (self, *tags)",
     "redicache_async.CacheClient.cached": (

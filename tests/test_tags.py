@@ -162,6 +162,16 @@ async def test_an_invalidation_heard_after_a_newer_write_leaves_it_to_the_next_o
         await hooked.aclose()
 
 
+async def _marker_after(redis: Any, channel: str, topology: str, key_name: str) -> None:
+    """Publish ``marker`` on the node of ``key_name`` (a listener that hears it has heard
+    every event that node published before it)."""
+    if topology == "cluster":
+        node = redis.get_node_from_key(key_name)
+        await redis.execute_command("PUBLISH", channel, b"marker", target_nodes=node)
+    else:
+        await redis.publish(channel, b"marker")
+
+
 @pytest.mark.not_on("sentinel")  # a single server's case, behind Sentinel
 async def test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_anyone_takes(
     make_cache: MakeCache,
@@ -171,8 +181,53 @@ async def test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_an
     request: pytest.FixtureRequest,
 ) -> None:
     """The writer's listener hears nothing from before the invalidation until after its write:
-    the write itself must find the tag's time (the script where it can read it; on a cluster
-    the writer reads it afresh after writing, and takes its value back)."""
+    the write must find the tag's time itself, and its value is never written, so no reader
+    anywhere can see it (refused by the write script where it can read the time; on a cluster
+    the writer reads it before writing). It drops its own older copy at once."""
+    keys = KeySpace(namespace)
+    hooked = _hooked(topology, request)
+    a = await make_cache(hooked)
+    try:
+        b = await make_cache()
+        await a.set("k", "old", tags=("t",))
+        held = HeldFetch("read before the invalidation")
+        async with ChannelTap(redis, keys.channel) as tap:
+            loading = asyncio.create_task(a.attempt_regeneration("k", held, tags=("t",)))
+            await held.started.wait()
+            heard = a.stats().invalidations_received
+            hooked.hooks.listening.clear()  # a's listener is delayed from now on
+            await b.invalidate_tags("t")
+            held.release.set()
+            assert await loading == "read before the invalidation"
+            await _marker_after(redis, keys.channel, topology, keys.value("k"))
+            events = await tap.until(lambda got: b"marker" in got, what="the marker")
+        assert not [e for e in events if e.startswith(b'{"op":"set","key":"k"')]
+        assert a.stats().invalidations_received == heard  # it wrote before hearing of it
+        assert a.stats().fenced_writes == 1
+        # Redis holds what it held: the older value, which readers skip (its tag's time).
+        stored = unpack(await redis.get(keys.value("k")) or b"")
+        assert stored is not None
+        assert stored.payload == b'"old"'
+        assert a.local_value("k") is None
+        assert await b.get("k") is None
+    finally:
+        hooked.hooks.listening.set()
+        await a.aclose()
+        await hooked.aclose()
+
+
+@pytest.mark.not_on("single", "sentinel")
+async def test_an_invalidation_during_a_cluster_write_is_found_after_it(
+    make_cache: MakeCache,
+    redis: aioredis.Redis,
+    namespace: str,
+    topology: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """On a cluster the write's script cannot read the tag times: its writer checks them
+    before writing, and an invalidation that lands between that check and the write is found
+    after it, and the value taken back (Redis does not keep it; readers skip it meanwhile)."""
+    keys = KeySpace(namespace)
     hooked = _hooked(topology, request)
     a = await make_cache(hooked)
     try:
@@ -180,18 +235,18 @@ async def test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_an
         held = HeldFetch("read before the invalidation")
         loading = asyncio.create_task(a.get_or_init("k", held, tags=("t",)))
         await held.started.wait()
-        heard = a.stats().invalidations_received
-        hooked.hooks.listening.clear()  # a's listener is delayed from now on
-        await b.invalidate_tags("t")
+        check = hooked.hooks.hold_next_script(keys.cleared)
         held.release.set()
+        await check.held.wait()  # its check before writing found nothing invalidated
+        await b.invalidate_tags("t")
+        check.release()
         assert await loading == "read before the invalidation"
-        assert a.stats().invalidations_received == heard  # it wrote before hearing of it
         assert a.stats().fenced_writes == 1
-        assert not await redis.exists(KeySpace(namespace).value("k"))
+        assert not await redis.exists(keys.value("k"))
         assert a.local_value("k") is None
         assert await b.get("k") is None
     finally:
-        hooked.hooks.listening.set()
+        hooked.hooks.disarm()
         await a.aclose()
         await hooked.aclose()
 
@@ -288,6 +343,7 @@ async def test_a_value_written_after_an_invalidation_is_a_value(make_cache: Make
         (lambda c: c.get_or_init("k", Fetch(1), tags=("",)), InvalidArgumentError),
         (lambda c: c.get_or_init("k", "not callable", tags=("t",)), InvalidArgumentTypeError),
         (lambda c: c.attempt_regeneration("k", Fetch(1), tags=5), InvalidArgumentTypeError),
+        (lambda c: c.get_or_init_many(["k"], Fetch({}), tags="t"), InvalidArgumentTypeError),
         (lambda c: c.invalidate_tags(""), InvalidArgumentError),
         (lambda c: c.invalidate_tags(["a"]), InvalidArgumentTypeError),
         (lambda c: c.invalidate_tags("\ud800"), InvalidArgumentError),

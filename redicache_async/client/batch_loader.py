@@ -30,9 +30,10 @@ from contextlib import AsyncExitStack
 from time import monotonic
 from typing import Any, Final
 
-from redicache_async.entry import unwrap
+from redicache_async.entry import unwrap, with_tags
 from redicache_async.errors import InvalidResultError, RedisUnavailableError
 from redicache_async.leases import Lease, new_token
+from redicache_async.tags import check_tags
 from redicache_async.validation import check_callable, ttl_to_ms
 
 from .many import ManyKeys, check_keys, run_all
@@ -64,7 +65,12 @@ class BatchLoads(ManyKeys):
     """``get_or_init_many``."""
 
     async def get_or_init_many(
-        self, keys: Iterable[str], fetch_many: FetchMany, *, ttl: float | None = None
+        self,
+        keys: Iterable[str],
+        fetch_many: FetchMany,
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
     ) -> dict[str, Any]:
         """The values of ``keys`` as ``{key: value}`` in the order of ``keys``, the missing
         ones fetched with one call ``fetch_many(missing_keys)``, which returns a mapping of
@@ -77,11 +83,13 @@ class BatchLoads(ManyKeys):
         process holds are waited for, not fetched again. ``ttl`` as :meth:`get_or_init`'s. A
         ``fetch_many`` that raises fails the call (no lock is left behind); one that returns
         anything but a mapping, or keys it was not asked for, raises
-        :class:`~redicache_async.InvalidResultError`.
+        :class:`~redicache_async.InvalidResultError`. The values fetched are stored with
+        ``tags`` (an Entry's own replace them), as :meth:`get_or_init` stores its fetch's.
         """
         wanted = check_keys(keys)
         check_callable("fetch_many", fetch_many)
         ttl_ms = ttl_to_ms(ttl)
+        call_tags = check_tags(tags)
         found, missed = self._local_hits(wanted)
         if not missed:
             return found
@@ -89,13 +97,14 @@ class BatchLoads(ManyKeys):
         batch = _Batch()
         joined = {
             key: self._loads.run(
-                key, functools.partial(self._enlist, batch, key, fetch_many, ttl_ms)
+                key, functools.partial(self._enlist, batch, key, fetch_many, ttl_ms, call_tags)
             )
             for key in missed
         }
         if batch.keys:
             batch.task = self._tasks.spawn(
-                self._load_batch(batch.keys, fetch_many, ttl_ms), name="redicache-batch-load"
+                self._load_batch(batch.keys, fetch_many, ttl_ms, call_tags),
+                name="redicache-batch-load",
             )
         values = await run_all([self._await_joined(key, load) for key, load in joined.items()])
         for key, value in zip(joined, values, strict=True):
@@ -104,20 +113,22 @@ class BatchLoads(ManyKeys):
         return {key: found[key] for key in wanted if key in found}
 
     def _enlist(
-        self, batch: _Batch, key: str, fetch_many: FetchMany, ttl_ms: int
+        self, batch: _Batch, key: str, fetch_many: FetchMany, ttl_ms: int, tags: tuple[str, ...]
     ) -> Coroutine[Any, Any, Any]:
         """``key``'s load, as a member of ``batch`` (no load of it ran in this process)."""
         batch.keys.append(key)
-        return self._member(batch, key, fetch_many, ttl_ms)
+        return self._member(batch, key, fetch_many, ttl_ms, tags)
 
-    async def _member(self, batch: _Batch, key: str, fetch_many: FetchMany, ttl_ms: int) -> Any:
+    async def _member(
+        self, batch: _Batch, key: str, fetch_many: FetchMany, ttl_ms: int, tags: tuple[str, ...]
+    ) -> Any:
         """``key``'s value (None: not found) as its batch loaded it, or as ``get_or_init``
         loads it where the batch could not."""
         assert batch.task is not None  # set before any member runs
         # Shielded: a member ended alone (aclose ends them all) must not end its batch.
         outcome = (await asyncio.shield(batch.task))[key]
         if outcome is _ALONE or outcome is _ALONE_IGNORING_VALUE:
-            fetch = functools.partial(self._fetch_one, key, fetch_many)
+            fetch = with_tags(functools.partial(self._fetch_one, key, fetch_many), tags)
             return await self._resolve(
                 key, fetch, ttl_ms, ignore_value=outcome is _ALONE_IGNORING_VALUE
             )
@@ -130,7 +141,7 @@ class BatchLoads(ManyKeys):
         return found.get(key)
 
     async def _load_batch(
-        self, keys: list[str], fetch_many: FetchMany, ttl_ms: int
+        self, keys: list[str], fetch_many: FetchMany, ttl_ms: int, call_tags: tuple[str, ...]
     ) -> dict[str, Any]:
         """Each of ``keys``'s outcome: its value, None (not found) or ``_ALONE...``."""
         guards = {key: self._watch(key) for key in keys}
@@ -162,10 +173,12 @@ class BatchLoads(ManyKeys):
                 else:
                     outcomes[key] = _ALONE
             if held:
-                outcomes |= await self._fetch_and_write_many(held, guards, fetch_many, ttl_ms)
+                outcomes |= await self._fetch_and_write_many(
+                    held, guards, fetch_many, ttl_ms, call_tags
+                )
             if unreachable:
                 outcomes |= await self._fetch_many_without_redis(
-                    unreachable, guards, fetch_many, ttl_ms
+                    unreachable, guards, fetch_many, ttl_ms, call_tags
                 )
             return outcomes
         finally:
@@ -267,6 +280,7 @@ class BatchLoads(ManyKeys):
         guards: dict[str, Guard],
         fetch_many: FetchMany,
         ttl_ms: int,
+        call_tags: tuple[str, ...],
     ) -> dict[str, Any]:
         """One ``fetch_many`` of the keys whose locks ``held`` has (kept alive meanwhile),
         then each value written as ``get_or_init`` writes its fetch's, the other locks
@@ -280,7 +294,7 @@ class BatchLoads(ManyKeys):
         ends: list[Coroutine[Any, Any, Any]] = []
         for key in keys:
             lease, claimed = held.pop(key)
-            value, key_ttl, tags = unwrap(found.get(key), ttl_ms)
+            value, key_ttl, tags = unwrap(found.get(key), ttl_ms, call_tags)
             if value is None:
                 outcomes[key] = None
                 ends.append(self._locks.release(key, lease.key, lease.token))
@@ -296,7 +310,12 @@ class BatchLoads(ManyKeys):
         return outcomes
 
     async def _fetch_many_without_redis(
-        self, keys: list[str], guards: dict[str, Guard], fetch_many: FetchMany, ttl_ms: int
+        self,
+        keys: list[str],
+        guards: dict[str, Guard],
+        fetch_many: FetchMany,
+        ttl_ms: int,
+        call_tags: tuple[str, ...],
     ) -> dict[str, Any]:
         """``keys`` answered as ``get_or_init`` answers without Redis: a stale local copy, else
         one ``fetch_many`` of the others in this process, kept locally for a moment."""
@@ -306,7 +325,7 @@ class BatchLoads(ManyKeys):
             started = monotonic()
             found = await self._fetch_many(rest, fetch_many)
             for key in rest:
-                value, key_ttl, tags = unwrap(found.get(key), ttl_ms)
+                value, key_ttl, tags = unwrap(found.get(key), ttl_ms, call_tags)
                 if value is not None:
                     outcomes[key] = self._keep_unshared(
                         key, value, key_ttl, tags, guards[key], started

@@ -9,7 +9,7 @@ reconnection that could not replay, or a failover, ends the freshness of everyth
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -188,24 +188,28 @@ class Coherence(ClientState):
         and are not newer go (not even kept as stale), and later callers join no load running
         now (its fetch may have started before)."""
         self._stats.invalidations_received += 1
-        local = self._local
         for tag in tags:
             self._tag_times.note(tag, at)
-            keys = self._tagged.get(tag)
-            if not keys:
-                continue
-            # Copies newer than the invalidation stay, and stay indexed (a later one must
-            # find them: an older event can come after a newer write).
-            kept = {key for key in keys if not local.discard(key, below_version=at + 1)}
-            kept = {key for key in kept if local.holds(key)}
-            self._tagged_count -= len(keys) - len(kept)
-            if kept:
-                self._tagged[tag] = kept
-            else:
-                del self._tagged[tag]
+            self._drop_tagged(tag, at)
         self._loads.detach_all()
         self._values.forget_all()
         self._headed_values.forget_all()
+
+    def _drop_tagged(self, tag: str, at: int) -> None:
+        """Drop the local copies with ``tag`` not newer than ``at``, its invalidation."""
+        keys = self._tagged.get(tag)
+        if not keys:
+            return
+        local = self._local
+        # Copies newer than the invalidation stay, and stay indexed (a later one must find
+        # them: an older event can come after a newer write).
+        kept = {key for key in keys if not local.discard(key, below_version=at + 1)}
+        kept = {key for key in kept if local.holds(key)}
+        self._tagged_count -= len(keys) - len(kept)
+        if kept:
+            self._tagged[tag] = kept
+        else:
+            del self._tagged[tag]
 
     def _index_tags(self, key: LocalKey, tags: tuple[str, ...]) -> None:
         tagged = self._tagged
@@ -242,8 +246,16 @@ class Coherence(ClientState):
             times = await self._gateway.call(self._redis.hmget(key, wanted), key)
         except RedisUnavailableError:
             return
-        for tag, at in zip(wanted, times, strict=True):
-            self._tag_times.note(tag, int(text(at)) if at else 0)
+        self._note_tag_times(wanted, times)
+
+    def _note_tag_times(self, tags: Iterable[str], times: Iterable[Any]) -> None:
+        """The times read of ``tags`` (None: never invalidated)."""
+        for tag, at in zip(tags, times, strict=True):
+            time = int(text(at)) if at else 0
+            if self._tag_times.note(tag, time):
+                # Learnt before its event arrives (a write the invalidation overtook, a
+                # client whose listener is away): its copies go as the event would drop them.
+                self._drop_tagged(tag, time)
 
     def _tags_of(self, replies: list[Any]) -> list[str]:
         """The tags of ``replies`` (stored values, as reads answer them), whose times must be

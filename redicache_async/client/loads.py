@@ -330,6 +330,13 @@ class Loads(Coherence):
         except BaseException:  # nothing written: no waiter may wait out the lock's ttl
             await self._locks.release(key, lease.key, lease.token)
             raise
+        if self._cluster and await self._overtaken(int(claimed), tags):
+            # Where the write's script cannot see them: a clear or an invalidation of its tags
+            # since the claim, checked before writing, so that no reader anywhere sees its
+            # value. (One that lands during the write is found after it.)
+            self._stats.fenced_writes += 1
+            await self._locks.release(key, lease.key, lease.token)
+            return canonical
         started = monotonic()
         try:
             version = await self._gateway.call(
@@ -371,9 +378,12 @@ class Loads(Coherence):
             self._cluster and not await self._outlives_invalidations(key, version, tags)
         ):
             # A clear or an invalidation of its tags overtook this fetch: its callers get
-            # what it fetched, nobody else.
+            # what it fetched, nobody else; and this process drops its own older copies now,
+            # not when the event comes.
             self._stats.fenced_writes += 1
             await self._locks.release(key, lease.key, lease.token)
+            if int(version) == 0:
+                await self._overtaken(0, tags)
             return canonical
         self._count_write()
         self._wrote(key, int(version))
@@ -398,10 +408,7 @@ class Loads(Coherence):
         elsewhere. Redis unreachable: the readers' own check of those times (they skip a value
         not newer) is all there is."""
         try:
-            await self._learn_clear_time()
-            if tags:
-                await self._learn_tag_times(tags, fresh=True)
-            if not self._outdated(int(version), tags):
+            if not await self._overtaken(int(version), tags):
                 return True
             value_key = self._keys.value(key)
             await self._gateway.call(
@@ -416,6 +423,21 @@ class Loads(Coherence):
 
     def _outdated(self, version: int, tags: tuple[str, ...]) -> bool:
         return self._cleared_value(version) or self._tag_invalidated(version, tags)
+
+    async def _overtaken(self, version: int, tags: tuple[str, ...]) -> bool:
+        """Whether a value of ``version`` with ``tags`` is gone by the namespace's clear time
+        and its tags' times, read afresh (learnt, with what follows from them: see
+        ``_on_cleared``, ``_learn_tag_times``). Redis unreachable: by the times known."""
+        keys = [self._keys.cleared, self._keys.tag_times]
+        try:
+            times = await self._gateway.call(
+                self._scripts.read_invalidations(keys=keys, args=list(tags)), keys[0]
+            )
+        except RedisUnavailableError:
+            return self._outdated(version, tags)
+        self._note_clear_time(times[0])
+        self._note_tag_times(tags, times[1:])
+        return self._outdated(version, tags)
 
     async def _fetch_without_redis(
         self, key: str, fetch: Fetch, ttl_ms: int, guard: Guard | None, *, use_stale: bool = True

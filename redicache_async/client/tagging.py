@@ -3,9 +3,10 @@ and every value that carries one of them and is not newer is gone (``tags.py``).
 
 As with ``clear()``, a value's version is when its fetch claimed the key's lock (or when
 ``set`` wrote it), so a fetch that started before the invalidation cannot store a value that
-anyone takes: the write script refuses it where it can read the tag times (one node, Sentinel),
-and on a cluster its writer takes it back (``_outlives_invalidations``); readers skip it
-anyway. One ``tags`` event, the same as a delete's in cost whatever the number of values,
+anyone takes: the write script refuses it where it can read the tag times (one node, Sentinel);
+on a cluster its writer reads them before writing (``_overtaken``) and after, taking back a
+value that an invalidation during the write overtook (``_outlives_invalidations``); readers skip
+it anyway. One ``tags`` event, the same as a delete's in cost whatever the number of values,
 makes every process drop its local copies that carry the tags.
 """
 

@@ -1441,8 +1441,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: fetch returns an Entry",
         removes="opening the Entry a fetch returned (it would be stored, and fail to serialize)",
         file=_ENTRY,
-        before="    if not isinstance(result, Entry):\n        return result, ttl_ms, ()",
-        after="    if True:\n        return result, ttl_ms, ()",
+        before="    if not isinstance(result, Entry):\n        return result, ttl_ms, tags",
+        after="    if True:\n        return result, ttl_ms, tags",
         tests=_t(_T_ENTRY, "test_an_entrys_ttl_is_what_redis_holds_and_the_local_copy_follows"),
     ),
     Mutant(
@@ -1839,8 +1839,8 @@ MUTANTS: tuple[Mutant, ...] = (
         removes="keeping indexed the copies newer than an invalidation whose event came late "
         "(the next invalidation of the tag would not find them)",
         file=_COHERENCE,
-        before="            kept = {key for key in kept if local.holds(key)}\n",
-        after="            kept = set()\n",
+        before="        kept = {key for key in kept if local.holds(key)}\n",
+        after="        kept = set()\n",
         tests=_t(
             _T_TAGS,
             "test_an_invalidation_heard_after_a_newer_write_leaves_it_to_the_next_one[single]",
@@ -1903,13 +1903,38 @@ MUTANTS: tuple[Mutant, ...] = (
         removes="a cluster writer taking back a value whose fetch an invalidation of its tags "
         "overtook",
         file=_LOADS,
-        before="            if tags:\n"
-        "                await self._learn_tag_times(tags, fresh=True)\n",
-        after="",
+        before="            if not await self._overtaken(int(version), tags):\n"
+        "                return True\n",
+        after="            return True\n",
+        tests=_t(_T_TAGS, "test_an_invalidation_during_a_cluster_write_is_found_after_it[cluster]"),
+    ),
+    Mutant(
+        id="cluster-write-unchecked-before",
+        promise="S: invalidate_tags(*tags)",
+        removes="a cluster writer checking the clear and tag times before it writes (a value "
+        "an invalidation overtook would be written, seen, then taken back)",
+        file=_LOADS,
+        before="        if self._cluster and await self._overtaken(int(claimed), tags):",
+        after="        if False:",
         tests=_t(
             _T_TAGS,
             "test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_anyone_takes"
             "[cluster]",
+        ),
+    ),
+    Mutant(
+        id="refused-writer-keeps-its-old-copy",
+        promise="S: invalidate_tags(*tags)",
+        removes="a writer whose write an invalidation refused learning the tag's time (it "
+        "would serve its older copy until the event came)",
+        file=_LOADS,
+        before="            if int(version) == 0:\n"
+        "                await self._overtaken(0, tags)\n",
+        after="",
+        tests=_t(
+            _T_TAGS,
+            "test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_anyone_takes"
+            "[single]",
         ),
     ),
     Mutant(
@@ -1926,12 +1951,24 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        id="batch-call-tags-dropped",
+        promise="S: invalidate_tags(*tags)",
+        removes="get_or_init_many's tags= reaching the values its fetch_many returns",
+        file=_ENTRY,
+        before="        return result, ttl_ms, tags\n",
+        after="        return result, ttl_ms, ()\n",
+        tests=_t(
+            "tests/test_batch_loader.py",
+            "test_the_calls_tags_go_with_each_value_and_an_entrys_replace_them[single]",
+        ),
+    ),
+    Mutant(
         id="entry-tags-dropped",
         promise="S: invalidate_tags(*tags)",
         removes="an Entry's tags reaching the stored value",
         file=_ENTRY,
-        before="        () if tags is UNSET else tags,",
-        after="        (),",
+        before="        tags if entry_tags is UNSET else entry_tags,",
+        after="        tags,",
         tests=_t(
             _T_TAGS,
             "test_a_fetchs_entry_tags_its_value_and_a_regeneration_keeps_the_rule[single]",
