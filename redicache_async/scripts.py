@@ -180,8 +180,12 @@ end
 # ``claimed``: with a token, when its lock was claimed (``_CLAIM``). The version of a fenced
 # write is that claim's time (bumped past the stored version), not the write's: its fetch may
 # have read the source at any moment since, so a clear() after the claim must find the value
-# older than itself. ``cleared``: the namespace's clear time key, where it shares the node (not
-# on a cluster): a fenced write that a clear overtook is refused (0: the lock is still held).
+# older than itself. Without a token, a floor ('' or a version) that the version passes: the
+# latest clear or invalidation of its tags that the writer knows of, whose time may come from
+# another node's clock (a cluster's nodes' clocks may differ), so that a write made after it
+# is never taken for older. ``cleared``: the namespace's clear time key, where it shares the
+# node (not on a cluster): a fenced write that a clear overtook is refused (0: the lock is
+# still held).
 # ``flags``: the header's ('01': ``payload`` starts with the value's tag section, see
 # ``stored.py``); ``tag_times``: the namespace's tag times (a hash), where it shares the node: a
 # fenced write that an ``invalidate_tags`` of one of its tags overtook is refused the same way.
@@ -210,7 +214,7 @@ local function write_one(value, lock, stream, token, payload, ttl, ttl_arg, chan
   if token ~= '' and claimed then
     version = bump(stored_version(value), {0, claimed})
   else
-    version = bump(stored_version(value), t)
+    version = bump(math.max(stored_version(value) or 0, tonumber(claimed) or 0), t)
   end
   if ttl > 0 then
     redis.call('SET', value, header(version, t, ttl, flags) .. payload, 'PX', ttl_arg)
@@ -255,10 +259,10 @@ return write_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ttl, ARGV[3], ARGV
 
 # KEYS: the value and the lock of each key (one cluster slot), then (optional, when the count
 # is odd) the event stream. ARGV[1]: ttl in ms ('0': none), ARGV[2]: channel, ARGV[3]: the
-# header's flags (the same tags for every key), then per key its payload and its event
-# prefix. ``set_many``'s writes of one slot: each key as WRITE writes it without a lock (its
-# own version and event; its lock revoked), checked once before any is written. Returns the
-# new versions, in order.
+# header's flags (the same tags for every key), ARGV[4]: the versions' floor (see
+# ``_WRITE_ONE``), then per key its payload and its event prefix. ``set_many``'s writes of
+# one slot: each key as WRITE writes it without a lock (its own version and event; its lock
+# revoked), checked once before any is written. Returns the new versions, in order.
 WRITE_MANY = (
     _ANNOUNCE
     + _BUMP
@@ -270,8 +274,8 @@ local n = math.floor(#KEYS / 2)
 local stream = KEYS[2 * n + 1]
 local versions = {}
 for i = 1, n do
-  versions[i] = write_one(KEYS[2 * i - 1], KEYS[2 * i], stream, '', ARGV[2 * i + 2], ttl,
-                          ARGV[1], ARGV[2], ARGV[2 * i + 3], nil, nil, ARGV[3], nil)
+  versions[i] = write_one(KEYS[2 * i - 1], KEYS[2 * i], stream, '', ARGV[2 * i + 3], ttl,
+                          ARGV[1], ARGV[2], ARGV[2 * i + 4], ARGV[4], nil, ARGV[3], nil)
 end
 return versions
 """

@@ -434,7 +434,7 @@ class CacheClient(EagerRefresh, BatchLoads, TargetReads, Clearing, Tagging):
                             tag_section(checked_tags) + payload,
                             ttl_ms,
                             *self._event_args(OP_SET, key),
-                            "",
+                            self._known_invalidation(checked_tags),
                             header_flags(checked_tags),
                         ],
                     ),

@@ -269,6 +269,11 @@ class Coherence(ClientState):
                     tags.update(dict.fromkeys(stored.tags))
         return list(tags)
 
+    def _known_invalidation(self, tags: tuple[str, ...]) -> int:
+        """The latest clear, or invalidation of one of ``tags``, that this client knows of:
+        the floor of a write's version (``_WRITE_ONE`` in ``scripts.py``)."""
+        return max(self._cleared, self._tag_times.latest(tags))
+
     def _tag_invalidated(self, version: int, tags: tuple[str, ...]) -> bool:
         """Whether a value of ``version`` with ``tags`` is gone (by the times known)."""
         return bool(tags) and version <= self._tag_times.latest(tags)

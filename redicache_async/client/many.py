@@ -255,7 +255,12 @@ class ManyKeys(Loads):
         self, keys: list[str], payloads: dict[str, bytes], ttl_ms: int, tags: tuple[str, ...]
     ) -> tuple[list[str], list[Any]]:
         """WRITE_MANY's keys and arguments for ``keys`` (one slot)."""
-        args: list[Any] = [ttl_ms, self._keys.channel, header_flags(tags)]
+        args: list[Any] = [
+            ttl_ms,
+            self._keys.channel,
+            header_flags(tags),
+            self._known_invalidation(tags),
+        ]
         section = tag_section(tags)
         for key in keys:
             args += (section + payloads[key], self._event_args(OP_SET, key)[1])

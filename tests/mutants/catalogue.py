@@ -1847,6 +1847,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        id="write-version-floor-ignored",
+        promise="S: invalidate_tags(*tags)",
+        removes="a write's version passing the latest clear or invalidation its writer knows "
+        "of (a value node's clock behind the namespace node's would make it read as older)",
+        file=_SCRIPTS,
+        before="    version = bump(math.max(stored_version(value) or 0, "
+        "tonumber(claimed) or 0), t)",
+        after="    version = bump(stored_version(value), t)",
+        tests=_t(
+            _T_TAGS,
+            "test_a_write_after_an_invalidation_is_newer_than_it_whatever_the_clocks[single]",
+        ),
+    ),
+    Mutant(
         id="tag-times-ignored-by-reads",
         promise="S: invalidate_tags(*tags)",
         removes="readers skipping a value not newer than one of its tags' times",
