@@ -664,13 +664,14 @@ async def test_readers_never_see_a_missing_or_partial_target_during_rebuilds(
     watcher = make_redis()
     sizes: set[tuple[Any, ...]] = set()
     reads = 0
-    while builder.status(name).builds < 8:
+    # Reads go on through at least 8 rebuilds, and at least 50 of them (a loaded machine may
+    # rebuild faster than it reads).
+    while builder.status(name).builds < 8 or reads < 50:
         async with watcher.pipeline(transaction=True) as pipe:
             pipe.llen(listed)
             pipe.hlen(hashed)
             sizes.add(tuple(await pipe.execute()))
         reads += 1
-    assert reads > 8
     assert sizes == {(3000, 3000)}
 
 
