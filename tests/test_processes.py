@@ -111,6 +111,48 @@ async def test_an_invalidation_by_tag_or_a_clear_reaches_every_process(
             await redis.rpush(asks[i], "stop")
 
 
+async def test_eager_refresh_across_processes_refreshes_one_at_a_time_and_nobody_misses(
+    spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
+) -> None:
+    """Three processes read one hot key with ``eager_refresh=0.5`` under steady traffic: the
+    value is refreshed again and again, one fetch at a time across all of them (the lock
+    decides who), and no call ever finds it gone (none waits for a fetch)."""
+    log, counter, go = (f"{namespace}:test:{name}" for name in ("log", "fetches", "go"))
+    ttl = 2.0
+    async with CacheClient(redis, namespace=namespace) as cache:
+
+        async def seed() -> dict[str, int]:
+            return {"n": 0}
+
+        await cache.get_or_init("hot", seed, ttl)
+    args = {
+        "key": "hot",
+        "log": log,
+        "counter": counter,
+        "go": go,
+        "ttl": ttl,
+        "fraction": 0.5,
+        "fetch_seconds": 0.2,
+        "seconds": 4.0,
+        "pace": 0.01,
+    }
+    workers = [await spawn("eager", args) for _ in range(3)]
+    await redis.rpush(go, *range(len(workers)))
+    reports = [await w.line(timeout=60.0) for w in workers]
+    assert all(r["misses"] == 0 for r in reports)  # nobody found the value gone
+    assert all(r["lock_waits"] == 0 for r in reports)
+    events = [json.loads(raw) for raw in await redis.lrange(log, 0, -1)]
+    fetches = int(await redis.get(counter) or 0)
+    assert fetches >= 2  # refreshed, again and again
+    # One fetch at a time across the processes: each start comes after the previous end.
+    events.sort(key=lambda event: event[2])
+    kinds = [kind for kind, _, _ in events]
+    assert kinds[: 2 * fetches] == ["start", "end"] * fetches
+    for report in reports:
+        assert report["seen"] == sorted(report["seen"])  # never back in time
+        assert report["seen"][-1] >= 1  # each process read refreshed values
+
+
 async def test_lock_holder_killed_mid_fetch_is_taken_over_after_its_lease(
     spawn: SpawnWorker, redis: aioredis.Redis, namespace: str
 ) -> None:

@@ -62,6 +62,36 @@ async def hold(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> None
     say(value=value, fenced_writes=stats.fenced_writes, fetches=stats.fetches)
 
 
+async def eager(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> None:
+    """Call ``get_or_init(key, eager_refresh=fraction)`` every ``pace`` s for ``seconds``; each
+    fetch logs its start and end (this process's id, wall clock) on list ``log``."""
+
+    async def fetch() -> dict[str, int]:
+        await r.rpush(a["log"], json.dumps(["start", os.getpid(), time.time()]))
+        await asyncio.sleep(a["fetch_seconds"])
+        n = int(await r.incr(a["counter"]))
+        await r.rpush(a["log"], json.dumps(["end", os.getpid(), time.time()]))
+        return {"n": n}
+
+    say(ready=True)
+    await r.blpop([a["go"]], timeout=30)
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + a["seconds"]
+    seen = []
+    while loop.time() < stop:
+        value = await cache.get_or_init(a["key"], fetch, a["ttl"], eager_refresh=a["fraction"])
+        seen.append(value["n"])
+        await asyncio.sleep(a["pace"])
+    stats = cache.stats()
+    say(
+        calls=len(seen),
+        seen=seen,
+        misses=stats.misses,
+        lock_waits=stats.lock_waits,
+        eager_refreshes=stats.eager_refreshes,
+    )
+
+
 async def watch(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> None:
     """Read ``keys`` (each kept locally); then, at each message pushed on list ``ask``, tell
     what the local layer holds of them and what a read answers, until "stop"."""
@@ -95,14 +125,15 @@ async def batch(r: aioredis.Redis, cache: CacheClient, a: dict[str, Any]) -> Non
     say(values=values, fetches=stats.fetches, lock_waits=stats.lock_waits)
 
 
+MODES = {"stampede": stampede, "hold": hold, "watch": watch, "eager": eager, "batch": batch}
+
+
 async def main() -> None:
     mode, args = sys.argv[1], json.loads(sys.argv[2])
     r = aioredis.Redis.from_url(args["url"])
     try:
         async with CacheClient(r, namespace=args["namespace"], **args.get("options", {})) as c:
-            await {"stampede": stampede, "hold": hold, "watch": watch, "batch": batch}[mode](
-                r, c, args
-            )
+            await MODES[mode](r, c, args)
     finally:
         await r.aclose()
 
