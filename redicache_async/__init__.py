@@ -22,13 +22,15 @@ map below and checks every import of every module against it::
 - faces: the public names (here), ``handle.py`` (a client named at import time, bound
   later), ``python -m redicache_async`` (demo, status report, development server), the web
   framework and OpenTelemetry integrations.
-- engines: ``client/`` is :class:`CacheClient`: ``cache.py`` its options, life and public
-  operations, ``loads.py`` the read path (read, lock, fetch, write, wait, answer without
-  Redis), ``many.py`` the many-key calls (one round trip per cluster node),
-  ``batch_loader.py`` ``get_or_init_many`` (many keys' locks claimed at once, one fetch),
-  ``target_reads.py`` reads of builder targets, ``clearing.py`` ``clear()`` and the
-  namespace's clear time, ``coherence.py`` what may be kept locally, ``state.py`` the
-  attributes they share. ``builder/`` is :class:`CacheBuilder`: ``registry.py`` the
+- engines: ``client/`` is :class:`CacheClient`: ``cache.py`` its options, life and
+  ``get_or_init``/``get``/``attempt_regeneration``, ``loads.py`` the read path (read, lock,
+  fetch, wait, answer without Redis), ``fenced_writes.py`` the fenced write of a fetched
+  value, ``writes.py`` ``set`` and ``delete``, ``many.py`` and ``many_writes.py`` the many-key
+  calls (one round trip per cluster node), ``batch_loader.py`` ``get_or_init_many`` (many
+  keys' locks claimed at once, one fetch), ``target_reads.py`` ``get_target``,
+  ``clearing.py`` ``clear()`` and the namespace's clear time, ``tagging.py``
+  ``invalidate_tags``, ``eager.py`` eager refresh, ``decorating.py`` ``cached()``,
+  ``coherence.py`` what may be kept locally, ``state.py`` the attributes they share. ``builder/`` is :class:`CacheBuilder`: ``registry.py`` the
   registrations, ``refresh.py`` one registration's loop and builds, ``spec.py`` their settings
   and status.
 - mechanisms, shared by both engines where they do the same: ``locks.py`` (single-flight,

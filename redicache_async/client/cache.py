@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from time import monotonic
+from collections.abc import Iterable
 from typing import Any, Final, ParamSpec, TypeVar
 
 from redicache_async.batching import ReadBatcher
 from redicache_async.cancellation import cancel_and_wait
 from redicache_async.clock import REFRESH_INTERVAL, RETRY_INTERVAL, ServerClock
-from redicache_async.decorator import CachedFunction, cached
-from redicache_async.entry import check_stored, with_tags
+from redicache_async.entry import with_tags
 from redicache_async.errors import (
     REFUSALS,
     ClientClosedError,
@@ -29,17 +27,16 @@ from redicache_async.errors import (
 from redicache_async.failover import FailoverWatch
 from redicache_async.fetching import FetchRunner
 from redicache_async.gateway import RedisGateway
-from redicache_async.invalidation import OP_DELETE, OP_SET, unlock_event
+from redicache_async.invalidation import unlock_event
 from redicache_async.keys import KeySpace, validate_key
 from redicache_async.listener import InvalidationListener
-from redicache_async.local import LocalKey, LocalLayer
+from redicache_async.local import LocalLayer
 from redicache_async.locks import LockManager, SingleFlight, Wakeups
 from redicache_async.replies import text
 from redicache_async.scripts import Scripts
 from redicache_async.serializers import Serializer, check_serializer
 from redicache_async.soft_timeout import check_soft_timeout
 from redicache_async.stats import CacheStats
-from redicache_async.stored import header_flags, tag_section
 from redicache_async.tags import TagTimes, check_tags
 from redicache_async.tasks import OwnedTasks
 from redicache_async.topology import is_cluster
@@ -56,11 +53,13 @@ from redicache_async.validation import (
 
 from .batch_loader import BatchLoads
 from .clearing import Clearing
-from .coherence import deadline
+from .decorating import Decorating
 from .eager import EagerRefresh
+from .many_writes import ManyWrites
 from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, logger
 from .tagging import Tagging
-from .target_reads import TargetReads, check_field
+from .target_reads import TargetReads
+from .writes import Writes
 
 __all__ = ["CacheClient"]
 
@@ -81,7 +80,9 @@ def _tagged(fetch: Fetch, tags: Iterable[str]) -> Fetch:
     return with_tags(fetch, check_tags(tags))
 
 
-class CacheClient(EagerRefresh, BatchLoads, TargetReads, Clearing, Tagging):
+class CacheClient(
+    EagerRefresh, BatchLoads, ManyWrites, TargetReads, Writes, Clearing, Tagging, Decorating
+):
     """A two-level cache over ``redis`` (``redis.asyncio.Redis``), under ``namespace``.
 
     Use it as ``async with CacheClient(r, namespace="app") as cache:`` (or ``await
@@ -376,158 +377,6 @@ class CacheClient(EagerRefresh, BatchLoads, TargetReads, Clearing, Tagging):
         if value is UNREACHABLE:
             return self._stale_or(key, None)
         return value
-
-    async def get_target(self, key: str, field: str | None = None) -> Any:
-        """The data a :class:`CacheBuilder` of this namespace keeps at target ``key``, decoded,
-        through the local layer (each rebuild invalidates it everywhere).
-
-        A string target gives its value; a list, set or zset target a list of items (a set's
-        sorted by their JSON, a zset's by score); a hash target a dict of field to item, or
-        with ``field`` that one item (None if absent). None when the target does not exist.
-        A key that no builder wrote is read from Redis every time (nothing would invalidate
-        a local copy).
-        """
-        # Checked before the local layer, so that a call fails alike whether it would hit or
-        # not. A field is looked up in its own local copy, never in the whole target's: a dict
-        # there may be a string target's value, of which a cold read of a field raises.
-        if key.__class__ is not str:
-            validate_key(key)
-        if field is not None and field.__class__ is not str:
-            check_field(field)
-        local_key: LocalKey = ("target", key) if field is None else ("target", key, field)
-        entry = self._local.fresh(local_key)
-        if entry is not None:
-            return entry.value
-        return await self._get_target_beyond_local(key, field, local_key)
-
-    async def _get_target_beyond_local(
-        self, key: str, field: str | None, local_key: LocalKey
-    ) -> Any:
-        """:meth:`get_target` past a local miss, apart for the reason given at
-        :meth:`_get_or_init_beyond_local`."""
-        validate_key(key)
-        if field is not None:
-            check_field(field)
-        self._check_open()
-        return await self._join(self._reads, local_key, lambda: self._read_target(key, field))
-
-    async def set(
-        self, key: str, value: Any, ttl: float | None = None, *, tags: Iterable[str] = ()
-    ) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds (None: no expiry), with ``tags``
-        (see :meth:`invalidate_tags`)."""
-        validate_key(key)
-        ttl_ms = ttl_to_ms(ttl)
-        checked_tags = check_tags(tags)
-        check_stored(value, "value", "set")
-        payload = self._serializer.dumps(value)
-        self._check_open()
-        with self._watching(key) as guard:
-            started = monotonic()
-            try:
-                value_key = self._keys.value(key)
-                version = await self._gateway.call(
-                    self._scripts.write_value(
-                        [value_key, self._keys.lock(key), *self._stream_keys],
-                        [
-                            "",
-                            tag_section(checked_tags) + payload,
-                            ttl_ms,
-                            *self._event_args(OP_SET, key),
-                            self._known_invalidation(checked_tags),
-                            header_flags(checked_tags),
-                        ],
-                    ),
-                    value_key,
-                )
-            except BaseException:
-                self._write_unknown(key)
-                raise
-            # Decoded once the write has left (its event goes out first): the value every
-            # reader gets is the serializer's round trip, kept here too.
-            canonical = self._serializer.loads(payload)
-            self._count_write()
-            self._wrote(key, int(version))
-            self._remember(
-                key,
-                canonical,
-                guard,
-                int(version),
-                len(payload),
-                deadline(started, ttl_ms),
-                tags=checked_tags,
-            )
-
-    async def delete(self, key: str) -> None:
-        """Remove ``key`` from Redis and from every process's local layer."""
-        validate_key(key)
-        self._check_open()
-        try:
-            value_key = self._keys.value(key)
-            version = await self._gateway.call(
-                self._scripts.delete(
-                    keys=[value_key, self._keys.lock(key), *self._stream_keys],
-                    args=list(self._event_args(OP_DELETE, key)),
-                ),
-                value_key,
-            )
-        except BaseException:
-            self._write_unknown(key)
-            raise
-        self._local.discard(key)
-        self._wrote(key, int(version))
-        self._stats.deletes += 1
-        self._stats.invalidations_sent += 1
-
-    def cached(
-        self,
-        ttl: float | None = None,
-        *,
-        key: Callable[..., str] | None = None,
-        tags: Iterable[str] | Callable[..., Iterable[str]] = (),
-        eager_refresh: float | None = None,
-        soft_timeout: float | None = None,
-    ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
-        """Decorate a coroutine function so that its results are cached under ``key`` (by
-        default its module, qualified name and arguments) for ``ttl`` seconds, each missing
-        one computed once across all processes, as :meth:`get_or_init` does::
-
-            @cache.cached(ttl=60)
-            async def report(day: str) -> dict: ...
-
-            await report("2026-11-23")
-            await report.invalidate("2026-11-23")
-
-        The default key is the call, not its spelling (``report("d1")`` and
-        ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
-        ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
-        function of the same arguments that returns the key. A closure that reads variables of
-        its enclosing function needs ``key=`` too. ``eager_refresh`` is
-        :meth:`get_or_init`'s. How keys are made:
-        https://redicache-async.readthedocs.io/how-to/decorator/
-
-        ``soft_timeout`` is :meth:`get_or_init`'s, for every call of the function. ``tags``
-        are the tags of every value it stores, or a function of its arguments that returns
-        them (``tags=lambda user_id: [f"user:{user_id}"]``).
-        """
-        check_soft_timeout(soft_timeout, self._fetcher.timeout)
-        return cached(
-            self,
-            ttl,
-            key=key,
-            tags=tags,
-            eager_refresh=eager_refresh,
-            soft_timeout=soft_timeout,
-        )
-
-    def local_value(self, key: str) -> Any:
-        """The fresh value of ``key`` in this process's local layer (counted as a local hit),
-        else None; never does I/O. For wrappers (such as :meth:`cached`) that answer a local
-        hit without building a fetch; a miss then goes through :meth:`get_or_init`."""
-        if key.__class__ is not str:  # get_or_init says what is wrong with it
-            return None
-        entry = self._local.fresh(key)
-        return None if entry is None else entry.value
 
     def _count_redis_error(self) -> None:
         self._stats.redis_errors += 1

@@ -11,19 +11,53 @@ from redicache_async.errors import (
     InvalidArgumentTypeError,
     RedisUnavailableError,
 )
-from redicache_async.keys import encoded
+from redicache_async.keys import encoded, validate_key
 from redicache_async.local import LocalKey
 from redicache_async.replies import text
 from redicache_async.targets import decode_target, empty_target
 
-from .coherence import Coherence
+from .loads import Loads
 from .state import logger
 
 __all__ = ["TargetReads", "check_field"]
 
 
-class TargetReads(Coherence):
-    """``get_target``'s read from Redis."""
+class TargetReads(Loads):
+    """``get_target``: through the local layer, else a read from Redis."""
+
+    async def get_target(self, key: str, field: str | None = None) -> Any:
+        """The data a :class:`CacheBuilder` of this namespace keeps at target ``key``, decoded,
+        through the local layer (each rebuild invalidates it everywhere).
+
+        A string target gives its value; a list, set or zset target a list of items (a set's
+        sorted by their JSON, a zset's by score); a hash target a dict of field to item, or
+        with ``field`` that one item (None if absent). None when the target does not exist.
+        A key that no builder wrote is read from Redis every time (nothing would invalidate
+        a local copy).
+        """
+        # Checked before the local layer, so that a call fails alike whether it would hit or
+        # not. A field is looked up in its own local copy, never in the whole target's: a dict
+        # there may be a string target's value, of which a cold read of a field raises.
+        if key.__class__ is not str:
+            validate_key(key)
+        if field is not None and field.__class__ is not str:
+            check_field(field)
+        local_key: LocalKey = ("target", key) if field is None else ("target", key, field)
+        entry = self._local.fresh(local_key)
+        if entry is not None:
+            return entry.value
+        return await self._get_target_beyond_local(key, field, local_key)
+
+    async def _get_target_beyond_local(
+        self, key: str, field: str | None, local_key: LocalKey
+    ) -> Any:
+        """:meth:`get_target` past a local miss, apart for the reason given at
+        :meth:`_get_or_init_beyond_local`."""
+        validate_key(key)
+        if field is not None:
+            check_field(field)
+        self._check_open()
+        return await self._join(self._reads, local_key, lambda: self._read_target(key, field))
 
     async def _read_target(self, key: str, field: str | None) -> Any:
         local_key: LocalKey = ("target", key) if field is None else ("target", key, field)

@@ -66,6 +66,8 @@ _T_SOFT = "tests/test_soft_timeout.py"
 _SOFT = "redicache_async/soft_timeout.py"
 _SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
 _MANY = "redicache_async/client/many.py"
+_MANY_WRITES = "redicache_async/client/many_writes.py"
+_FENCED_WRITES = "redicache_async/client/fenced_writes.py"
 _T_MANY = "tests/test_many.py"
 _T_CLEAR = "tests/test_clear.py"
 _T_TAGS = "tests/test_tags.py"
@@ -682,7 +684,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="fetcher-gets-the-raw-value",
         promise="S: values",
         removes="giving the fetching process the JSON round-tripped value, as the others get",
-        file=_LOADS,
+        file=_FENCED_WRITES,
         before=(
             "            canonical = self._serializer.loads(payload)\n        except BaseException:"
         ),
@@ -1103,7 +1105,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="refused-write-keeps-the-lock",
         promise="D11",
         removes="releasing the lock when the server refuses the fenced write",
-        file=_LOADS,
+        file=_FENCED_WRITES,
         before=(
             "            # be left to expire while others wait on it.\n"
             "            await self._locks.release(key, lease.key, lease.token)"
@@ -1200,7 +1202,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="many-calls-keep-the-lock",
         promise="S: set_many(mapping, ttl=), delete_many(keys)",
         removes="set_many and delete_many revoking each key's lock",
-        file=_MANY,
+        file=_MANY_WRITES,
         before="names += (self._keys.value(key), self._keys.lock(key))",
         after='names += (self._keys.value(key), self._keys.value(key) + ":not-the-lock")',
         tests=_t(
@@ -1215,7 +1217,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="set-many-not-kept-locally",
         promise="S: set_many(mapping, ttl=), delete_many(keys)",
         removes="the caller's local layer holding what set_many wrote",
-        file=_MANY,
+        file=_MANY_WRITES,
         before="            self._remember(\n"
         "                key, loads(payload), guard, int(version), len(payload), expires_at, "
         "tags=tags\n"
@@ -1227,7 +1229,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="delete-many-keeps-the-local-copy",
         promise="S: set_many(mapping, ttl=), delete_many(keys)",
         removes="delete_many dropping the caller's local copies at once",
-        file=_MANY,
+        file=_MANY_WRITES,
         before="            self._local.discard(key)\n            self._wrote(",
         after="            self._wrote(",
         tests=_t(
@@ -1240,7 +1242,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="delete-many-joins-older-loads",
         promise="S: set_many(mapping, ttl=), delete_many(keys)",
         removes="delete_many detaching the loads in flight of its keys in this process",
-        file=_MANY,
+        file=_MANY_WRITES,
         before="            self._wrote(key, int(version))\n            self._stats.deletes",
         after="            self._stats.deletes",
         tests=_t(
@@ -1254,7 +1256,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: set_many(mapping, ttl=), delete_many(keys)",
         removes="set_many and delete_many treating a change cancelled with its reply on the "
         "wire as maybe done",
-        file=_MANY,
+        file=_MANY_WRITES,
         before="            for key in keys:\n                self._write_unknown(key)",
         after="            pass",
         tests=_t(
@@ -1720,12 +1722,9 @@ MUTANTS: tuple[Mutant, ...] = (
         id="soft-timeout-unchecked-when-decorating",
         promise="S: soft_timeout",
         removes="cache.cached() checking soft_timeout against fetch_timeout",
-        file=_CLIENT,
-        before=(
-            "        check_soft_timeout(soft_timeout, self._fetcher.timeout)\n"
-            "        return cached("
-        ),
-        after="        return cached(",
+        file="redicache_async/client/decorating.py",
+        before="        check_soft_timeout(soft_timeout, self._fetcher.timeout)\n",
+        after="",
         tests=_t(
             _T_SOFT,
             "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-equal-to-fetch-timeout]",
@@ -1802,7 +1801,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="clear-overtaken-write-kept-on-a-cluster",
         promise="S: clear()",
         removes="a cluster writer taking back a value whose fetch a clear overtook",
-        file=_LOADS,
+        file=_FENCED_WRITES,
         before="        return self._cleared_value(version) or "
         "self._tag_invalidated(version, tags)",
         after="        return self._tag_invalidated(version, tags)",
@@ -1916,7 +1915,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: invalidate_tags(*tags)",
         removes="a cluster writer taking back a value whose fetch an invalidation of its tags "
         "overtook",
-        file=_LOADS,
+        file=_FENCED_WRITES,
         before="            if not await self._overtaken(int(version), tags):\n"
         "                return True\n",
         after="            return True\n",
@@ -1927,7 +1926,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: invalidate_tags(*tags)",
         removes="a cluster writer checking the clear and tag times before it writes (a value "
         "an invalidation overtook would be written, seen, then taken back)",
-        file=_LOADS,
+        file=_FENCED_WRITES,
         before="        if self._cluster and await self._overtaken(int(claimed), tags):",
         after="        if False:",
         tests=_t(
@@ -1941,7 +1940,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: invalidate_tags(*tags)",
         removes="a writer whose write an invalidation refused learning the tag's time (it "
         "would serve its older copy until the event came)",
-        file=_LOADS,
+        file=_FENCED_WRITES,
         before="            if int(version) == 0:\n"
         "                await self._overtaken(0, tags)\n",
         after="",
@@ -2001,7 +2000,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="set-many-tags-dropped",
         promise="S: invalidate_tags(*tags)",
         removes="set_many's tags reaching the stored values",
-        file=_MANY,
+        file=_MANY_WRITES,
         before="        checked_tags = check_tags(tags)\n        payloads",
         after="        checked_tags = ()\n        check_tags(tags)\n        payloads",
         tests=_t(
