@@ -17,7 +17,8 @@ map below and checks every import of every module against it::
     primitives:  leases listener subscriber invalidation replay orphans breaker pool_gate failover
                  batching tasks lifecycle fetching cancellation clock soft_timeout
     leaves:      local keys scripts stored errors stats validation serializers topology tls
-                 logs backoff replies entry tags testing.*
+                 logs backoff replies entry tags lua value_scripts
+                 lease_scripts testing.*
 
 - faces: the public names (here), ``handle.py`` (a client named at import time, bound
   later), ``python -m redicache_async`` (demo, status report, development server), the web
@@ -30,9 +31,9 @@ map below and checks every import of every module against it::
   keys' locks claimed at once, one fetch), ``target_reads.py`` ``get_target``,
   ``clearing.py`` ``clear()`` and the namespace's clear time, ``tagging.py``
   ``invalidate_tags``, ``eager.py`` eager refresh, ``decorating.py`` ``cached()``,
-  ``coherence.py`` what may be kept locally, ``state.py`` the attributes they share. ``builder/`` is :class:`CacheBuilder`: ``registry.py`` the
-  registrations, ``refresh.py`` one registration's loop and builds, ``spec.py`` their settings
-  and status.
+  ``coherence.py`` what may be kept locally, ``state.py`` the attributes they share.
+  ``builder/`` is :class:`CacheBuilder`: ``registry.py`` the registrations, ``refresh.py`` one
+  registration's loop and builds, ``spec.py`` their settings and status.
 - mechanisms, shared by both engines where they do the same: ``locks.py`` (single-flight,
   wake-ups, the lock manager that makes and releases claims), ``gateway.py`` (every Redis
   command: deadline, circuit breaker, pool back-pressure, outage classification),

@@ -40,6 +40,9 @@ _REGISTRY = "redicache_async/builder/registry.py"
 _REFRESH = "redicache_async/builder/refresh.py"
 _BUILDER = _REFRESH
 _SCRIPTS = "redicache_async/scripts.py"
+_VALUE_SCRIPTS = "redicache_async/value_scripts.py"
+_LEASE_SCRIPTS = "redicache_async/lease_scripts.py"
+_LUA = "redicache_async/lua.py"
 _ELECTION = "redicache_async/election.py"
 _LOCAL = "redicache_async/local.py"
 _LISTENER = "redicache_async/listener.py"
@@ -106,7 +109,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="lock-not-exclusive",
         promise="D2",
         removes="NX of the write lock: every process takes it and fetches",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="  if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return nil end",
         after="  if not redis.call('SET', lock, token, 'PX', ttl) then return nil end",
         tests=(
@@ -118,7 +121,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="release-not-compare-and-delete",
         promise="D2",
         removes="the token check of the release: a holder that lost its lock deletes the next's",
-        file=_SCRIPTS,
+        file=_LEASE_SCRIPTS,
         before="if redis.call('GET', KEYS[1]) == ARGV[1] then\n  redis.call('DEL', KEYS[1])",
         after="if true then\n  redis.call('DEL', KEYS[1])",
         tests=_t(_T_CLIENT, "test_a_release_deletes_only_the_holders_own_lock"),
@@ -140,7 +143,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="release-announcement-dropped-by-script",
         promise="D2",
         removes="the PUBLISH in the release script (lock and lease releases alike)",
-        file=_SCRIPTS,
+        file=_LEASE_SCRIPTS,
         before="if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end",
         after="",
         tests=_t(_T_CLIENT, "test_a_release_without_a_value_is_announced_once"),
@@ -167,7 +170,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="renew-does-not-extend",
         promise="D2",
         removes="the PEXPIRE of a renewal (it answers success and extends nothing)",
-        file=_SCRIPTS,
+        file=_LEASE_SCRIPTS,
         before="  return redis.call('PEXPIRE', KEYS[1], ARGV[2])",
         after="  return 1",
         tests=_t(_T_CLIENT, "test_watchdog_keeps_the_lock_of_a_fetch_slower_than_lock_ttl"),
@@ -176,7 +179,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="write-not-fenced",
         promise="S: the holder lost its lease",
         removes="the write script's check that the writer still holds the lock",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="  if token ~= '' and redis.call('GET', lock) ~= token then return false end",
         after="",
         tests=_t(_T_CLIENT, "test_fencing_rejects_the_write_of_a_holder_that_lost_its_lock"),
@@ -194,7 +197,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="dead-holder-lock-never-expires",
         promise="S: the lock holder dies",
         removes="the expiry of the write lock (a dead holder keeps it forever)",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="  if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then return nil end",
         after="  if not redis.call('SET', lock, token, 'NX') then return nil end",
         tests=(
@@ -216,7 +219,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="value-in-events",
         promise="D3",
         removes="'never the value': the write's event carries the payload",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="redis.call('DEL', lock)\n  announce(stream, channel, prefix .. version .. '}')",
         after=(
             "redis.call('DEL', lock)\n  announce(stream, channel, "
@@ -318,7 +321,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="header-without-expiry",
         promise="S: ttl",
         removes="the expiry in a value's header: a reader's copy never expires",
-        file=_SCRIPTS,
+        file=_LUA,
         before="    expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1 + ttl",
         after="    expires = 0",
         tests=_t(_T_CLIENT, "test_local_copy_never_outlives_the_redis_ttl"),
@@ -714,7 +717,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="leader-lease-not-exclusive",
         promise="D6",
         removes="NX of the leader lease: every instance leads",
-        file=_SCRIPTS,
+        file=_LEASE_SCRIPTS,
         before="if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then",
         after="if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) then",
         tests=_t(_T_BUILDER, "test_one_leader_per_name_and_a_closed_leader_is_replaced_at_once"),
@@ -807,7 +810,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="swap-ignores-the-lease",
         promise="D6",
         removes="the swap's check that the writer still holds the lease",
-        file=_SCRIPTS,
+        file=_LEASE_SCRIPTS,
         before="if ARGV[1] ~= '' and redis.call('GET', KEYS[3*n+1]) ~= ARGV[1] then",
         after="if false then",
         tests=_t(_T_BUILDER, "test_a_deposed_leader_cannot_swap_even_before_its_successor_builds"),
@@ -816,7 +819,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="swap-ignores-the-epoch",
         promise="D6",
         removes="the swap's check of the epoch beside each target",
-        file=_SCRIPTS,
+        file=_LEASE_SCRIPTS,
         before="if last and last > epoch then return {0, 'a newer leader has written '",
         after="if false then return {0, 'a newer leader has written '",
         tests=_t(_T_BUILDER, "test_the_swap_refuses_an_epoch_older_than_the_targets"),
@@ -844,7 +847,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="swap-takes-an-incomplete-copy",
         promise="D7",
         removes="the swap's check that every temporary copy is complete",
-        file=_SCRIPTS,
+        file=_LEASE_SCRIPTS,
         before="  if want > 0 and (redis.call('TYPE', temp)['ok'] ~= kind",
         after="  if false and (redis.call('TYPE', temp)['ok'] ~= kind",
         tests=_t(_T_BUILDER, "test_an_incomplete_copy_is_never_swapped_in"),
@@ -944,7 +947,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="set-keeps-the-lock",
         promise="D10",
         removes="an unlocked write revoking the key's lock",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="  redis.call('DEL', lock)\n  announce",
         after="  if token ~= '' then redis.call('DEL', lock) end\n  announce",
         tests=_t(
@@ -956,7 +959,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="delete-keeps-the-lock",
         promise="D10",
         removes="a delete revoking the key's lock",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="redis.call('DEL', value, lock)",
         after="redis.call('DEL', value)",
         tests=_t(
@@ -1171,7 +1174,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="write-script-half-applied",
         promise="S: ttl",
         removes="the write script checking its ttl before it writes anything",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before='    + _CHECK_TTL.format(ttl_arg="ARGV[3]")',
         after='    + "local ttl = tonumber(ARGV[3]) or 0"',
         tests=_t(
@@ -1666,7 +1669,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="soft-timeout-late-write-not-fenced",
         promise=_SOFT_ROW,
         removes="a set revoking the lock of the fetch that goes on past its callers",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="  redis.call('DEL', lock)\n  announce",
         after="  if token ~= '' then redis.call('DEL', lock) end\n  announce",
         tests=_t(_T_SOFT, "test_a_set_during_the_continuing_fetch_wins[single]"),
@@ -1755,7 +1758,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: clear()",
         removes="a fenced write's version being its lock's claim time (a fetch older than a "
         "clear would then store a value newer than it)",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="  if token ~= '' and claimed then",
         after="  if false then",
         tests=_t(
@@ -1790,7 +1793,7 @@ MUTANTS: tuple[Mutant, ...] = (
         id="clear-overtaken-write-not-refused",
         promise="S: clear()",
         removes="the write script refusing a fenced write whose fetch a clear overtook",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="    if (tonumber(redis.call('GET', cleared)) or 0) >= since then return 0 end",
         after="    if false then return 0 end",
         tests=_t(
@@ -1850,7 +1853,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: invalidate_tags(*tags)",
         removes="a write's version passing the latest clear or invalidation its writer knows "
         "of (a value node's clock behind the namespace node's would make it read as older)",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="    version = bump(math.max(stored_version(value) or 0, "
         "tonumber(claimed) or 0), t)",
         after="    version = bump(stored_version(value), t)",
@@ -1902,7 +1905,7 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: invalidate_tags(*tags)",
         removes="the write script refusing a fenced write whose fetch an invalidation of one of "
         "its tags overtook",
-        file=_SCRIPTS,
+        file=_VALUE_SCRIPTS,
         before="        if (tonumber(at) or 0) >= since then return 0 end",
         after="        if false then return 0 end",
         tests=_t(
