@@ -465,8 +465,9 @@ async def test_one_read_or_claim_per_slot_group(
     assert await reader.get_or_init_many(cold, fetch) == {key: key for key in cold}
     claims = len(reader._slot_groups(cold)) if topology == "cluster" else 1
     # the claims, one a slot group, then the fenced write of each key (on a cluster, where the
-    # write's script cannot read the clear and tag times, with a read of them before and after)
-    writes = len(cold) * (3 if topology == "cluster" else 1)
+    # write's script cannot read the clear and tag times, one read of them for the batch before
+    # the writes, and one after each)
+    writes = len(cold) * 2 + 1 if topology == "cluster" else len(cold)
     assert await script_calls(redis) - before == claims + writes
     assert len(fetch.calls) == 1
 

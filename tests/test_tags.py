@@ -216,6 +216,52 @@ async def test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_an
         await hooked.aclose()
 
 
+@pytest.mark.not_on("sentinel")  # a single server's case, behind Sentinel
+async def test_a_batch_that_has_not_heard_of_the_invalidation_writes_none_of_its_values(
+    make_cache: MakeCache,
+    redis: aioredis.Redis,
+    namespace: str,
+    topology: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """``get_or_init_many``'s writes, as a lone fetch's (above): a batch whose fetch an
+    invalidation overtook, and whose listener has not heard of it, writes none of its values
+    (on a cluster it reads the tag times once for the batch, before its writes)."""
+    keys = KeySpace(namespace)
+    hooked = _hooked(topology, request)
+    a = await make_cache(hooked)
+    try:
+        b = await make_cache()
+        release = asyncio.Event()
+        started = asyncio.Event()
+
+        async def fetch_many(wanted: list[str]) -> dict[str, Any]:
+            started.set()
+            await release.wait()
+            return {key: f"{key} read before the invalidation" for key in wanted}
+
+        names = ["p", "q", "r"]
+        async with ChannelTap(redis, keys.channel) as tap:
+            loading = asyncio.create_task(a.get_or_init_many(names, fetch_many, tags=("t",)))
+            await started.wait()
+            hooked.hooks.listening.clear()  # a's listener is delayed from now on
+            await b.invalidate_tags("t")
+            release.set()
+            assert await loading == {key: f"{key} read before the invalidation" for key in names}
+            for name in names:
+                await _marker_after(redis, keys.channel, topology, keys.value(name))
+            events = await tap.until(
+                lambda got: got.count(b"marker") == len(names), what="the markers"
+            )
+        assert not [e for e in events if e.startswith(b'{"op":"set"')]
+        assert a.stats().fenced_writes == len(names)
+        assert await b.get_many(names) == {}
+    finally:
+        hooked.hooks.listening.set()
+        await a.aclose()
+        await hooked.aclose()
+
+
 @pytest.mark.not_on("single", "sentinel")
 async def test_an_invalidation_during_a_cluster_write_is_found_after_it(
     make_cache: MakeCache,

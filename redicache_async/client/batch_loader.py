@@ -292,16 +292,29 @@ class BatchLoads(ManyKeys):
             found = await self._fetch_many(keys, fetch_many)
         outcomes: dict[str, Any] = {}
         ends: list[Coroutine[Any, Any, Any]] = []
+        unwrapped = {key: unwrap(found.get(key), ttl_ms, call_tags) for key in keys}
+        if self._cluster:
+            # The check before writing (see ``_write_fetched``), once for the whole batch.
+            await self._read_invalidations(
+                {tag: None for _, _, tags in unwrapped.values() for tag in tags}
+            )
         for key in keys:
             lease, claimed = held.pop(key)
-            value, key_ttl, tags = unwrap(found.get(key), ttl_ms, call_tags)
+            value, key_ttl, tags = unwrapped[key]
             if value is None:
                 outcomes[key] = None
                 ends.append(self._locks.release(key, lease.key, lease.token))
             else:
                 ends.append(
                     self._write_fetched(
-                        key, value, key_ttl, tags, lease, guards[key], claimed=claimed
+                        key,
+                        value,
+                        key_ttl,
+                        tags,
+                        lease,
+                        guards[key],
+                        claimed=claimed,
+                        checked=self._cluster,
                     )
                 )
         results = await run_all(ends)

@@ -7,6 +7,7 @@ Sentinel), and which a cluster writer keeps by reading them before writing and a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from time import monotonic
 from typing import Any
 
@@ -34,18 +35,25 @@ class FencedWrites(Coherence):
         guard: Guard,
         *,
         claimed: bytes | str,
+        checked: bool = False,
     ) -> Any:
         """Write ``value`` (not None) with ``tags``, fetched under the held ``lease`` claimed
         at ``claimed``, fenced (see ``_fetch_and_write``), and return it as readers get it (the
         serializer's round trip). The lease ends here on every path: written, released, or
-        left to the orphans when Redis may have run the write without telling."""
+        left to the orphans when Redis may have run the write without telling. ``checked``:
+        the caller has read the invalidation times since the claim (``_read_invalidations``):
+        the check before writing uses them."""
         try:
             payload = self._serializer.dumps(value)
             canonical = self._serializer.loads(payload)
         except BaseException:  # nothing written: no waiter may wait out the lock's ttl
             await self._locks.release(key, lease.key, lease.token)
             raise
-        if self._cluster and await self._overtaken(int(claimed), tags):
+        if self._cluster and (
+            self._outdated(int(claimed), tags)
+            if checked
+            else await self._overtaken(int(claimed), tags)
+        ):
             # Where the write's script cannot see them: a clear or an invalidation of its tags
             # since the claim, checked before writing, so that no reader anywhere sees its
             # value. (One that lands during the write is found after it.)
@@ -141,18 +149,24 @@ class FencedWrites(Coherence):
 
     async def _overtaken(self, version: int, tags: tuple[str, ...]) -> bool:
         """Whether a value of ``version`` with ``tags`` is gone by the namespace's clear time
-        and its tags' times, read afresh (learnt, with what follows from them: see
-        ``_on_cleared``, ``_learn_tag_times``). Redis unreachable: by the times known."""
+        and its tags' times, read afresh (``_read_invalidations``)."""
+        await self._read_invalidations(tags)
+        return self._outdated(version, tags)
+
+    async def _read_invalidations(self, tags: Iterable[str]) -> None:
+        """Read the namespace's clear time and the times of ``tags`` afresh, in one round trip
+        (learnt, with what follows from them: see ``_on_cleared``, ``_learn_tag_times``).
+        Redis unreachable: the times known stand."""
         keys = [self._keys.cleared, self._keys.tag_times]
+        wanted = list(tags)
         try:
             times = await self._gateway.call(
-                self._scripts.read_invalidations(keys=keys, args=list(tags)), keys[0]
+                self._scripts.read_invalidations(keys=keys, args=wanted), keys[0]
             )
         except RedisUnavailableError:
-            return self._outdated(version, tags)
+            return
         self._note_clear_time(times[0])
-        self._note_tag_times(tags, times[1:])
-        return self._outdated(version, tags)
+        self._note_tag_times(wanted, times[1:])
 
     def _event_args(self, op: str, key: str) -> tuple[str, str]:
         return self._keys.channel, event_prefix(op, key, self._origin)

@@ -1930,11 +1930,27 @@ MUTANTS: tuple[Mutant, ...] = (
         removes="a cluster writer checking the clear and tag times before it writes (a value "
         "an invalidation overtook would be written, seen, then taken back)",
         file=_FENCED_WRITES,
-        before="        if self._cluster and await self._overtaken(int(claimed), tags):",
-        after="        if False:",
+        before="            else await self._overtaken(int(claimed), tags)\n",
+        after="            else False\n",
         tests=_t(
             _T_TAGS,
             "test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_anyone_takes"
+            "[cluster]",
+        ),
+    ),
+    Mutant(
+        id="batch-writes-unchecked-before",
+        promise="S: invalidate_tags(*tags)",
+        removes="a cluster batch reading the clear and tag times before its writes (values an "
+        "invalidation overtook would be written, seen, then taken back)",
+        file="redicache_async/client/batch_loader.py",
+        before="        if self._cluster:\n"
+        "            # The check before writing (see ``_write_fetched``), once for the whole "
+        "batch.\n",
+        after="        if False:\n",
+        tests=_t(
+            _T_TAGS,
+            "test_a_batch_that_has_not_heard_of_the_invalidation_writes_none_of_its_values"
             "[cluster]",
         ),
     ),
