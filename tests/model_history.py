@@ -39,7 +39,7 @@ class History:
         self._writes: dict[str, list[Write]] = {k: [Write(0, None, "initially")] for k in keys}
         self._forbidden: dict[str, dict[int, str]] = {k: {} for k in keys}
         #: Values one client must not answer any more (it removed them: ``invalidate_tags``).
-        self._gone: dict[tuple[int, str], dict[int, str]] = {}
+        self._gone: dict[tuple[int, str], dict[int, tuple[int, str]]] = {}
         self._floors: dict[tuple[int, str], int] = {(c, k): 0 for c in range(clients) for k in keys}
         self._clients = clients
         self._seq = 0
@@ -72,7 +72,7 @@ class History:
         has not heard was written over is still an answer it may give.)"""
         gone = self._gone.setdefault((client, key), {})
         for value in values:
-            gone[value] = why
+            gone[value] = (self._seq, why)
 
     def values(self, key: str) -> list[int]:
         """Every value ever written for ``key``."""
@@ -103,7 +103,11 @@ class History:
         client's floor when the call started, for a call that overlapped writes."""
         why = self.forbidden(key, answer)
         if why is None and isinstance(answer, int):
-            why = self._gone.get((client, key), {}).get(answer)
+            gone = self._gone.get((client, key), {}).get(answer)
+            # A call that overlapped the removal (``floor``: its client's floor when it
+            # started) may have answered before it.
+            if gone is not None and (floor is None or gone[0] <= floor):
+                why = gone[1]
         if why is not None:
             raise ModelViolation(
                 f"c{client} {what} answered {answer!r} for {key!r}: {why}. No write may be "

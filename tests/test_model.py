@@ -1055,6 +1055,57 @@ def _scenarios() -> list[Any]:
         ("get_key", {"c": 0, "k": "k0"}),
         ("quiet", {}),
     )
+    # A clear or an invalidation of its tags overtakes a fetch, as a write does.
+    for kind, by, waiter in itertools.product(("clear", "invalidate_tags"), (0, 1), (None, 1)):
+        add(
+            f"race_fetch-get_or_init-{kind}-by-{'self' if by == 0 else 'other'}"
+            + ("-waiter" if waiter else ""),
+            (
+                "race_fetch",
+                {
+                    "a": 0,
+                    "loader": "get_or_init",
+                    "b": by,
+                    "k": "k0",
+                    "kind": kind,
+                    "waiter": waiter,
+                },
+            ),
+        )
+    # Found by the long run: a waiter that answered from its local copy before its own
+    # invalidation; and an invalidation's late event that took a newer copy out of the index.
+    add(
+        "delayed_listener-then-race_fetch-invalidate_tags",
+        ("set_key", {"c": 0, "k": "k0"}),
+        ("delay_listener", {"c": 0}),
+        (
+            "race_fetch",
+            {
+                "a": 2,
+                "loader": "get_or_init",
+                "b": 0,
+                "k": "k0",
+                "kind": "invalidate_tags",
+                "waiter": 1,
+            },
+        ),
+    )
+    add(
+        "delayed_listener-then-invalidate_tags-twice",
+        ("delay_listener", {"c": 0}),
+        ("invalidate_tags", {"c": 0, "tag": "tag-k0"}),
+        ("attempt_regeneration", {"c": 0, "k": "k0"}),
+        ("quiet", {}),
+        ("invalidate_tags", {"c": 0, "tag": "tag-k0"}),
+        ("quiet", {}),
+    )
+    add(
+        "set_many-then-invalidate_tags-of-the-other-key",
+        ("write_many", {"c": 1, "k": "k1", "kind": "set_many"}),
+        ("invalidate_tags", {"c": 0, "tag": "tag-k2"}),
+        ("get_many", {"c": 0, "wanted": ["k0", "k1", "k2"]}),
+        ("quiet", {}),
+    )
     return found
 
 
