@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from .cancellation import bounded
 from .invalidation import Event, decode_event
-from .scripts import STREAM_MAXLEN
+from .lua import STREAM_MAXLEN
 
 __all__ = ["StreamCursor", "StreamId", "parse_stream_id"]
 

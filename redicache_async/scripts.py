@@ -1,7 +1,6 @@
 """The Lua scripts, registered on one Redis client (:class:`Scripts`). Their sources are in
 ``value_scripts.py`` (cached values) and ``lease_scripts.py`` (leases and builder targets),
-from shared pieces in ``lua.py``; they are named here too, for the code and tests that send
-them."""
+from shared pieces in ``lua.py``."""
 
 from __future__ import annotations
 
@@ -11,66 +10,12 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
-from .lease_scripts import ACQUIRE_LEADER, READ_TARGET, RECORD_BUILD, RELEASE, RENEW, SWAP_TARGETS
-from .lua import STREAM_MAXLEN
-from .value_scripts import (
-    CLAIM,
-    CLEAR,
-    DELETE,
-    DELETE_MANY,
-    DISOWN,
-    INVALIDATE_TAGS,
-    READ_INVALIDATIONS,
-    READ_MANY,
-    READ_OR_LOCK,
-    READ_OR_LOCK_MANY,
-    WRITE,
-    WRITE_MANY,
-)
+from . import lease_scripts as leases
+from . import value_scripts as values
 
-__all__ = [
-    "ACQUIRE_LEADER",
-    "CLAIM",
-    "CLEAR",
-    "DELETE",
-    "DELETE_MANY",
-    "DISOWN",
-    "INVALIDATE_TAGS",
-    "READ_INVALIDATIONS",
-    "READ_MANY",
-    "READ_OR_LOCK",
-    "READ_OR_LOCK_MANY",
-    "READ_TARGET",
-    "RECORD_BUILD",
-    "RELEASE",
-    "RENEW",
-    "STREAM_MAXLEN",
-    "SWAP_TARGETS",
-    "WRITE",
-    "WRITE_MANY",
-    "Scripts",
-]
+__all__ = ["Scripts"]
 
-_ALL = (
-    READ_MANY,
-    READ_OR_LOCK,
-    READ_OR_LOCK_MANY,
-    CLAIM,
-    CLEAR,
-    INVALIDATE_TAGS,
-    READ_INVALIDATIONS,
-    DISOWN,
-    WRITE,
-    WRITE_MANY,
-    DELETE,
-    DELETE_MANY,
-    RENEW,
-    RELEASE,
-    ACQUIRE_LEADER,
-    RECORD_BUILD,
-    SWAP_TARGETS,
-    READ_TARGET,
-)
+_ALL = tuple(getattr(module, name) for module in (values, leases) for name in module.__all__)
 
 
 class Scripts:
@@ -101,25 +46,25 @@ class Scripts:
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
-        self._read_many_sha = hashlib.sha1(READ_MANY.encode()).hexdigest()
-        self._write_sha = hashlib.sha1(WRITE.encode()).hexdigest()
-        self.read_or_lock: AsyncScript = redis.register_script(READ_OR_LOCK)
-        self.read_or_lock_many: AsyncScript = redis.register_script(READ_OR_LOCK_MANY)
-        self.write: AsyncScript = redis.register_script(WRITE)
-        self.delete: AsyncScript = redis.register_script(DELETE)
-        self.claim: AsyncScript = redis.register_script(CLAIM)
-        self.clear: AsyncScript = redis.register_script(CLEAR)
-        self.disown: AsyncScript = redis.register_script(DISOWN)
-        self.invalidate_tags: AsyncScript = redis.register_script(INVALIDATE_TAGS)
-        self.read_invalidations: AsyncScript = redis.register_script(READ_INVALIDATIONS)
-        self.write_many: AsyncScript = redis.register_script(WRITE_MANY)
-        self.delete_many: AsyncScript = redis.register_script(DELETE_MANY)
-        self.renew: AsyncScript = redis.register_script(RENEW)
-        self.release: AsyncScript = redis.register_script(RELEASE)
-        self.acquire_leader: AsyncScript = redis.register_script(ACQUIRE_LEADER)
-        self.record_build: AsyncScript = redis.register_script(RECORD_BUILD)
-        self.swap_targets: AsyncScript = redis.register_script(SWAP_TARGETS)
-        self.read_target: AsyncScript = redis.register_script(READ_TARGET)
+        self._read_many_sha = hashlib.sha1(values.READ_MANY.encode()).hexdigest()
+        self._write_sha = hashlib.sha1(values.WRITE.encode()).hexdigest()
+        self.read_or_lock: AsyncScript = redis.register_script(values.READ_OR_LOCK)
+        self.read_or_lock_many: AsyncScript = redis.register_script(values.READ_OR_LOCK_MANY)
+        self.write: AsyncScript = redis.register_script(values.WRITE)
+        self.delete: AsyncScript = redis.register_script(values.DELETE)
+        self.claim: AsyncScript = redis.register_script(values.CLAIM)
+        self.clear: AsyncScript = redis.register_script(values.CLEAR)
+        self.disown: AsyncScript = redis.register_script(values.DISOWN)
+        self.invalidate_tags: AsyncScript = redis.register_script(values.INVALIDATE_TAGS)
+        self.read_invalidations: AsyncScript = redis.register_script(values.READ_INVALIDATIONS)
+        self.write_many: AsyncScript = redis.register_script(values.WRITE_MANY)
+        self.delete_many: AsyncScript = redis.register_script(values.DELETE_MANY)
+        self.renew: AsyncScript = redis.register_script(leases.RENEW)
+        self.release: AsyncScript = redis.register_script(leases.RELEASE)
+        self.acquire_leader: AsyncScript = redis.register_script(leases.ACQUIRE_LEADER)
+        self.record_build: AsyncScript = redis.register_script(leases.RECORD_BUILD)
+        self.swap_targets: AsyncScript = redis.register_script(leases.SWAP_TARGETS)
+        self.read_target: AsyncScript = redis.register_script(leases.READ_TARGET)
 
     async def read_value(self, key: str) -> Any:
         """A plain GET of value ``key``, answered as READ_MANY answers for each key: the stored
@@ -133,11 +78,11 @@ class Scripts:
 
     async def read_values(self, keys: list[str]) -> list[Any]:
         """READ_MANY of value ``keys``."""
-        return await self._evalsha(READ_MANY, self._read_many_sha, keys)  # type: ignore[no-any-return]
+        return await self._evalsha(values.READ_MANY, self._read_many_sha, keys)  # type: ignore[no-any-return]
 
     async def write_value(self, keys: list[str], args: list[Any]) -> Any:
         """WRITE (``keys`` and ``args`` as it documents them): a hot call, see ``_evalsha``."""
-        return await self._evalsha(WRITE, self._write_sha, keys, *args)
+        return await self._evalsha(values.WRITE, self._write_sha, keys, *args)
 
     async def _evalsha(self, source: str, sha: str, keys: list[str], *args: Any) -> Any:
         """``EVALSHA`` of a hot script, sent directly rather than through redis-py's script

@@ -26,9 +26,9 @@ from redicache_async import (
 from redicache_async.fetching import THREAD_NAME
 from redicache_async.keys import KeySpace
 from redicache_async.replies import text
-from redicache_async.scripts import READ_OR_LOCK_MANY
 from redicache_async.stored import unpack
 from redicache_async.testing import RedisServer
+from redicache_async.value_scripts import READ_OR_LOCK_MANY
 
 from .conftest import MakeCache, MakeRedis
 from .helpers import (

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from redicache_async import CacheBuilder, Target
 from redicache_async.keys import KeySpace
-from redicache_async.scripts import SWAP_TARGETS
+from redicache_async.lease_scripts import SWAP_TARGETS
 
 from .conftest import MakeRedis
 from .helpers import wait_until

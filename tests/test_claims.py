@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from redicache_async import CacheBuilder, ClientClosedError, Target
-from redicache_async.scripts import ACQUIRE_LEADER, READ_OR_LOCK
+from redicache_async.lease_scripts import ACQUIRE_LEADER
+from redicache_async.value_scripts import READ_OR_LOCK
 
 from .conftest import MakeCache
 from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, runs_script, wait_until

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from redicache_async import CacheClient, ClientClosedError
 from redicache_async.keys import KeySpace
-from redicache_async.scripts import WRITE
+from redicache_async.value_scripts import WRITE
 
 from .conftest import MakeCache
 from .helpers import (

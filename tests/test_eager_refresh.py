@@ -20,8 +20,8 @@ from redicache_async import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
 )
-from redicache_async.scripts import CLAIM
 from redicache_async.stored import pack, unpack
+from redicache_async.value_scripts import CLAIM
 
 from .conftest import MakeCache
 from .helpers import GatedRedis, command_calls, ns_keys, runs_script, wait_until

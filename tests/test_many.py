@@ -23,8 +23,8 @@ from redicache_async import (
     SerializationError,
 )
 from redicache_async.keys import KeySpace
-from redicache_async.scripts import DELETE_MANY, WRITE_MANY
 from redicache_async.testing import ClusterServers, RedisServer
+from redicache_async.value_scripts import DELETE_MANY, WRITE_MANY
 
 from .conftest import MakeCache
 from .helpers import (

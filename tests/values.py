@@ -8,8 +8,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from redicache_async.scripts import READ_MANY
 from redicache_async.stored import pack, unpack
+from redicache_async.value_scripts import READ_MANY
 
 __all__ = ["put_value", "reads_value", "stored_payload", "stored_version"]
 

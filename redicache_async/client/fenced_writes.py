@@ -108,18 +108,25 @@ class FencedWrites(Coherence):
             if int(version) == 0:
                 await self._overtaken(0, tags)
             return canonical
-        self._count_write()
-        self._wrote(key, int(version))
-        self._remember(
-            key,
-            canonical,
-            guard,
-            int(version),
-            len(payload),
-            deadline(started, ttl_ms),
-            tags=tags,
-        )
+        self._written_one(key, canonical, guard, int(version), len(payload), started, ttl_ms, tags)
         return canonical
+
+    def _written_one(
+        self,
+        key: str,
+        value: Any,
+        guard: Guard,
+        version: int,
+        size: int,
+        started: float,
+        ttl_ms: int,
+        tags: tuple[str, ...],
+    ) -> None:
+        """``key`` was written at ``version`` by a command sent at ``started``: counted, loads
+        and reads of it in flight left behind, and ``value`` (as readers get it) kept locally."""
+        self._count_write()
+        self._wrote(key, version)
+        self._remember(key, value, guard, version, size, deadline(started, ttl_ms), tags=tags)
 
     async def _outlives_invalidations(
         self, key: str, version: bytes | str, tags: tuple[str, ...]

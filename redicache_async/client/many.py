@@ -29,8 +29,8 @@ from redicache_async.errors import (
     RedisUnavailableError,
 )
 from redicache_async.keys import validate_key
-from redicache_async.scripts import READ_MANY
 from redicache_async.topology import slot_owner
+from redicache_async.value_scripts import READ_MANY
 
 from .loads import Loads
 from .state import MISSING, UNDECODABLE, UNREACHABLE

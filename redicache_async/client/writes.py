@@ -15,7 +15,6 @@ from redicache_async.stored import header_flags, tag_section
 from redicache_async.tags import check_tags
 from redicache_async.validation import ttl_to_ms
 
-from .coherence import deadline
 from .loads import Loads
 
 __all__ = ["Writes"]
@@ -59,16 +58,8 @@ class Writes(Loads):
             # Decoded once the write has left (its event goes out first): the value every
             # reader gets is the serializer's round trip, kept here too.
             canonical = self._serializer.loads(payload)
-            self._count_write()
-            self._wrote(key, int(version))
-            self._remember(
-                key,
-                canonical,
-                guard,
-                int(version),
-                len(payload),
-                deadline(started, ttl_ms),
-                tags=checked_tags,
+            self._written_one(
+                key, canonical, guard, int(version), len(payload), started, ttl_ms, checked_tags
             )
 
     async def delete(self, key: str) -> None:

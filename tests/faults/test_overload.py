@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from redicache_async.scripts import STREAM_MAXLEN
+from redicache_async.lua import STREAM_MAXLEN
 from tests.conftest import MakeCache
 from tests.helpers import wait_until
 
