@@ -149,7 +149,9 @@ def _write_script_timer(r: aioredis.Redis, namespace: str, key: str, *, stream: 
     async def run(n: int) -> int:
         start = perf_counter_ns()
         for _ in range(n):
-            await scripts.write(keys=write_keys, args=["", payload, 0, keys.channel, prefix])
+            await scripts.write(
+                keys=write_keys, args=["", payload, 0, keys.channel, prefix, "", "00"]
+            )
         return perf_counter_ns() - start
 
     return run
