@@ -141,19 +141,20 @@ class Coherence(ClientState):
             guards.remove(guard)
 
     def _on_event(self, event: Event) -> None:
-        if event.op == OP_CLEAR:
-            self._on_cleared(event.version)
-            return
-        if event.op == OP_TAGS:
-            self._on_tags_invalidated(event_tags(event), event.version)
-            return
-        if event.op in (OP_SET, OP_DELETE):
+        op = event.op
+        if op in (OP_SET, OP_DELETE):  # the common case, checked first
             self._invalidate(event.key, event.version)
             # A load or read that started before this write is out of date for later callers.
             self._loads.detach(event.key)
             self._values.forget(event.key)
             self._headed_values.forget(event.key)
-        elif event.op == OP_TARGET:
+        elif op == OP_CLEAR:
+            self._on_cleared(event.version)
+            return
+        elif op == OP_TAGS:
+            self._on_tags_invalidated(event_tags(event), event.version)
+            return
+        elif op == OP_TARGET:
             self._invalidate(("target", event.key), event.version)
             for field in self._target_fields.pop(event.key, ()):
                 self._local.discard(("target", event.key, field))

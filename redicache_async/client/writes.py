@@ -30,10 +30,15 @@ class Writes(Loads):
         (see :meth:`invalidate_tags`)."""
         validate_key(key)
         ttl_ms = ttl_to_ms(ttl)
-        checked_tags = check_tags(tags)
+        checked_tags = check_tags(tags) if tags else ()
         check_stored(value, "value", "set")
         payload = self._serializer.dumps(value)
         self._check_open()
+        if checked_tags:
+            stored = tag_section(checked_tags) + payload
+            floor = self._known_invalidation(checked_tags)
+        else:  # most values: no copy of the payload
+            stored, floor = payload, self._cleared
         with self._watching(key) as guard:
             started = monotonic()
             try:
@@ -43,10 +48,10 @@ class Writes(Loads):
                         [value_key, self._keys.lock(key), *self._stream_keys],
                         [
                             "",
-                            tag_section(checked_tags) + payload,
+                            stored,
                             ttl_ms,
                             *self._event_args(OP_SET, key),
-                            self._known_invalidation(checked_tags),
+                            floor,
                             header_flags(checked_tags),
                         ],
                     ),
