@@ -53,7 +53,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from redicache_async import CacheClient, ClientClosedError, RegenerationInProgress
+from redicache_async import CacheClient, ClientClosedError, Entry, RegenerationInProgress
 from redicache_async.keys import KeySpace
 from redicache_async.stored import unpack
 
@@ -90,6 +90,22 @@ keys = st.sampled_from(KEYS)
 #: names the key, or while its fetch runs.
 _INTERRUPTED_CALLS = st.sampled_from(("get_or_init", "attempt_regeneration"))
 _INTERRUPTED_AT = st.sampled_from((1, 2, 3, "fetch"))
+
+
+class _FetchMany:
+    """A ``fetch_many`` that finds every key asked for, each with a fresh value (the same one
+    if asked again) and its key's tags, and records each call's keys."""
+
+    def __init__(self, model: CacheModel) -> None:
+        self._model = model
+        self.values: dict[str, int] = {}
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, keys: list[str]) -> dict[str, Entry[int]]:
+        self.calls.append(list(keys))
+        for k in keys:
+            self.values.setdefault(k, self._model.fresh())
+        return {k: Entry(self.values[k], tags=TAGS_OF[k]) for k in keys}
 
 
 def step(method: Callable[..., None]) -> Callable[..., None]:
@@ -392,6 +408,36 @@ class CacheModel(RuleBasedStateMachine):
         for k in wanted:
             what = "get_many" if floors[k] is None else "get_many (its listener known to be lost)"
             self.history.check_read(c, k, answer.get(k), what, floor=floors[k])
+
+    @rule(c=clients, wanted=st.lists(keys, min_size=1, max_size=len(KEYS), unique=True))
+    @step
+    def get_or_init_many(self, c: int, wanted: list[str]) -> None:
+        """The batch loader: each key answered as ``get_or_init`` answers it, those that no
+        process has fetched once, by one ``fetch_many``, with each key's tags."""
+        fetch = _FetchMany(self)
+        floors = {k: self.floor(c, k) for k in wanted}
+        what = f"c{c}.get_or_init_many({wanted!r})"
+        answer = self.run(self.call(what, self.caches[c].get_or_init_many(wanted, fetch)))
+        if set(answer) != set(wanted):
+            raise ModelViolation(f"{what} answered {sorted(answer)}: every key has a value")
+        for k in wanted:
+            calls = sum(k in keys for keys in fetch.calls)
+            if calls > 1:
+                raise ModelViolation(f"{what} fetched {k!r} {calls} times")
+            if not calls:
+                self.history.check_read(c, k, answer[k], "get_or_init_many", floor=floors[k])
+                continue
+            if answer[k] != fetch.values[k]:
+                raise ModelViolation(
+                    f"{what} fetched {fetch.values[k]} for {k!r} but answered {answer[k]!r}"
+                )
+            current = self.history.current(k)
+            if current.value is not None:
+                raise ModelViolation(
+                    f"{what} fetched {k!r} although Redis held {current}\n"
+                    f"{self.history.describe(k)}"
+                )
+            self.wrote(k, fetch.values[k], f"c{c}.get_or_init_many fetched", by=c)
 
     @rule(c=clients, k=keys)
     @step
@@ -1097,6 +1143,16 @@ def _scenarios() -> list[Any]:
         ("attempt_regeneration", {"c": 0, "k": "k0"}),
         ("quiet", {}),
         ("invalidate_tags", {"c": 0, "tag": "tag-k0"}),
+        ("quiet", {}),
+    )
+    add(
+        "get_or_init_many",
+        ("set_key", {"c": 0, "k": "k0"}),
+        ("get_or_init_many", {"c": 1, "wanted": ["k0", "k1", "k2"]}),
+        ("delete_key", {"c": 2, "k": "k1"}),
+        ("get_or_init_many", {"c": 0, "wanted": ["k1", "k2"]}),
+        ("invalidate_tags", {"c": 1, "tag": "tag-shared"}),
+        ("get_or_init_many", {"c": 2, "wanted": ["k2", "k0", "k1"]}),
         ("quiet", {}),
     )
     add(
