@@ -24,6 +24,7 @@ from .helpers import (
     script_calls,
     wait_until,
 )
+from .test_tags import hooked_client
 
 pytestmark = pytest.mark.topologies
 
@@ -145,3 +146,39 @@ async def test_clear_on_a_closed_client_raises(redis: aioredis.Redis, namespace:
         pass
     with pytest.raises(ClientClosedError):
         await cache.clear()
+
+
+@pytest.mark.not_on("single", "sentinel")
+async def test_a_clear_during_a_cluster_write_is_found_after_it(
+    make_cache: MakeCache,
+    redis: aioredis.Redis,
+    namespace: str,
+    topology: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The write's script cannot read the clear time on a cluster: its writer reads it before
+    writing, and a clear that lands between that read and the write is found after it (the
+    value's version is its claim's time, older than the clear), and the value taken back."""
+    keys = KeySpace(namespace)
+    hooked = hooked_client(topology, request)
+    a = await make_cache(hooked)
+    try:
+        b = await make_cache()
+        held = HeldFetch("read before the clear")
+        loading = asyncio.create_task(a.get_or_init("k", held))
+        await held.started.wait()
+        check = hooked.hooks.hold_next_script(keys.cleared)
+        held.release.set()
+        await check.held.wait()  # its read before writing found no clear
+        hooked.hooks.listening.clear()  # it hears of it only by reading, after the write
+        await b.clear()
+        check.release()
+        assert await loading == "read before the clear"
+        assert a.stats().fenced_writes == 1
+        assert not await redis.exists(keys.value("k"))
+        assert await b.get("k") is None
+    finally:
+        hooked.hooks.disarm()
+        hooked.hooks.listening.set()
+        await a.aclose()
+        await hooked.aclose()

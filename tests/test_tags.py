@@ -125,7 +125,7 @@ async def test_a_fetch_that_started_before_invalidate_tags_stores_nothing_anyone
     await assert_stored_nowhere(a, b, redis, namespace, "k", tags=("t",))
 
 
-def _hooked(topology: str, request: pytest.FixtureRequest) -> Any:
+def hooked_client(topology: str, request: pytest.FixtureRequest) -> Any:
     """A client of the test's server (not behind Sentinel) whose listener can be delayed:
     ``client.hooks.listening.clear()`` holds its messages until ``.set()``."""
     if topology == "cluster":
@@ -140,7 +140,7 @@ async def test_an_invalidation_heard_after_a_newer_write_leaves_it_to_the_next_o
     """An invalidation's event that arrives after a newer write of a tagged value leaves that
     copy in place, and indexed: the next invalidation of the tag drops it (found by the
     model: the late event took the key out of the tag's index)."""
-    hooked = _hooked(topology, request)
+    hooked = hooked_client(topology, request)
     a = await make_cache(hooked)
     try:
         heard = a.stats().invalidations_received
@@ -185,7 +185,7 @@ async def test_a_writer_that_has_not_heard_of_the_invalidation_stores_nothing_an
     anywhere can see it (refused by the write script where it can read the time; on a cluster
     the writer reads it before writing). It drops its own older copy at once."""
     keys = KeySpace(namespace)
-    hooked = _hooked(topology, request)
+    hooked = hooked_client(topology, request)
     a = await make_cache(hooked)
     try:
         b = await make_cache()
@@ -228,7 +228,7 @@ async def test_a_batch_that_has_not_heard_of_the_invalidation_writes_none_of_its
     invalidation overtook, and whose listener has not heard of it, writes none of its values
     (on a cluster it reads the tag times once for the batch, before its writes)."""
     keys = KeySpace(namespace)
-    hooked = _hooked(topology, request)
+    hooked = hooked_client(topology, request)
     a = await make_cache(hooked)
     try:
         b = await make_cache()
@@ -274,7 +274,7 @@ async def test_an_invalidation_during_a_cluster_write_is_found_after_it(
     before writing, and an invalidation that lands between that check and the write is found
     after it, and the value taken back (Redis does not keep it; readers skip it meanwhile)."""
     keys = KeySpace(namespace)
-    hooked = _hooked(topology, request)
+    hooked = hooked_client(topology, request)
     a = await make_cache(hooked)
     try:
         b = await make_cache()
@@ -284,6 +284,7 @@ async def test_an_invalidation_during_a_cluster_write_is_found_after_it(
         check = hooked.hooks.hold_next_script(keys.cleared)
         held.release.set()
         await check.held.wait()  # its check before writing found nothing invalidated
+        hooked.hooks.listening.clear()  # it hears of it only by reading, after the write
         await b.invalidate_tags("t")
         check.release()
         assert await loading == "read before the invalidation"
@@ -293,6 +294,7 @@ async def test_an_invalidation_during_a_cluster_write_is_found_after_it(
         assert await b.get("k") is None
     finally:
         hooked.hooks.disarm()
+        hooked.hooks.listening.set()
         await a.aclose()
         await hooked.aclose()
 

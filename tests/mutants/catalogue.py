@@ -1761,8 +1761,12 @@ MUTANTS: tuple[Mutant, ...] = (
         file=_VALUE_SCRIPTS,
         before="  if token ~= '' and claimed then",
         after="  if false then",
-        tests=_t(
-            _T_CLEAR, "test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes[cluster]"
+        tests=(
+            *_t(_T_CLEAR, "test_a_clear_during_a_cluster_write_is_found_after_it[cluster]"),
+            *_t(
+                _T_TAGS,
+                "test_an_invalidation_during_a_cluster_write_is_found_after_it[cluster]",
+            ),
         ),
     ),
     Mutant(
