@@ -13,7 +13,7 @@ map below and checks every import of every module against it::
 
     faces:       __init__ __main__ handle status_report integrations.* demo.*
     engines:     client.* builder.*
-    mechanisms:  locks gateway election targets decorator call_keys status
+    mechanisms:  locks gateway election targets target_swap decorator call_keys status
     primitives:  leases listener subscriber invalidation replay orphans breaker pool_gate failover
                  batching tasks lifecycle fetching cancellation clock soft_timeout
     leaves:      local keys scripts stored errors stats validation serializers topology tls
@@ -30,16 +30,19 @@ map below and checks every import of every module against it::
   calls (one round trip per cluster node), ``batch_loader.py`` ``get_or_init_many`` (many
   keys' locks claimed at once, one fetch), ``target_reads.py`` ``get_target``,
   ``clearing.py`` ``clear()`` and the namespace's clear time, ``tagging.py``
-  ``invalidate_tags``, ``eager.py`` eager refresh, ``decorating.py`` ``cached()``,
-  ``coherence.py`` what may be kept locally, ``state.py`` the attributes they share.
+  ``invalidate_tags``, ``eager.py`` eager refresh, ``decorating.py`` what ``cached()``
+  needs of it, ``coherence.py`` what may be kept locally, ``state.py`` the attributes they
+  share.
   ``builder/`` is :class:`CacheBuilder`: ``registry.py`` the registrations, ``refresh.py`` one
   registration's loop and builds, ``spec.py`` their settings and status.
 - mechanisms, shared by both engines where they do the same: ``locks.py`` (single-flight,
   wake-ups, the lock manager that makes and releases claims), ``gateway.py`` (every Redis
   command: deadline, circuit breaker, pool back-pressure, outage classification),
-  ``election.py`` (leadership per registration), ``targets.py`` (target types, atomic
-  swap), ``decorator.py`` (``@cache.cached``, over a client's public operations) with
-  ``call_keys.py`` (its default key of a call), ``status.py`` (a namespace read for operators).
+  ``election.py`` (leadership per registration), ``targets.py`` (target types and their
+  commands), ``target_swap.py`` (a build's writes, atomic swap), ``decorator.py``
+  (``@cache.cached``, a method of the client and of a handle, over a client's public
+  operations) with ``call_keys.py`` (its default key of a call), ``status.py`` (a namespace
+  read for operators).
 - primitives: one claim (``leases.py``), the pub/sub listener and its codec and replay, the
   orphaned claims, the circuit breakers (one per cluster master), waiting for a pooled
   connection, the cluster failover watch, read batching, owned tasks, the open/close life,

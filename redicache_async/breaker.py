@@ -190,23 +190,18 @@ class Breakers:
             self._dropped_opened += dropped.opened
             self._dropped_skipped += dropped.skipped
 
+    def _every(self) -> list[CircuitBreaker]:
+        return [self.whole, *self._by_node.values()]
+
     @property
     def opened(self) -> int:
         """Times a breaker opened, all nodes together."""
-        return (
-            self.whole.opened
-            + self._dropped_opened
-            + sum(breaker.opened for breaker in self._by_node.values())
-        )
+        return self._dropped_opened + sum(breaker.opened for breaker in self._every())
 
     @property
     def skipped(self) -> int:
         """Calls answered without trying Redis, all nodes together."""
-        return (
-            self.whole.skipped
-            + self._dropped_skipped
-            + sum(breaker.skipped for breaker in self._by_node.values())
-        )
+        return self._dropped_skipped + sum(breaker.skipped for breaker in self._every())
 
     def node(self, name: str) -> CircuitBreaker | None:
         """The breaker of the cluster node ``name`` (``host:port``), if it has one."""

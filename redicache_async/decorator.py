@@ -43,7 +43,7 @@ from .soft_timeout import check_soft_timeout
 from .tags import check_tags
 from .validation import check_callable, check_fraction, ttl_to_ms
 
-__all__ = ["BoundCachedFunction", "CachedFunction", "cached"]
+__all__ = ["BoundCachedFunction", "CacheSource", "CachedFunction", "Decorates"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -53,18 +53,11 @@ T_co = TypeVar("T_co", covariant=True)
 class CacheSource(Protocol):
     """What a cached function calls: a :class:`~redicache_async.CacheClient`, or a
     :class:`~redicache_async.CacheHandle` that finds its client at each call. Public
-    operations only, so that the decorator sits below the client and imports nothing of it."""
+    operations only, so that the decorator sits below the client and imports nothing of it.
+    ``get_or_init`` is called as the client's ``get_or_init(key, fetch, ttl, **options)``."""
 
-    def get_or_init(
-        self,
-        key: str,
-        fetch: Any,
-        ttl: float | None = None,
-        *,
-        tags: Iterable[str] = (),
-        eager_refresh: float | None = None,
-        soft_timeout: float | None = None,
-    ) -> Awaitable[Any]: ...
+    @property
+    def get_or_init(self) -> Callable[..., Awaitable[Any]]: ...
 
     def delete(self, key: str) -> Awaitable[None]: ...
 
@@ -115,38 +108,75 @@ class CachedFunction(Protocol, Generic[P, T_co]):
         ...
 
 
-def cached(
-    client: CacheSource,
-    ttl: float | None = None,
-    *,
-    key: Callable[..., str] | None = None,
-    tags: Iterable[str] | Callable[..., Iterable[str]] = (),
-    eager_refresh: float | None = None,
-    soft_timeout: float | None = None,
-) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
-    """See :meth:`CacheClient.cached`."""
-    ttl_to_ms(ttl)  # rejects a bad ttl now rather than at the first call
-    if key is not None:
-        check_callable("key", key)
-    call_tags = _call_tags(tags)
-    if eager_refresh is not None:
-        check_fraction("eager_refresh", eager_refresh)
-    # Against fetch_timeout too by a client's cached(); a handle's client is known at calls only.
-    check_soft_timeout(soft_timeout, None)
+class Decorates:
+    """``cached``, for a class whose instances are a :class:`CacheSource` (a client, or a
+    handle that finds its client at each call)."""
 
-    def decorate(function: Callable[P, Awaitable[T]]) -> CachedFunction[P, T]:
-        if not inspect.iscoroutinefunction(function):
-            raise InvalidArgumentTypeError(
-                f"cached() wraps coroutine functions (async def), not {function!r}"
+    __slots__ = ()
+
+    def _fetch_timeout_now(self) -> float | None:
+        """The ``fetch_timeout`` that ``soft_timeout`` must stay under, when it is known at
+        decoration time (a handle's client is known at calls only)."""
+        return None
+
+    def cached(
+        self,
+        ttl: float | None = None,
+        *,
+        key: Callable[..., str] | None = None,
+        tags: Iterable[str] | Callable[..., Iterable[str]] = (),
+        eager_refresh: float | None = None,
+        soft_timeout: float | None = None,
+    ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
+        """Decorate a coroutine function so that its results are cached under ``key`` (by
+        default its module, qualified name and arguments) for ``ttl`` seconds, each missing
+        one computed once across all processes, as
+        :meth:`~redicache_async.CacheClient.get_or_init` does::
+
+            @cache.cached(ttl=60)
+            async def report(day: str) -> dict: ...
+
+            await report("2026-11-23")
+            await report.invalidate("2026-11-23")
+
+        The default key is the call, not its spelling (``report("d1")`` and
+        ``report(day="d1")`` are one entry) and takes ``str``, ``int``, ``float``, ``bool`` and
+        ``None`` arguments only; for others (a method's ``self``, say) pass ``key=``, a
+        function of the same arguments that returns the key. A closure that reads variables of
+        its enclosing function needs ``key=`` too. ``eager_refresh`` is
+        :meth:`~redicache_async.CacheClient.get_or_init`'s. How keys are made:
+        https://redicache-async.readthedocs.io/how-to/decorator/
+
+        ``soft_timeout`` is :meth:`~redicache_async.CacheClient.get_or_init`'s, for every call
+        of the function. ``tags`` are the tags of every value it stores, or a function of its
+        arguments that returns them (``tags=lambda user_id: [f"user:{user_id}"]``).
+
+        Arguments are checked now; through a :class:`~redicache_async.CacheHandle`,
+        ``soft_timeout`` is checked against the client's ``fetch_timeout`` only at a call
+        that misses, since the client is not known before.
+        """
+        ttl_to_ms(ttl)  # rejects a bad ttl now rather than at the first call
+        if key is not None:
+            check_callable("key", key)
+        call_tags = _call_tags(tags)
+        if eager_refresh is not None:
+            check_fraction("eager_refresh", eager_refresh)
+        check_soft_timeout(soft_timeout, self._fetch_timeout_now())
+        source = cast(CacheSource, self)
+
+        def decorate(function: Callable[P, Awaitable[T]]) -> CachedFunction[P, T]:
+            if not inspect.iscoroutinefunction(function):
+                raise InvalidArgumentTypeError(
+                    f"cached() wraps coroutine functions (async def), not {function!r}"
+                )
+            if key is None:
+                check_default_keyable(function)
+            return cast(
+                CachedFunction[P, T],
+                _Cached(source, function, ttl, key, eager_refresh, soft_timeout, call_tags),
             )
-        if key is None:
-            check_default_keyable(function)
-        return cast(
-            CachedFunction[P, T],
-            _Cached(client, function, ttl, key, eager_refresh, soft_timeout, call_tags),
-        )
 
-    return decorate
+        return decorate
 
 
 def _call_tags(
@@ -209,19 +239,26 @@ class _Cached(Generic[T]):
             self._local_value = _no_local_answer
 
     async def __call__(self, *args: Any, **kwargs: Any) -> T:
-        # _BoundCached.__call__ repeats these lines: one coroutine per call, not two
+        # _BoundCached.__call__ has these lines too: one coroutine per call, not two
         cache_key = self._key(args, kwargs)
-        try:
-            value = self._local_value(cache_key)
-        except TypeError:  # an unhashable key: get_or_init says what is wrong with it
-            value = None
+        value = self._local_answer(cache_key)
         if value is not None:  # a local hit, without the fetch's partial or a coroutine
             return cast(T, value)
+        return cast(T, await self._load(cache_key, args, kwargs))
+
+    def _local_answer(self, cache_key: Any) -> Any:
+        try:
+            return self._local_value(cache_key)
+        except TypeError:  # an unhashable key: get_or_init says what is wrong with it
+            return None
+
+    def _load(self, cache_key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``get_or_init``'s awaitable for a call that missed locally."""
         fetch = functools.partial(self._function, *args, **kwargs)
         if self._tags is not None:
             tags = self._tags(args, kwargs)
-            return cast(T, await self._get_or_init(cache_key, fetch, self._ttl, tags=tags))
-        return cast(T, await self._get_or_init(cache_key, fetch, self._ttl))
+            return self._get_or_init(cache_key, fetch, self._ttl, tags=tags)
+        return self._get_or_init(cache_key, fetch, self._ttl)
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         return validate_key(self._key(args, kwargs))
@@ -260,17 +297,10 @@ class _BoundCached(Generic[T]):
     async def __call__(self, *args: Any, **kwargs: Any) -> T:
         cached, args = self.__func__, (self.__self__, *args)
         cache_key = cached._key(args, kwargs)
-        try:
-            value = cached._local_value(cache_key)
-        except TypeError:
-            value = None
+        value = cached._local_answer(cache_key)
         if value is not None:
             return cast(T, value)
-        fetch = functools.partial(cached._function, *args, **kwargs)
-        if cached._tags is not None:
-            tags = cached._tags(args, kwargs)
-            return cast(T, await cached._get_or_init(cache_key, fetch, cached._ttl, tags=tags))
-        return cast(T, await cached._get_or_init(cache_key, fetch, cached._ttl))
+        return cast(T, await cached._load(cache_key, args, kwargs))
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         return self.__func__.key(self.__self__, *args, **kwargs)

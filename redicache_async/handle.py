@@ -20,20 +20,17 @@ are refused rather than made to share a cache without knowing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Awaitable
+from typing import Any
 
 from .client import CacheClient
-from .decorator import CachedFunction, cached
+from .decorator import Decorates
 from .errors import ClientClosedError, InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["CacheHandle"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
-
-class CacheHandle:
+class CacheHandle(Decorates):
     """A stand-in for a :class:`~redicache_async.CacheClient` that is opened later; see
     :mod:`redicache_async.handle`. ``name`` only appears in error messages."""
 
@@ -75,44 +72,15 @@ class CacheHandle:
         """Stop answering: calls raise :class:`~redicache_async.ClientClosedError` again."""
         self._client = None
 
-    def cached(
-        self,
-        ttl: float | None = None,
-        *,
-        key: Callable[..., str] | None = None,
-        tags: Iterable[str] | Callable[..., Iterable[str]] = (),
-        eager_refresh: float | None = None,
-        soft_timeout: float | None = None,
-    ) -> Callable[[Callable[P, Awaitable[T]]], CachedFunction[P, T]]:
-        """:meth:`CacheClient.cached <redicache_async.CacheClient.cached>`, for the client
-        this handle is bound to when the function is called. Arguments are checked now, but
-        ``soft_timeout`` against the client's ``fetch_timeout`` only at a call that misses."""
-        return cached(
-            self,
-            ttl,
-            key=key,
-            tags=tags,
-            eager_refresh=eager_refresh,
-            soft_timeout=soft_timeout,
-        )
+    # What a cached function calls (decorator.CacheSource), resolved at each call: the client
+    # of the moment.
 
-    # What a cached function calls, resolved at each call: the client of the moment.
-
-    def get_or_init(
-        self,
-        key: str,
-        fetch: Any,
-        ttl: float | None = None,
-        *,
-        tags: Iterable[str] = (),
-        eager_refresh: float | None = None,
-        soft_timeout: float | None = None,
-    ) -> Awaitable[Any]:
-        return self.client.get_or_init(
-            key, fetch, ttl, tags=tags, eager_refresh=eager_refresh, soft_timeout=soft_timeout
-        )
+    def get_or_init(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """The bound client's :meth:`~redicache_async.CacheClient.get_or_init`."""
+        return self.client.get_or_init(*args, **kwargs)
 
     def delete(self, key: str) -> Awaitable[None]:
+        """The bound client's :meth:`~redicache_async.CacheClient.delete`."""
         return self.client.delete(key)
 
     def local_value(self, key: str) -> Any:

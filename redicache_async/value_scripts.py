@@ -205,6 +205,19 @@ return write_one(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ttl, ARGV[3], ARGV
 """
 )
 
+# The loop of a many-key script: KEYS holds each key's value and lock (one cluster slot), then
+# (optional, when the count is odd) the event stream; ``call`` writes or deletes the i-th key
+# and returns its version. Returns the versions, in order.
+_EACH_KEY = """
+local n = math.floor(#KEYS / 2)
+local stream = KEYS[2 * n + 1]
+local versions = {{}}
+for i = 1, n do
+  versions[i] = {call}
+end
+return versions
+"""
+
 # KEYS: the value and the lock of each key (one cluster slot), then (optional, when the count
 # is odd) the event stream. ARGV[1]: ttl in ms ('0': none), ARGV[2]: channel, ARGV[3]: the
 # header's flags (the same tags for every key), ARGV[4]: the versions' floor (see
@@ -217,16 +230,10 @@ WRITE_MANY = (
     + HEADER
     + _CHECK_TTL.format(ttl_arg="ARGV[1]")
     + _WRITE_ONE
-    + """
-local n = math.floor(#KEYS / 2)
-local stream = KEYS[2 * n + 1]
-local versions = {}
-for i = 1, n do
-  versions[i] = write_one(KEYS[2 * i - 1], KEYS[2 * i], stream, '', ARGV[2 * i + 3], ttl,
-                          ARGV[1], ARGV[2], ARGV[2 * i + 4], ARGV[4], nil, ARGV[3], nil)
-end
-return versions
-"""
+    + _EACH_KEY.format(
+        call="write_one(KEYS[2 * i - 1], KEYS[2 * i], stream, '', ARGV[2 * i + 3], ttl, ARGV[1],"
+        " ARGV[2], ARGV[2 * i + 4], ARGV[4], nil, ARGV[3], nil)"
+    )
 )
 
 # KEYS[1]: value, KEYS[2]: its lock, KEYS[3] (optional): the event stream.
@@ -265,15 +272,9 @@ DELETE_MANY = (
     + BUMP
     + HEADER
     + _DELETE_ONE
-    + """
-local n = math.floor(#KEYS / 2)
-local stream = KEYS[2 * n + 1]
-local versions = {}
-for i = 1, n do
-  versions[i] = delete_one(KEYS[2 * i - 1], KEYS[2 * i], stream, ARGV[1], ARGV[i + 1])
-end
-return versions
-"""
+    + _EACH_KEY.format(
+        call="delete_one(KEYS[2 * i - 1], KEYS[2 * i], stream, ARGV[1], ARGV[i + 1])"
+    )
 )
 
 # KEYS[1]: the namespace's clear time, KEYS[2] (optional): the event stream. ARGV[1]: channel,

@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 
 import redicache_async.builder.refresh as builder_module
 from redicache_async import CacheBuilder, Target
-from redicache_async.targets import swap as real_swap
+from redicache_async.target_swap import swap as real_swap
 
 # KEYS[1]: fetch counter, KEYS[2]: fetch log. ARGV[1]: pid, ARGV[2]: monotonic time of the
 # fetch's start. Returns the fetch number.
@@ -73,10 +73,10 @@ def _freeze_before_first_swap(r: aioredis.Redis, marker: str) -> None:
             os.kill(os.getpid(), signal.SIGSTOP)  # resumes here on SIGCONT
         await real_swap(*args, **kwargs)
 
-    # The builder calls the ``swap`` it imported from ``targets``: replace that name.
+    # The builder calls the ``swap`` it imported from ``target_swap``: replace that name.
     if vars(builder_module).get("swap") is not real_swap:
         raise RuntimeError(
-            "redicache_async.builder.refresh no longer calls targets.swap: update this hook"
+            "redicache_async.builder.refresh no longer calls target_swap.swap: update this hook"
         )
     vars(builder_module)["swap"] = swap
 

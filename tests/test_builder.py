@@ -29,7 +29,8 @@ from redicache_async import (
 )
 from redicache_async.keys import KeySpace
 from redicache_async.scripts import Scripts
-from redicache_async.targets import Deposed, missing, prepare, swap, write
+from redicache_async.target_swap import Deposed, missing, swap, write
+from redicache_async.targets import prepare
 
 from .faults.proxy import FaultProxy
 from .helpers import ns_keys, wait_until

@@ -14,12 +14,25 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from redicache_async import CacheClient, InvalidArgumentError, InvalidArgumentTypeError
+from redicache_async import (
+    CacheClient,
+    CacheHandle,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+)
+from redicache_async.decorator import CacheSource
 from redicache_async.keys import MAX_KEY_BYTES
 from redicache_async.validation import is_async_callable
 
 from .conftest import MakeCache
 from .helpers import wait_until
+
+
+def _sources(client: CacheClient, handle: CacheHandle) -> tuple[CacheSource, CacheSource]:
+    """Never called: mypy (the lint session) checks here that a client and a handle are what
+    the decorator calls, which ``Decorates.cached`` can only cast ``self`` to."""
+    return client, handle
+
 
 pytestmark = pytest.mark.topologies
 

@@ -1,4 +1,4 @@
-"""A build's bulk writes (``targets.write``): on one server they are packed here and sent on
+"""A build's bulk writes (``target_swap.write``): on one server they are packed here and sent on
 one connection of the client's pool, so a refused or cancelled write must leave that pool's
 connections in step (no reply left behind for the next command to read)."""
 
@@ -10,7 +10,8 @@ import json
 import pytest
 
 from redicache_async.keys import KeySpace
-from redicache_async.targets import Target, prepare, write
+from redicache_async.target_swap import write
+from redicache_async.targets import Target, prepare
 from tests.conftest import MakeRedis
 
 pytestmark = pytest.mark.topologies

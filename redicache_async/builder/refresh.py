@@ -1,6 +1,6 @@
 """One registration's refresh loop: follow until elected, then build on schedule until the
 lease is lost or the loop is stopped. A build fetches, writes the result beside the targets
-and swaps it in (``targets.py``); a failed build is retried sooner than the interval, backing
+and swaps it in (``target_swap.py``); a failed build is retried sooner than the interval, backing
 off."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from redicache_async.leases import Lease, new_token
 from redicache_async.locks import wait_event
 from redicache_async.logs import Throttle
 from redicache_async.replies import text
-from redicache_async.targets import Deposed, Prepared, describe, missing, prepare, swap, write
+from redicache_async.target_swap import Deposed, missing, swap, write
+from redicache_async.targets import Prepared, describe, prepare
 from redicache_async.tasks import OwnedTasks
 
 from .spec import BuildStatus, Shared, Spec, closed_error

@@ -3,7 +3,7 @@
 Each registration runs as one task owned by the builder (``refresh.py``). Among every instance
 that registers the same name, one leads (see ``election.py``) and builds; the others wait to
 take over. A build fetches, writes the result beside its targets and swaps it in atomically
-(see ``targets.py``). This module keeps the registrations and routes the builders' channel to
+(see ``target_swap.py``). This module keeps the registrations and routes the builders' channel to
 them.
 """
 

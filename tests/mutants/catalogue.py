@@ -1691,8 +1691,11 @@ MUTANTS: tuple[Mutant, ...] = (
         promise=_SOFT_ROW,
         removes="a CacheHandle passing soft_timeout on to its client",
         file="redicache_async/handle.py",
-        before="key, fetch, ttl, tags=tags, eager_refresh=eager_refresh, soft_timeout=soft_timeout",
-        after="key, fetch, ttl, tags=tags, eager_refresh=eager_refresh",
+        before="        return self.client.get_or_init(*args, **kwargs)",
+        after=(
+            '        kwargs.pop("soft_timeout", None)\n'
+            "        return self.client.get_or_init(*args, **kwargs)"
+        ),
         tests=_t(
             _T_SOFT,
             "test_a_cached_function_with_a_soft_timeout_answers_stale_while_it_runs[single-handle]",
@@ -1726,8 +1729,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: soft_timeout",
         removes="cache.cached() checking soft_timeout against fetch_timeout",
         file="redicache_async/client/decorating.py",
-        before="        check_soft_timeout(soft_timeout, self._fetcher.timeout)\n",
-        after="",
+        before="        return self._fetcher.timeout\n",
+        after="        return None\n",
         tests=_t(
             _T_SOFT,
             "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-equal-to-fetch-timeout]",
