@@ -16,7 +16,7 @@ map below and checks every import of every module against it::
     mechanisms:  locks gateway election targets target_swap decorator call_keys status
     primitives:  leases listener subscriber invalidation replay orphans breaker pool_gate failover
                  batching tasks lifecycle fetching cancellation clock soft_timeout
-    leaves:      local keys scripts stored errors stats validation serializers topology tls
+    leaves:      local keys scripts direct stored errors stats validation serializers topology tls
                  logs backoff replies entry tags lua value_scripts
                  lease_scripts testing.*
 

@@ -8,8 +8,11 @@ import hashlib
 from typing import Any
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import direct
 from . import lease_scripts as leases
 from . import value_scripts as values
 
@@ -22,6 +25,7 @@ class Scripts:
     """The scripts registered on one Redis client (EVALSHA, loaded again on NOSCRIPT)."""
 
     __slots__ = (
+        "_pool",
         "_read_many_sha",
         "_redis",
         "_write_sha",
@@ -46,6 +50,7 @@ class Scripts:
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
+        self._pool = direct.direct_pool(redis)
         self._read_many_sha = hashlib.sha1(values.READ_MANY.encode()).hexdigest()
         self._write_sha = hashlib.sha1(values.WRITE.encode()).hexdigest()
         self.read_or_lock: AsyncScript = redis.register_script(values.READ_OR_LOCK)
@@ -70,7 +75,7 @@ class Scripts:
         """A plain GET of value ``key``, answered as READ_MANY answers for each key: the stored
         string, None, or 0 when the key holds another type (an older release's hash)."""
         try:
-            return await self._redis.execute_command("GET", key)
+            return await self._command("GET", key)
         except ResponseError as exc:
             if str(exc).startswith("WRONGTYPE"):
                 return 0
@@ -89,10 +94,21 @@ class Scripts:
         wrapper (an import, tuple copies and a type check per call), loading the script on
         ``NOSCRIPT`` as the wrapper does."""
         try:
-            return await self._redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._command("EVALSHA", sha, len(keys), *keys, *args)
         except NoScriptError:
             await self._redis.script_load(source)
-            return await self._redis.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._command("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def _command(self, *args: Any) -> Any:
+        """A hot command: sent directly where it can be (see ``direct.py``), else, and after
+        a connection the server dropped, through redis-py's ``execute_command``."""
+        pool = self._pool
+        if pool is not None:
+            try:
+                return await direct.call(pool, args)
+            except (RedisConnectionError, RedisTimeoutError):
+                pass  # redis-py's retry policy decides, as for any command
+        return await self._redis.execute_command(*args)
 
     async def load(self) -> None:
         """Load every script now, so that first calls do not pay a NOSCRIPT round trip."""

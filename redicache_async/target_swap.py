@@ -17,6 +17,7 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from .cancellation import bounded
+from .direct import borrowed
 from .errors import RedicacheError
 from .invalidation import OP_TARGET, event_prefix
 from .keys import KeySpace
@@ -72,8 +73,7 @@ async def _write_packed(
     connection packs in Python, argument by argument, which was 45% of a 100k-item build
     (issue 5); hiredis packs a whole command in C. Each round trip ends with one ``PEXPIRE``
     of each temporary key it wrote to."""
-    connection = await pool.get_connection()
-    try:
+    async with borrowed(pool) as connection:
         batch: list[bytes] = []
         expiring: dict[str, None] = {}
         queued = 0
@@ -88,12 +88,6 @@ async def _write_packed(
                     batch, expiring, queued = [], {}, 0
         if batch:
             await bounded(_round_trip(connection, batch, expiring), timeout)
-    except BaseException:
-        # Replies may still be on their way: the connection cannot serve another command.
-        await connection.disconnect()
-        raise
-    finally:
-        await pool.release(connection)
 
 
 async def _round_trip(connection: Any, batch: list[bytes], expiring: dict[str, None]) -> None:

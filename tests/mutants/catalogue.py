@@ -68,6 +68,9 @@ _EAGER = "redicache_async/client/eager.py"
 _T_SOFT = "tests/test_soft_timeout.py"
 _SOFT = "redicache_async/soft_timeout.py"
 _SOFT_ROW = "S: get_or_init(..., soft_timeout=s)"
+_DIRECT_ROW = "S: a Redis client whose execute_command is overridden or wrapped"
+_DIRECT = "redicache_async/direct.py"
+_T_DIRECT = "tests/faults/test_direct_commands.py"
 _MANY = "redicache_async/client/many.py"
 _MANY_WRITES = "redicache_async/client/many_writes.py"
 _FENCED_WRITES = "redicache_async/client/fenced_writes.py"
@@ -1734,6 +1737,36 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(
             _T_SOFT,
             "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-equal-to-fetch-timeout]",
+        ),
+    ),
+    # -- hot commands on a pooled connection (direct.py) ----------------------------------------
+    Mutant(
+        id="direct-commands-skip-overrides",
+        promise=_DIRECT_ROW,
+        removes="sending hot commands through a subclass's own execute_command",
+        file=_DIRECT,
+        before='    if method.__qualname__ != "Redis.execute_command" or hasattr(',
+        after="    if hasattr(",
+        tests=_t(_T_DIRECT, "test_an_override_of_execute_command_sees_every_command"),
+    ),
+    Mutant(
+        id="direct-commands-skip-wrappers",
+        promise=_DIRECT_ROW,
+        removes="sending hot commands through an execute_command wrapped in place (tracing)",
+        file=_DIRECT,
+        before=' or hasattr(method, "__wrapped__"):',
+        after=":",
+        tests=_t(_T_DIRECT, "test_an_execute_command_wrapped_in_place_sees_every_command"),
+    ),
+    Mutant(
+        id="direct-command-cut-is-an-outage",
+        promise=_DIRECT_ROW,
+        removes="sending a command again through redis-py when its connection was cut",
+        file="redicache_async/scripts.py",
+        before="                pass  # redis-py's retry policy decides, as for any command\n",
+        after="                raise\n",
+        tests=_t(
+            _T_DIRECT, "test_a_connection_cut_under_a_read_is_retried_as_redis_py_retries[single]"
         ),
     ),
     # -- clear() --------------------------------------------------------------------------------

@@ -1,0 +1,173 @@
+"""Hot commands (a read's ``GET``, a write's ``EVALSHA``) sent on a pooled connection rather than
+through ``Redis.execute_command`` (``direct.py``): they still reach the server, an override of
+``execute_command`` still sees them, a connection cut under a command falls back to redis-py's
+retry policy, and a cancelled command never leaves its reply for the next one to read.
+
+The faulted client goes through :class:`FaultProxy`; the writer and the server's counters are
+read on a direct connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from redicache_async import CacheClient
+from tests.faults.proxy import FaultProxy
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[FaultProxy]:
+    port = aioredis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
+    with FaultProxy("127.0.0.1", port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+async def faulted(proxy: FaultProxy) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(proxy.url)
+    yield client
+    await client.aclose()
+
+
+async def calls(r: aioredis.Redis, command: str) -> int:
+    """How many times the server has run ``command`` since it started."""
+    stats = await r.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def until_the_server_ran(r: aioredis.Redis, command: str, before: int) -> None:
+    async def ran() -> bool:
+        return await calls(r, command) > before
+
+    await wait_until(ran, what=f"the server to run {command}")
+
+
+class CountingRedis(aioredis.Redis):
+    """A client whose ``execute_command`` is its own (as tracing wrappers do)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[str] = []
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]).upper())
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+async def test_reads_and_writes_reach_the_server_without_execute_command(
+    redis_url: str, redis: aioredis.Redis, namespace: str
+) -> None:
+    r = aioredis.Redis.from_url(redis_url)
+    sent: list[str] = []
+    execute_command = r.execute_command
+
+    async def spy(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    r.execute_command = spy  # type: ignore[method-assign]
+    try:
+        async with CacheClient(r, namespace=namespace, local_max_entries=0) as cache:
+            gets, evalshas = await calls(redis, "get"), await calls(redis, "evalsha")
+            await cache.set("k", {"a": 1})
+            assert await cache.get("k") == {"a": 1}
+            assert await calls(redis, "get") == gets + 1
+            assert await calls(redis, "evalsha") == evalshas + 1
+        assert "GET" not in sent
+        assert "EVALSHA" not in sent
+    finally:
+        await r.aclose()
+
+
+async def test_an_override_of_execute_command_sees_every_command(
+    redis_url: str, namespace: str
+) -> None:
+    r = CountingRedis.from_url(redis_url)
+    assert isinstance(r, CountingRedis)
+    try:
+        async with CacheClient(r, namespace=namespace, local_max_entries=0) as cache:
+            await cache.set("k", {"a": 1})
+            assert await cache.get("k") == {"a": 1}
+        assert "GET" in r.sent
+        assert "EVALSHA" in r.sent
+    finally:
+        await r.aclose()
+
+
+async def test_an_execute_command_wrapped_in_place_sees_every_command(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As tracing instrumentations do: the class's own method, replaced by a wrapper of it.
+    sent: list[str] = []
+    execute_command = aioredis.Redis.execute_command
+
+    @functools.wraps(execute_command)
+    async def traced(self: aioredis.Redis, *args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await execute_command(self, *args, **options)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aioredis.Redis, "execute_command", traced)
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        async with CacheClient(r, namespace=namespace, local_max_entries=0) as cache:
+            await cache.set("k", {"a": 1})
+            assert await cache.get("k") == {"a": 1}
+        assert "GET" in sent
+        assert "EVALSHA" in sent
+    finally:
+        await r.aclose()
+
+
+async def test_a_connection_cut_under_a_read_is_retried_as_redis_py_retries(
+    proxy: FaultProxy, faulted: aioredis.Redis, redis: aioredis.Redis, namespace: str
+) -> None:
+    async with (
+        CacheClient(faulted, namespace=namespace, local_max_entries=0) as cache,
+        CacheClient(redis, namespace=namespace) as writer,
+    ):
+        await writer.set("k", "v")
+        assert await cache.get("k") == "v"  # a pooled connection, in use from now on
+        gets = await calls(redis, "get")
+        proxy.set_latency(0.3)
+        read = asyncio.create_task(cache.get("k"))
+        # The server has answered; its reply is held in the proxy when the connection is cut.
+        await until_the_server_ran(redis, "get", gets)
+        proxy.cut()
+        proxy.set_latency(0)
+        assert await read == "v"
+        stats = cache.stats()
+        assert stats.redis_errors == 0
+        assert stats.circuit_opens == 0
+
+
+async def test_a_cancelled_read_leaves_no_reply_for_the_next_read(
+    proxy: FaultProxy, faulted: aioredis.Redis, redis: aioredis.Redis, namespace: str
+) -> None:
+    async with (
+        CacheClient(faulted, namespace=namespace, local_max_entries=0) as cache,
+        CacheClient(redis, namespace=namespace) as writer,
+    ):
+        await writer.set("a", "A")
+        await writer.set("b", "B")
+        assert await cache.get("a") == "A"
+        gets = await calls(redis, "get")
+        proxy.set_latency(0.3)
+        read = asyncio.create_task(cache.get("a"))
+        # The reply to GET a is on its way (held in the proxy) when its reader is cancelled.
+        await until_the_server_ran(redis, "get", gets)
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        proxy.set_latency(0)
+        # A connection handed back with that reply pending would answer GET b with it.
+        assert await cache.get("b") == "B"
+        assert await cache.get("a") == "A"
