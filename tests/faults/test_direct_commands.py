@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,31 +24,39 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def proxy(redis_url: str) -> Iterator[FaultProxy]:
-    port = aioredis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
-    with FaultProxy("127.0.0.1", port) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-async def faulted(proxy: FaultProxy) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(proxy.url)
-    yield client
-    await client.aclose()
-
-
 async def calls(r: aioredis.Redis, command: str) -> int:
     """How many times the server has run ``command`` since it started."""
     stats = await r.info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-async def until_the_server_ran(r: aioredis.Redis, command: str, before: int) -> None:
-    async def ran() -> bool:
-        return await calls(r, command) > before
+@pytest.fixture
+async def clients(
+    faulted: aioredis.Redis, redis: aioredis.Redis, namespace: str
+) -> AsyncIterator[tuple[CacheClient, CacheClient]]:
+    """A client through the proxy, without a local layer (every read goes to Redis), and a
+    writer on a direct connection."""
+    async with (
+        CacheClient(faulted, namespace=namespace, local_max_entries=0) as cache,
+        CacheClient(redis, namespace=namespace) as writer,
+    ):
+        yield cache, writer
 
-    await wait_until(ran, what=f"the server to run {command}")
+
+async def held_read(
+    proxy: FaultProxy, redis: aioredis.Redis, cache: CacheClient, key: str
+) -> asyncio.Task[Any]:
+    """A ``cache.get(key)`` under way, once the server has run its ``GET``: its reply is held
+    in the proxy (0.3 s of latency each way) until the caller cuts, cancels or heals."""
+    gets = await calls(redis, "get")
+    proxy.set_latency(0.3)
+    read = asyncio.create_task(cache.get(key))
+
+    async def ran() -> bool:
+        return await calls(redis, "get") > gets
+
+    await wait_until(ran, what="the server to run the read's GET")
+    return read
 
 
 class CountingRedis(aioredis.Redis):
@@ -128,46 +136,32 @@ async def test_an_execute_command_wrapped_in_place_sees_every_command(
 
 
 async def test_a_connection_cut_under_a_read_is_retried_as_redis_py_retries(
-    proxy: FaultProxy, faulted: aioredis.Redis, redis: aioredis.Redis, namespace: str
+    proxy: FaultProxy, redis: aioredis.Redis, clients: tuple[CacheClient, CacheClient]
 ) -> None:
-    async with (
-        CacheClient(faulted, namespace=namespace, local_max_entries=0) as cache,
-        CacheClient(redis, namespace=namespace) as writer,
-    ):
-        await writer.set("k", "v")
-        assert await cache.get("k") == "v"  # a pooled connection, in use from now on
-        gets = await calls(redis, "get")
-        proxy.set_latency(0.3)
-        read = asyncio.create_task(cache.get("k"))
-        # The server has answered; its reply is held in the proxy when the connection is cut.
-        await until_the_server_ran(redis, "get", gets)
-        proxy.cut()
-        proxy.set_latency(0)
-        assert await read == "v"
-        stats = cache.stats()
-        assert stats.redis_errors == 0
-        assert stats.circuit_opens == 0
+    cache, writer = clients
+    await writer.set("k", "v")
+    assert await cache.get("k") == "v"  # a pooled connection, in use from now on
+    read = await held_read(proxy, redis, cache, "k")
+    proxy.cut()
+    proxy.set_latency(0)
+    assert await read == "v"
+    stats = cache.stats()
+    assert stats.redis_errors == 0
+    assert stats.circuit_opens == 0
 
 
 async def test_a_cancelled_read_leaves_no_reply_for_the_next_read(
-    proxy: FaultProxy, faulted: aioredis.Redis, redis: aioredis.Redis, namespace: str
+    proxy: FaultProxy, redis: aioredis.Redis, clients: tuple[CacheClient, CacheClient]
 ) -> None:
-    async with (
-        CacheClient(faulted, namespace=namespace, local_max_entries=0) as cache,
-        CacheClient(redis, namespace=namespace) as writer,
-    ):
-        await writer.set("a", "A")
-        await writer.set("b", "B")
-        assert await cache.get("a") == "A"
-        gets = await calls(redis, "get")
-        proxy.set_latency(0.3)
-        read = asyncio.create_task(cache.get("a"))
-        # The reply to GET a is on its way (held in the proxy) when its reader is cancelled.
-        await until_the_server_ran(redis, "get", gets)
-        read.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await read
-        proxy.set_latency(0)
-        # A connection handed back with that reply pending would answer GET b with it.
-        assert await cache.get("b") == "B"
-        assert await cache.get("a") == "A"
+    cache, writer = clients
+    await writer.set("a", "A")
+    await writer.set("b", "B")
+    assert await cache.get("a") == "A"
+    read = await held_read(proxy, redis, cache, "a")
+    read.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await read
+    proxy.set_latency(0)
+    # A connection handed back with that reply pending would answer GET b with it.
+    assert await cache.get("b") == "B"
+    assert await cache.get("a") == "A"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -26,20 +25,6 @@ pytestmark = pytest.mark.slow
 #: A bound that shows a call did not hang: its Redis attempt (redis_timeout) plus a fetch.
 REDIS_TIMEOUT = 0.3
 BOUND = 4 * REDIS_TIMEOUT + 1.0
-
-
-@pytest.fixture
-def proxy(redis_url: str) -> Iterator[FaultProxy]:
-    port = aioredis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
-    with FaultProxy("127.0.0.1", port) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-async def faulted(proxy: FaultProxy) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(proxy.url)
-    yield client
-    await client.aclose()
 
 
 async def in_redis(r: aioredis.Redis, namespace: str, key: str) -> Any:
