@@ -3,7 +3,8 @@ same payloads by 64 tasks over a connection pool (the usual way to read Redis co
 
 Ours: ``CacheClient.get`` and ``get_or_init`` with the local layer off (so every call goes to
 Redis), where concurrent reads go to Redis together (auto-batching, ``batching.py``). Target:
-at least 3x the raw pool's throughput. The two run in alternating slices of equal length, so
+at least 5x the raw pool's throughput (issue 16 kept issue 5's figure of the day, 5.23x; issue
+5's own target was 3x). The two run in alternating slices of equal length, so
 that noise from the shared machine hits both alike; a figure is the median over the slices.
 """
 
@@ -125,7 +126,7 @@ def run(url: str, *, smoke: bool = False, out: Callable[[str], None] = print) ->
                 f"64 concurrent local misses, {name}: throughput / raw redis-py GETs over a pool",
                 ratio,
                 "x",
-                3.0,
+                5.0,
                 "at_least",
                 detail=(
                     f"ours {statistics.median(figures[name]):,.0f} reads/s, raw "

@@ -97,6 +97,8 @@ class Coherence(ClientState):
         """
         if guard.void or version < guard.min_version or expires_at is None:
             return
+        if self._local.max_entries <= 0:
+            return  # no local layer: nothing to keep, nothing to index
         if 0 < version <= self._cleared and key.__class__ is str:
             return  # cleared (a fetch claimed its lock before the clear): gone
         if tags:
