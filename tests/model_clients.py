@@ -9,7 +9,9 @@ switch on, and the connections of a topology (a single server, a cluster, Sentin
   call (``EVALSHA``) that names a given Redis key, :meth:`Hooks.hold_command` that of the n-th
   command that names one of some keys. The server has run it; only its delivery to the caller
   waits: the window in which a racing write can land, or a cancellation finds a claim's reply
-  still on the wire.
+  still on the wire. On one server and behind Sentinel the hooks live in the client's
+  connections, where the library's hot commands go without ``execute_command``
+  (``direct.py``); on a cluster, in ``execute_command``.
 
 And what the listener was handed: the test's own marker messages (:data:`MARKER`, to know
 that it has caught up), and whether its connection failed under it (``Hooks.deaf``).
@@ -27,7 +29,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 
 __all__ = ["MARKER", "Connections", "GatedPubSub", "Hooks", "ReplyHold", "Topology"]
 
@@ -191,20 +193,75 @@ class GatedPubSub:
 
 class ModelRedis(aioredis.Redis):
     """A ``Redis`` (or, through ``master_for(redis_class=...)``, a Sentinel master) with
-    :class:`Hooks`."""
+    :class:`Hooks`, in its connections (:func:`hooked_connection`): its ``execute_command`` is
+    redis-py's own, so the library sends its hot commands as it does in production, straight
+    to a pooled connection (``direct.py``), and the hooks see them there."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.hooks = Hooks()
+    hooks: Hooks
 
     def pubsub(self, **kwargs: Any) -> Any:
         return GatedPubSub(super().pubsub(**kwargs), self.hooks)
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.hooks.before_command()
-        result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        await self.hooks.after_command(args)
-        return result
+
+#: Commands of a pub/sub connection: their replies come through ``get_message``, out of step
+#: with the commands (one per channel, messages between them).
+_PUBSUB_COMMANDS = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE", "PING"})
+
+
+def hooked_connection(base: type[Any], hooks: Hooks) -> type[Any]:
+    """A subclass of the connection class ``base`` whose commands go through ``hooks``: each
+    command sent counts, and each reply read is handed to :meth:`Hooks.after_command` (which
+    may hold it) with the arguments of the command it answers."""
+
+    class HookedConnection(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._awaiting: collections.deque[tuple[str, ...]] = collections.deque()
+
+        async def send_packed_command(self, command: Any, *args: Any, **kwargs: Any) -> None:
+            commands = _unpacked(command)
+            for _ in commands:
+                hooks.before_command()
+            await super().send_packed_command(command, *args, **kwargs)
+            self._awaiting.extend(c for c in commands if c[0].upper() not in _PUBSUB_COMMANDS)
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            # The command a reply answers is taken off first: an error reply answers it too.
+            answers = self._awaiting.popleft() if self._awaiting else None
+            reply = await super().read_response(*args, **kwargs)
+            if answers is not None:
+                await hooks.after_command(answers)
+            return reply
+
+        async def disconnect(self, *args: Any, **kwargs: Any) -> None:
+            self._awaiting.clear()  # replies still on the way are lost with the connection
+            await super().disconnect(*args, **kwargs)
+
+    return HookedConnection
+
+
+def _unpacked(command: Any) -> list[tuple[str, ...]]:
+    """The commands in a packed buffer (RESP arrays of bulk strings, as redis-py and hiredis
+    pack them), each as its arguments."""
+    if isinstance(command, bytes | bytearray | memoryview):
+        data = bytes(command)
+    else:
+        data = b"".join(bytes(chunk) for chunk in command)
+    commands = []
+    position = 0
+    while position < len(data):
+        end = data.index(b"\r\n", position)
+        count = int(data[position + 1 : end])
+        position = end + 2
+        arguments = []
+        for _ in range(count):
+            end = data.index(b"\r\n", position)
+            length = int(data[position + 1 : end])
+            start = end + 2
+            arguments.append(data[start : start + length].decode("utf-8", "surrogateescape"))
+            position = start + length + 2
+        commands.append(tuple(arguments))
+    return commands
 
 
 class ModelCluster(RedisCluster):
@@ -260,11 +317,21 @@ class Connections:
             # redis-py's Sentinel.__init__ has no annotations
             sentinel = Sentinel(list(topology.sentinels), protocol=protocol)  # type: ignore[no-untyped-call, unused-ignore]
             self._closers.extend(node.aclose for node in sentinel.sentinels)
+            hooks = Hooks()
+            if hooked:
+                options["connection_class"] = hooked_connection(SentinelManagedConnection, hooks)
             redis_class = ModelRedis if hooked else aioredis.Redis
             client = sentinel.master_for(topology.master_name, redis_class=redis_class, **options)
+            if hooked:
+                client.hooks = hooks
         else:
+            hooks = Hooks()
+            if hooked:
+                options["connection_class"] = hooked_connection(aioredis.Connection, hooks)
             redis_class = ModelRedis if hooked else aioredis.Redis
             client = redis_class.from_url(topology.url, **options)
+            if hooked:
+                client.hooks = hooks
         self._closers.insert(0, client.aclose)
         return client
 
