@@ -199,6 +199,16 @@ class ModelRedis(aioredis.Redis):
 
     hooks: Hooks
 
+    @classmethod
+    def hooked(cls, url: str, **options: Any) -> ModelRedis:
+        """A client of the server at ``url``, with hooks of its own."""
+        hooks = Hooks()
+        connection_class = hooked_connection(aioredis.Connection, hooks)
+        client = cls.from_url(url, connection_class=connection_class, **options)
+        assert isinstance(client, ModelRedis)
+        client.hooks = hooks
+        return client
+
     def pubsub(self, **kwargs: Any) -> Any:
         return GatedPubSub(super().pubsub(**kwargs), self.hooks)
 
@@ -324,14 +334,10 @@ class Connections:
             client = sentinel.master_for(topology.master_name, redis_class=redis_class, **options)
             if hooked:
                 client.hooks = hooks
+        elif hooked:
+            client = ModelRedis.hooked(topology.url, **options)
         else:
-            hooks = Hooks()
-            if hooked:
-                options["connection_class"] = hooked_connection(aioredis.Connection, hooks)
-            redis_class = ModelRedis if hooked else aioredis.Redis
-            client = redis_class.from_url(topology.url, **options)
-            if hooked:
-                client.hooks = hooks
+            client = aioredis.Redis.from_url(topology.url, **options)
         self._closers.insert(0, client.aclose)
         return client
 

@@ -130,7 +130,7 @@ def hooked_client(topology: str, request: pytest.FixtureRequest) -> Any:
     ``client.hooks.listening.clear()`` holds its messages until ``.set()``."""
     if topology == "cluster":
         return ModelCluster.from_url(request.getfixturevalue("cluster_servers").url, protocol=3)
-    return ModelRedis.from_url(request.getfixturevalue("redis_url"), protocol=3)
+    return ModelRedis.hooked(request.getfixturevalue("redis_url"), protocol=3)
 
 
 @pytest.mark.not_on("sentinel")
