@@ -115,9 +115,20 @@ async def masters(r: aioredis.Redis) -> list[dict[str, Any]]:
     return await _infos(r, "server")
 
 
+#: What servers send each other, by ``INFO commandstats`` names: a replica's acknowledgements
+#: (each second), Sentinel's PINGs, INFOs and hellos; and the INFO that measures the rest.
+SERVER_TRAFFIC = frozenset({"replconf", "ping", "info", "publish"})
+
+
 async def commands_processed(r: aioredis.Redis) -> int:
-    """Commands the server (every master of a cluster) ran, those inside scripts included."""
-    return sum(int(info["total_commands_processed"]) for info in await _infos(r, "stats"))
+    """Commands the server (every master of a cluster) ran, those inside scripts included, but
+    :data:`SERVER_TRAFFIC`: a replica or a Sentinel would move a total at any moment."""
+    return sum(
+        int(stats["calls"])
+        for info in await _infos(r, "commandstats")
+        for name, stats in info.items()
+        if name.removeprefix("cmdstat_") not in SERVER_TRAFFIC
+    )
 
 
 async def script_calls(r: aioredis.Redis) -> int:
@@ -172,7 +183,7 @@ WRITING_COMMANDS = (
 
 async def command_calls(r: aioredis.Redis, names: tuple[str, ...] = WRITING_COMMANDS) -> int:
     """Calls of the commands ``names`` that the server (every master of a cluster) received.
-    Unlike ``commands_processed``, not moved by Sentinel's or the replicas' own traffic."""
+    Narrower than ``commands_processed``: reads do not move it."""
     infos = await _infos(r, "commandstats")
     return sum(
         int(info.get(f"cmdstat_{name}", {}).get("calls", 0)) for info in infos for name in names

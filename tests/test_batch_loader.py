@@ -612,10 +612,9 @@ async def test_bad_input_is_refused_before_any_io(
     make_cache: MakeCache,
     redis: aioredis.Redis,
     namespace: str,
-    topology: str,
     call: Call,
     error: type[Exception],
     match: str,
 ) -> None:
     """As the many-key calls refuse theirs (the same check, with a key "a" held locally)."""
-    await refused_before_any_io(make_cache, redis, namespace, topology, call, error, match)
+    await refused_before_any_io(make_cache, redis, namespace, call, error, match)
