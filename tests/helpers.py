@@ -192,18 +192,20 @@ async def command_calls(r: aioredis.Redis, names: tuple[str, ...] = WRITING_COMM
 
 class ChannelTap:
     """A plain subscriber of one channel, to see what the library publishes there, byte for
-    byte: ``async with ChannelTap(r, channel) as tap: ...; await tap.until(predicate)``."""
+    byte: ``async with ChannelTap(r, channel) as tap: ...; await tap.until(predicate)``.
+    On a cluster it listens on one node: the ``node``-th, by name."""
 
-    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
+    def __init__(self, redis: aioredis.Redis, channel: str, *, node: int = 0) -> None:
         self._redis = redis
         self._channel = channel
+        self._node = node
         self._pubsub: Any = None
         #: Every payload received so far, in order of arrival.
         self.payloads: list[bytes] = []
 
     async def __aenter__(self) -> ChannelTap:
         # Any node of a cluster hears every classic PUBLISH (see redicache_async.topology).
-        self._pubsub = await open_subscriber(self._redis, 0)
+        self._pubsub = await open_subscriber(self._redis, self._node)
         await self._pubsub.subscribe(self._channel)
         while True:  # subscribed once the server confirmed it: nothing published later is lost
             message = await self._pubsub.get_message(timeout=5.0)

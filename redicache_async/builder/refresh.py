@@ -349,17 +349,19 @@ class Registration:
                 await self._discard(writes)
         duration = time.monotonic() - started
         self._log.reset("build")
-        self.builds += 1
-        self._last_built_at = time.time() - duration
-        self._last_duration = duration
-        self._last_error = None
-        self.built.set()
+        # Recorded before the build counts as done: whoever sees it done (a status, a waiter)
+        # may close this builder, and the next leader's schedule needs the record.
         await self._leadership.record(
             lease,
             interval=spec.refresh_interval,
             duration=duration,
             spec=describe(spec.targets),
         )
+        self.builds += 1
+        self._last_built_at = time.time() - duration
+        self._last_duration = duration
+        self._last_error = None
+        self.built.set()
         return None
 
     async def _discard(self, writes: list[tuple[str, Prepared]]) -> None:

@@ -810,6 +810,29 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        id="build-done-before-recorded",
+        promise="D6",
+        removes="recording a build before it counts as done: a close right after cuts the record",
+        file=_REFRESH,
+        before="""        await self._leadership.record(
+            lease,
+            interval=spec.refresh_interval,
+            duration=duration,
+            spec=describe(spec.targets),
+        )
+        self.builds += 1
+""",
+        after="""        self.builds += 1
+        await self._leadership.record(
+            lease,
+            interval=spec.refresh_interval,
+            duration=duration,
+            spec=describe(spec.targets),
+        )
+""",
+        tests=_t(_T_BUILDER, "test_a_build_counts_as_done_once_its_record_is_written"),
+    ),
+    Mutant(
         id="swap-ignores-the-lease",
         promise="D6",
         removes="the swap's check that the writer still holds the lease",
