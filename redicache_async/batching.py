@@ -37,13 +37,8 @@ _RETRY: Final = object()
 _ALONE: Final = object()
 
 
-class _Flight:
-    """One key's read, and the futures of its callers other than the batch's sender."""
-
-    __slots__ = ("waiters",)
-
-    def __init__(self) -> None:
-        self.waiters: list[asyncio.Future[Any]] = []
+#: One key's read: the futures of its callers other than the batch's sender.
+_Flight = list[asyncio.Future[Any]]
 
 
 class ReadBatcher(Generic[K, R]):
@@ -81,14 +76,20 @@ class ReadBatcher(Generic[K, R]):
         """``key``'s result, from a send of its own or of a batch it joined."""
         alone = False
         while True:
-            if key in self._flights:
-                result = await self._wait(self._flights[key])
-            elif not alone and self._forming is not None and len(self._forming) < self._max_batch:
-                flight = self._flights[key] = _Flight()
-                self._forming.append((key, flight))
-                result = await self._wait(flight)
-            else:
-                result = await self._lead(key, alone=alone)
+            flight = self._flights.get(key)
+            if flight is None:
+                forming = self._forming
+                if alone or forming is None or len(forming) >= self._max_batch:
+                    result = await self._lead(key, alone=alone)
+                else:  # join the batch that this loop iteration is gathering
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._flights[key] = flight = [waiter]
+                    forming.append((key, flight))
+                    result = await waiter
+            else:  # join the read of this key
+                waiter = asyncio.get_running_loop().create_future()
+                flight.append(waiter)
+                result = await waiter
             if result is _ALONE:
                 alone = True
             elif result is not _RETRY:
@@ -102,13 +103,9 @@ class ReadBatcher(Generic[K, R]):
         """Later reads of ``key`` do not join the one in flight (its callers still get it)."""
         self._flights.pop(key, None)
 
-    async def _wait(self, flight: _Flight) -> Any:
-        waiter = asyncio.get_running_loop().create_future()
-        flight.waiters.append(waiter)
-        return await waiter
-
     async def _lead(self, key: K, *, alone: bool = False) -> Any:
-        flight = self._flights[key] = _Flight()
+        flight: _Flight = []
+        self._flights[key] = flight
         batch = [(key, flight)]
         try:
             if not alone and self._max_batch > 1 and (self._in_flight or self._forming is not None):
@@ -157,7 +154,7 @@ class ReadBatcher(Generic[K, R]):
         for i, (key, flight) in enumerate(batch):
             if flights.get(key) is flight:  # not forgotten, nor replaced by a newer read
                 del flights[key]
-            for waiter in flight.waiters:
+            for waiter in flight:
                 if waiter.done():  # its caller was cancelled
                     continue
                 if result is not None:

@@ -193,7 +193,7 @@ async def test_a_read_retried_after_close_is_not_sent(
     await gated.held.wait()
     joined = asyncio.create_task(cache.get("k"))
     await wait_until(
-        lambda: bool(cache._values._flights["k"].waiters), what="it to join the read in flight"
+        lambda: bool(cache._values._flights["k"]), what="it to join the read in flight"
     )
     await cache.aclose()
     sender.cancel()

@@ -26,7 +26,7 @@ from redicache_async.stored import unpack
 
 from .coherence import deadline
 from .fenced_writes import FencedWrites
-from .state import MISSING, UNDECODABLE, UNREACHABLE, Fetch, Guard, logger
+from .state import MISSING, UNDECODABLE, UNREACHABLE, UNWATCHED, Fetch, Guard, logger
 
 __all__ = ["Loads", "StoredReply"]
 
@@ -167,7 +167,8 @@ class Loads(FencedWrites):
         value_key = self._keys.value(key)
         if not await self._read_cleared_if_deaf(value_key):
             return UNREACHABLE
-        guard = self._watch(key)
+        watched = stored is not None or self._local.max_entries > 0
+        guard = self._watch(key) if watched else UNWATCHED
         try:
             try:
                 reply = await self._gateway.call(self._scripts.read_value(value_key), value_key)
@@ -178,7 +179,8 @@ class Loads(FencedWrites):
                 await self._learn_tag_times(tags, fresh=False)
             return (stored or self._stored_value)(key, guard, reply)
         finally:
-            self._unwatch(key, guard)
+            if watched:
+                self._unwatch(key, guard)
 
     async def _read_values(self, keys: list[str], stored: StoredReply | None = None) -> list[Any]:
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
@@ -188,7 +190,9 @@ class Loads(FencedWrites):
         names = [value_key(key) for key in keys]
         if not await self._read_cleared_if_deaf(names[0]):
             return [UNREACHABLE] * len(keys)
-        guards = [self._watch(key) for key in keys]
+        # Without a local layer nothing read is kept: no event can make it stale there.
+        watched = stored is not None or self._local.max_entries > 0
+        guards = [self._watch(key) for key in keys] if watched else [UNWATCHED] * len(keys)
         try:
             try:
                 replies = await self._gateway.call(self._scripts.read_values(names), names[0])
@@ -203,8 +207,9 @@ class Loads(FencedWrites):
                 for key, guard, reply in zip(keys, guards, replies, strict=True)
             ]
         finally:
-            for key, guard in zip(keys, guards, strict=True):
-                self._unwatch(key, guard)
+            if watched:
+                for key, guard in zip(keys, guards, strict=True):
+                    self._unwatch(key, guard)
 
     def _stored_value(self, key: str, guard: Guard, reply: Any) -> Any:
         """A read's ``reply`` (a stored string, None, or 0 for a key of another type) as a
@@ -223,8 +228,9 @@ class Loads(FencedWrites):
         value = self._decode(key, payload)
         if value is not UNDECODABLE:
             self._stats.redis_hits += 1
-            expires_at = self._clock.deadline(expires_ms)
-            self._remember(key, value, guard, version, len(payload), expires_at, tags=tags)
+            if guard is not UNWATCHED:
+                expires_at = self._clock.deadline(expires_ms)
+                self._remember(key, value, guard, version, len(payload), expires_at, tags=tags)
         return value
 
     async def _load(

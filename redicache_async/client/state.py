@@ -24,7 +24,16 @@ from redicache_async.stats import CacheStats
 from redicache_async.tags import TagTimes
 from redicache_async.tasks import OwnedTasks
 
-__all__ = ["MISSING", "UNDECODABLE", "UNREACHABLE", "ClientState", "Fetch", "Guard", "logger"]
+__all__ = [
+    "MISSING",
+    "UNDECODABLE",
+    "UNREACHABLE",
+    "UNWATCHED",
+    "ClientState",
+    "Fetch",
+    "Guard",
+    "logger",
+]
 
 logger = logging.getLogger("redicache_async")
 
@@ -46,6 +55,11 @@ class Guard:
     def __init__(self) -> None:
         self.min_version = 0
         self.void = False
+
+
+#: The guard of a read that keeps nothing locally (a client without a local layer): watched by
+#: no event, and nothing is remembered under it.
+UNWATCHED: Final = Guard()
 
 
 class ClientState(Lifecycle):
