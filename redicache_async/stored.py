@@ -44,7 +44,9 @@ HEADER_SIZE: Final = 31
 FLAG_TAGGED: Final = 1
 #: The longest tag section's JSON array, in bytes (its length has 4 hex digits).
 MAX_TAGS_BYTES: Final = 0xFFFF
-_FORMAT_BYTE: Final = b"\x01"
+_EXPIRY_BITS: Final = 48  # 12 hex digits
+_EXPIRY_MASK: Final = (1 << _EXPIRY_BITS) - 1
+_new_tuple: Final = tuple.__new__
 
 
 class Stored(NamedTuple):
@@ -82,18 +84,21 @@ def pack(version: int, expires_ms: int, payload: bytes, *, tags: tuple[str, ...]
 
 def unpack(raw: bytes | str) -> Stored | None:
     """A stored value's parts, or None when it is in another layout."""
-    if isinstance(raw, str):  # a client made with decode_responses=True
-        raw = raw.encode()
-    if raw[:1] != _FORMAT_BYTE or len(raw) < HEADER_SIZE:
+    if raw.__class__ is not bytes:  # a str from a client made with decode_responses=True
+        raw = raw.encode()  # type: ignore[union-attr]
+    if len(raw) < HEADER_SIZE or raw[0] != FORMAT:
         return None
     flags = raw[29:31]
     try:
-        version = int(raw[1:17], 16)
-        expires_ms = int(raw[17:29], 16)
+        # The version and the expiry in one parse: the expiry is the low 12 hex digits.
+        header = int(raw[1:29], 16)
     except ValueError:
         return None
+    version, expires_ms = header >> _EXPIRY_BITS, header & _EXPIRY_MASK
     if flags == b"00":
-        return Stored(version, expires_ms, raw[HEADER_SIZE:])
+        # Built as a tuple: a NamedTuple's own __new__ is a Python function, and every read
+        # of a value from Redis comes here.
+        return _new_tuple(Stored, (version, expires_ms, raw[HEADER_SIZE:], ()))
     if flags != b"01":
         return None
     tags = _tags(raw)

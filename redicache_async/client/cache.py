@@ -313,24 +313,17 @@ class CacheClient(
         entry = self._local.fresh(key)  # a hit is counted by the local layer
         if entry is not None:
             return entry.value
-        return await self._get_or_init_beyond_local(key, fetch, ttl, soft_timeout)
-
-    async def _get_or_init_beyond_local(
-        self, key: str, fetch: Fetch, ttl: float | None, soft_timeout: float | None
-    ) -> Any:
-        """:meth:`get_or_init` past a local miss. Apart, because a function whose closures
-        capture its arguments makes a cell for each of them on every call: in the hit's frame
-        that cost a hit as much as everything else it does."""
-        validate_key(key)
-        check_callable("fetch", fetch)
-        ttl_ms = ttl_to_ms(ttl)
-        soft_timeout = check_soft_timeout(soft_timeout, self._fetcher.timeout)
+        # Past a local miss. (Nothing here may make a closure of the arguments: a function
+        # with one makes a cell for each on every call, which would cost a hit as much as
+        # everything else it does.)
+        validate_key(key)  # the rest was checked above
         self._check_open()
         # A value in Redis is read like any other (batched with concurrent reads); only a key
         # without one needs the lock, and the load that may fetch.
         value = await self._values.read(key)
         if value is MISSING or value is UNDECODABLE or value is UNREACHABLE:
-            return await self._load(key, fetch, ttl_ms, value, soft_timeout)
+            soft_timeout = check_soft_timeout(soft_timeout, self._fetcher.timeout)
+            return await self._load(key, fetch, ttl_to_ms(ttl), value, soft_timeout)
         return value
 
     async def attempt_regeneration(

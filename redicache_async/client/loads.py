@@ -218,12 +218,12 @@ class Loads(FencedWrites):
         times of its tags are known (``_learn_tags_of``)."""
         if reply is None:
             return MISSING
-        stored = None if reply == 0 else unpack(reply)
+        stored = None if reply.__class__ is int else unpack(reply)  # int: a key of another type
         if stored is None:
             self._stats.foreign_values += 1
             return MISSING
         version, expires_ms, payload, tags = stored
-        if self._cleared_value(version) or (tags and self._tag_invalidated(version, tags)):
+        if version <= self._cleared or (tags and self._tag_invalidated(version, tags)):
             return MISSING
         value = self._decode(key, payload)
         if value is not UNDECODABLE:

@@ -51,8 +51,9 @@ class TargetReads(Loads):
     async def _get_target_beyond_local(
         self, key: str, field: str | None, local_key: LocalKey
     ) -> Any:
-        """:meth:`get_target` past a local miss, apart for the reason given at
-        :meth:`_get_or_init_beyond_local`."""
+        """:meth:`get_target` past a local miss. Apart, because its closure of the arguments
+        would make a cell for each on every call, which would cost a hit as much as everything
+        else it does."""
         validate_key(key)
         if field is not None:
             check_field(field)

@@ -94,8 +94,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D1",
         removes="get_or_init answering from the local layer",
         file=_CLIENT,
-        before="            return entry.value\n        return await self._get_or_init_beyond",
-        after="            pass\n        return await self._get_or_init_beyond",
+        before="            return entry.value\n        # Past a local miss.",
+        after="            pass\n        # Past a local miss.",
         tests=_t(_T_CLIENT, "test_local_hit_sends_nothing_to_redis"),
     ),
     Mutant(
