@@ -46,7 +46,15 @@ class ReadBatcher(Generic[K, R]):
     issued together; see the module's docstring. ``max_batch`` caps the keys of one send;
     ``send_one(key)``, when given, sends a batch of one key instead of ``send``."""
 
-    __slots__ = ("_flights", "_forming", "_in_flight", "_max_batch", "_send", "_send_one")
+    __slots__ = (
+        "_flights",
+        "_forming",
+        "_in_flight",
+        "_max_batch",
+        "_send",
+        "_send_one",
+        "_waking",
+    )
 
     def __init__(
         self,
@@ -66,6 +74,9 @@ class ReadBatcher(Generic[K, R]):
         self._forming: list[tuple[K, _Flight]] | None = None
         #: Sends awaiting their reply.
         self._in_flight = 0
+        #: Callers of a batch were just given their results and run in the next loop
+        #: iteration: most of them read again at once.
+        self._waking = False
 
     @property
     def in_flight(self) -> int:
@@ -108,8 +119,15 @@ class ReadBatcher(Generic[K, R]):
         self._flights[key] = flight
         batch = [(key, flight)]
         try:
-            if not alone and self._max_batch > 1 and (self._in_flight or self._forming is not None):
-                # Others are reading: let this iteration's readers join, then send them all.
+            if (
+                not alone
+                and self._max_batch > 1
+                and (self._in_flight or self._forming is not None or self._waking)
+            ):
+                # Others are reading, or about to: let this iteration's readers join, then
+                # send them all. (Without waiting for a batch's woken callers, the next read
+                # of the one that sent it, which runs first, would go alone: a round trip for
+                # one key each time.)
                 self._forming = batch
                 try:
                     await asyncio.sleep(0)
@@ -125,39 +143,48 @@ class ReadBatcher(Generic[K, R]):
             finally:
                 self._in_flight -= 1
         except asyncio.CancelledError:
-            self._settle(batch, lambda _: _RETRY)
+            self._settle(batch, [_RETRY] * len(batch))
             raise
         except Exception as exc:
             if len(batch) == 1:
-                self._settle(batch, None, exc)
+                self._settle(batch, [None] * len(batch), exc)
                 raise
-            self._settle(batch, lambda _: _ALONE)
+            self._settle(batch, [_ALONE] * len(batch))
             return _ALONE
         except BaseException as exc:
-            self._settle(batch, None, exc)
+            self._settle(batch, [None] * len(batch), exc)
             raise
         if len(results) != len(batch):
             error = RuntimeError(f"a batch of {len(batch)} reads got {len(results)} results")
-            self._settle(batch, None, error)
+            self._settle(batch, [None] * len(batch), error)
             raise error
-        self._settle(batch, results.__getitem__)
+        if self._settle(batch, results) and not self._waking:
+            self._waking = True
+            asyncio.get_running_loop().call_soon(self._woken)
         return results[0]
+
+    def _woken(self) -> None:
+        self._waking = False
 
     def _settle(
         self,
         batch: list[tuple[K, _Flight]],
-        result: Callable[[int], Any] | None,
+        results: Sequence[Any],
         error: BaseException | None = None,
-    ) -> None:
-        """End the flights of ``batch``: their waiters get ``result(i)`` or ``error``."""
+    ) -> bool:
+        """End the flights of ``batch``: their waiters get their key's result in ``results``,
+        or ``error``. Whether any was waiting."""
         flights = self._flights
-        for i, (key, flight) in enumerate(batch):
+        woke = False
+        for (key, flight), result in zip(batch, results, strict=True):
             if flights.get(key) is flight:  # not forgotten, nor replaced by a newer read
                 del flights[key]
             for waiter in flight:
                 if waiter.done():  # its caller was cancelled
                     continue
-                if result is not None:
-                    waiter.set_result(result(i))
+                woke = True
+                if error is None:
+                    waiter.set_result(result)
                 else:
-                    waiter.set_exception(error)  # type: ignore[arg-type]
+                    waiter.set_exception(error)
+        return woke

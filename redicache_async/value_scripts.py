@@ -24,21 +24,16 @@ __all__ = [
 
 # KEYS: values. Returns, for each, its stored string (header and payload), nil when there is
 # none, or 0 when the key holds another type (an older release's hash: read as no value, and
-# counted). Any other error is the server's (a cluster slot between two masters...) and is
-# returned as such: it must not read as "no value". One call reads the values that concurrent
-# callers asked for (``batching.py``).
+# counted). Any error is the server's (a cluster slot between two masters...) and is raised as
+# such: it must not read as "no value". One call reads the values that concurrent callers
+# asked for (``batching.py``): one MGET (half the server time of a GET per key), which answers
+# nil for a key of another type too, so only those keys are looked at again.
 READ_MANY = (
     READ_FROM_MASTER
     + """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local r = redis.pcall('GET', key)
-  if type(r) == 'table' then
-    if not string.find(r.err, 'WRONGTYPE', 1, true) then return r end
-    out[i] = 0
-  else
-    out[i] = r
-  end
+local out = redis.call('MGET', unpack(KEYS))
+for i, r in ipairs(out) do
+  if not r and redis.call('TYPE', KEYS[i])['ok'] ~= 'none' then out[i] = 0 end
 end
 return out
 """

@@ -87,6 +87,30 @@ async def test_reads_issued_while_one_is_in_flight_go_together_in_order() -> Non
     assert batcher.in_flight == 0
 
 
+async def test_the_callers_of_a_batch_that_read_again_go_together_with_its_sender() -> None:
+    """Callers that read in a loop: when a batch answers, its sender's task runs first and
+    reads again before the others have woken. Its read waits for them, so that they all go in
+    one send, not its read alone and then theirs."""
+    sender = Sender()
+    batcher, first = await _busy(sender)
+    answered: list[str] = []
+
+    async def reads_twice(key: str) -> None:
+        answered.append(await batcher.read(key))
+        answered.append(await batcher.read(f"{key}+"))
+
+    keys = [f"k{i}" for i in range(1, 8)]
+    callers = asyncio.gather(*(reads_twice(key) for key in keys))
+    await _in_flight(sender, 2)
+    sender.gate.set()
+    await first
+    await callers
+    again = [f"{key}+" for key in keys]
+    assert sender.batches == [["k0"], keys, again]
+    assert sorted(answered) == sorted(f"value of {key}" for key in keys + again)
+    assert batcher.in_flight == 0
+
+
 async def test_callers_of_one_key_share_its_read() -> None:
     sender = Sender()
     batcher, first = await _busy(sender)

@@ -85,6 +85,28 @@ async def test_an_old_release_s_value_reads_as_a_counted_miss_and_is_rewritten(
     assert cache.stats().foreign_values == 2
 
 
+async def test_an_old_release_s_value_in_a_batch_of_reads_is_a_counted_miss(
+    make_cache: MakeCache, redis: aioredis.Redis
+) -> None:
+    """Concurrent reads go to Redis together (``batching.py``: one MGET in a script, which
+    answers a hash as it answers a missing key): the old value is still told apart, and
+    counted."""
+    writer = await make_cache()
+    await _old(writer, redis).set("old", {"from": "old"})
+    await writer.set("new", "new")
+    reader = await make_cache(local_max_entries=0)
+    # the first read is sent at once; the two issued while it is in flight go together
+    answers = await asyncio.gather(reader.get("new"), reader.get("old"), reader.get("none"))
+    assert list(answers) == ["new", None, None]
+    stats = reader.stats()
+    assert (stats.foreign_values, stats.misses, stats.redis_hits, stats.redis_errors) == (
+        1,
+        2,
+        1,
+        0,
+    )
+
+
 async def test_a_fleet_of_both_releases_does_not_crash_either(
     make_cache: MakeCache, redis: aioredis.Redis
 ) -> None:

@@ -225,12 +225,14 @@ class Loads(FencedWrites):
         version, expires_ms, payload, tags = stored
         if version <= self._cleared or (tags and self._tag_invalidated(version, tags)):
             return MISSING
-        value = self._decode(key, payload)
-        if value is not UNDECODABLE:
-            self._stats.redis_hits += 1
-            if guard is not UNWATCHED:
-                expires_at = self._clock.deadline(expires_ms)
-                self._remember(key, value, guard, version, len(payload), expires_at, tags=tags)
+        try:  # (``_decode``, inline: this runs for every value read from Redis)
+            value = self._serializer.loads(payload)
+        except Exception as exc:
+            return self._undecodable(key, exc)
+        self._stats.redis_hits += 1
+        if guard is not UNWATCHED:
+            expires_at = self._clock.deadline(expires_ms)
+            self._remember(key, value, guard, version, len(payload), expires_at, tags=tags)
         return value
 
     async def _load(
@@ -388,9 +390,12 @@ class Loads(FencedWrites):
         try:
             return self._serializer.loads(payload)
         except Exception as exc:
-            self._stats.decode_errors += 1
-            logger.warning("the value of %r in Redis cannot be decoded (%r); refetching", key, exc)
-            return UNDECODABLE
+            return self._undecodable(key, exc)
+
+    def _undecodable(self, key: str, exc: Exception) -> Any:
+        self._stats.decode_errors += 1
+        logger.warning("the value of %r in Redis cannot be decoded (%r); refetching", key, exc)
+        return UNDECODABLE
 
     def _note_replica(self, exc: RedisUnavailableError) -> None:
         """A command refused as by a replica (READONLY): lone reads go through a script,

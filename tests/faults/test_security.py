@@ -66,6 +66,7 @@ ACL_COMMANDS = (
     # keyspace and strings: locks and leases (SET NX PX), versions, expiry, the target swap
     "set",
     "get",
+    "mget",
     "getrange",
     "del",
     "unlink",
@@ -358,7 +359,7 @@ async def test_acl_user_is_refused_outside_its_namespace_and_targets(
         admin,
         f"ACL SETUSER {listener_only} on >{APP_PASSWORD} resetkeys ~{other}:stream "
         f"~{other}:cleared:* resetchannels &{other}:* -@all +ping +subscribe +xinfo|stream "
-        "+xrange +evalsha +script|load +get",
+        "+xrange +evalsha +script|load +get +mget +type",
     )
     url = f"redis://{listener_only}:{APP_PASSWORD}@127.0.0.1:{acl_server.port}/0"
     async with clients(url) as (r,), CacheClient(r, namespace=other, redis_timeout=0.3) as cache:
@@ -399,11 +400,11 @@ async def test_a_read_the_acl_refuses_inside_a_script_is_an_error_not_a_miss(
     acl_server: RedisServer, admin: aioredis.Redis, namespace: str
 ) -> None:
     """The value read skips keys of another type (their WRONGTYPE reads as "no value"); any
-    other error, here the ACL's refusal of GET, must reach the caller: from a lone read's
-    plain GET, and from inside the script that reads a batch (or where a replica may
-    answer)."""
+    other error, here the ACL's refusal of GET and MGET, must reach the caller: from a lone
+    read's plain GET, and from inside the script that reads a batch (or where a replica may
+    answer) with MGET."""
     user = f"app-{uuid.uuid4().hex[:8]}"
-    allowed = " ".join(f"+{command}" for command in ACL_COMMANDS if command != "get")
+    allowed = " ".join(f"+{command}" for command in ACL_COMMANDS if command not in ("get", "mget"))
     await run(
         admin,
         f"ACL SETUSER {user} on >{APP_PASSWORD} resetkeys ~{namespace}:* "

@@ -107,6 +107,19 @@ MUTANTS: tuple[Mutant, ...] = (
         after="task = None",
         tests=_t(_T_CLIENT, "test_concurrent_callers_share_one_read_and_one_fetch"),
     ),
+    Mutant(
+        id="woken-callers-not-waited-for",
+        promise="D1",
+        removes="a batch's sender, reading again first, waiting for the batch's woken callers "
+        "(else its read goes alone, a round trip for one key, and theirs in another)",
+        file="redicache_async/batching.py",
+        before="and (self._in_flight or self._forming is not None or self._waking)",
+        after="and (self._in_flight or self._forming is not None)",
+        tests=(
+            "tests/test_batching.py::"
+            "test_the_callers_of_a_batch_that_read_again_go_together_with_its_sender",
+        ),
+    ),
     # -- D2: one fetch across processes -----------------------------------------------------------
     Mutant(
         id="lock-not-exclusive",
@@ -349,6 +362,15 @@ MUTANTS: tuple[Mutant, ...] = (
         before="            self._stats.foreign_values += 1\n            return MISSING",
         after="            return MISSING",
         tests=_t(_T_STORED, "test_an_old_release_s_value_reads_as_a_counted_miss_and_is_rewritten"),
+    ),
+    Mutant(
+        id="old-layout-in-a-batch-not-told-apart",
+        promise="S: a value in another layout",
+        removes="a batch's script telling a key of another type (MGET answers nil) from none",
+        file=_VALUE_SCRIPTS,
+        before="  if not r and redis.call('TYPE', KEYS[i])['ok'] ~= 'none' then out[i] = 0 end",
+        after="",
+        tests=_t(_T_STORED, "test_an_old_release_s_value_in_a_batch_of_reads_is_a_counted_miss"),
     ),
     Mutant(
         id="old-layout-is-an-error",
@@ -702,8 +724,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: a value in Redis that cannot be decoded",
         removes="counting undecodable values in stats().decode_errors",
         file=_LOADS,
-        before='            self._stats.decode_errors += 1\n            logger.warning("the value',
-        after='            logger.warning("the value',
+        before='        self._stats.decode_errors += 1\n        logger.warning("the value',
+        after='        logger.warning("the value',
         tests=_t(_T_CLIENT, "test_undecodable_value_in_redis_is_a_miss_and_is_refetched"),
     ),
     Mutant(
