@@ -140,6 +140,15 @@ class KeySpace:
         """The string holding a cached value: its header, then its payload (``stored.py``)."""
         return f"{self.namespace}:v:{_tagged(key)}"
 
+    def values(self, keys: list[str]) -> list[str]:
+        """:meth:`value` of each of ``keys``, for a batch of reads: a key without braces (the
+        usual one) is tagged inline, which halves the cost of each name."""
+        prefix = f"{self.namespace}:v:"
+        return [
+            f"{prefix}{{{key}}}" if "{" not in key and "}" not in key else prefix + _tagged(key)
+            for key in keys
+        ]
+
     def lock(self, key: str) -> str:
         """The write lock of a cached value; same slot as :meth:`value`."""
         return f"{self.namespace}:lock:{_tagged(key)}"

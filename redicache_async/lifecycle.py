@@ -59,11 +59,12 @@ class Lifecycle:
         raise NotImplementedError
 
     def _check_open(self) -> None:
+        if self._closing is None and self._opened:  # every call passes here: nothing else
+            return
         name = type(self).__name__
         if self._closing is not None:
             raise ClientClosedError(f"this {name} is closed")
-        if not self._opened:
-            raise ClientClosedError(
-                f"this {name} is not started: use 'async with {name}(...)' or 'await "
-                f"{name.removeprefix('Cache').lower()}.start()'"
-            )
+        raise ClientClosedError(
+            f"this {name} is not started: use 'async with {name}(...)' or 'await "
+            f"{name.removeprefix('Cache').lower()}.start()'"
+        )

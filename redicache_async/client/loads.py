@@ -186,8 +186,7 @@ class Loads(FencedWrites):
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
         or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``; with ``stored``, what it makes of
         each reply. A script, which a replica refuses."""
-        value_key = self._keys.value
-        names = [value_key(key) for key in keys]
+        names = self._keys.values(keys)
         if not await self._read_cleared_if_deaf(names[0]):
             return [UNREACHABLE] * len(keys)
         # Without a local layer nothing read is kept: no event can make it stale there.

@@ -1819,9 +1819,10 @@ MUTANTS: tuple[Mutant, ...] = (
         id="cleared-value-read-as-a-value",
         promise="S: clear()",
         removes="readers skipping a value not newer than the namespace's clear time",
-        file=_COHERENCE,
-        before="        return version <= self._cleared\n",
-        after="        return False\n",
+        file=_LOADS,
+        before="        if version <= self._cleared or (tags and "
+        "self._tag_invalidated(version, tags)):",
+        after="        if tags and self._tag_invalidated(version, tags):",
         tests=_t(_T_CLEAR, "test_clear_removes_every_value_for_every_client[single]"),
     ),
     Mutant(
