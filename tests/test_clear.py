@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from redicache_async import CacheClient, ClientClosedError
 from redicache_async.keys import KeySpace
-from redicache_async.value_scripts import WRITE
+from redicache_async.value_scripts import READ_OR_LOCK, WRITE
 
 from .conftest import MakeCache
 from .helpers import (
@@ -66,6 +66,39 @@ async def test_clear_takes_one_round_trip_whatever_the_number_of_values(
     assert await script_calls(redis) - scripts == 1
     assert await command_calls(redis, scans) - touched == 1
     assert await cache.get_many([f"k{n}" for n in range(300)]) == {}
+
+
+@pytest.mark.single_node
+async def test_a_value_the_lock_script_found_before_a_clear_it_has_heard_of_is_not_taken(
+    make_cache: MakeCache, redis_url: str, namespace: str
+) -> None:
+    """get_or_init's lock script read a value, and before its reply arrives the client hears
+    of a clear: the value is gone, so the call takes the lock and fetches instead."""
+    gated = GatedRedis.connect(redis_url)
+    value_key = KeySpace(namespace).value("k")
+    cache, other = await make_cache(gated), await make_cache()
+    try:
+        # The plain GET that looks first misses (the value is written while its reply is
+        # held), so the lock script is what reads the value.
+        gated.hold_first(lambda args: args[:2] == ("GET", value_key))
+        fetch = Fetch("fetched")
+        call = asyncio.create_task(cache.get_or_init("k", fetch))
+        await gated.held.wait()
+        await other.set("k", "written before the clear")
+        gated.held.clear()
+        gated.gate.set()
+        gated.hold_first(runs_script(READ_OR_LOCK))
+        await gated.held.wait()
+        cleared = cache._cleared
+        await other.clear()
+        await wait_until(lambda: cache._cleared > cleared, what="the clear to be heard")
+        gated.gate.set()
+        assert await call == "fetched"
+        assert fetch.calls == 1
+    finally:
+        gated.gate.set()
+        await cache.aclose()
+        await gated.aclose(close_connection_pool=True)
 
 
 async def test_a_fetch_that_started_before_clear_stores_nothing_anyone_takes(

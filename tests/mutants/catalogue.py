@@ -1826,6 +1826,19 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(_T_CLEAR, "test_clear_removes_every_value_for_every_client[single]"),
     ),
     Mutant(
+        id="cleared-value-taken-by-the-lock-path",
+        promise="S: clear()",
+        removes="get_or_init's lock path skipping a value that a clear heard meanwhile removed",
+        file=_LOADS,
+        before="                        if self._cleared_value(version):  # a clear heard "
+        "meanwhile",
+        after="                        if False:  # a clear heard meanwhile",
+        tests=_t(
+            _T_CLEAR,
+            "test_a_value_the_lock_script_found_before_a_clear_it_has_heard_of_is_not_taken",
+        ),
+    ),
+    Mutant(
         id="clear-keeps-local-copies",
         promise="S: clear()",
         removes="every process dropping its local copies on a clear",
