@@ -347,7 +347,13 @@ async def test_a_new_leader_continues_the_schedule_instead_of_rebuilding(
     # A cluster spreads a PUBLISH to its other nodes over its bus, at times late: the next
     # builder must not hear of the real build (below, the test makes it older) from a node that
     # was slow to deliver it. Every node has delivered it once a subscriber on each has it.
-    nodes = len(redis.get_nodes()) if isinstance(redis, RedisCluster) else 1
+    # (A cluster client knows its nodes once initialized: before, get_nodes() is empty.)
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        nodes = len(redis.get_nodes())
+        assert nodes >= 3, redis.get_nodes()
+    else:
+        nodes = 1
     channel = KeySpace(namespace).builder_channel
     async with AsyncExitStack() as stack:
         taps = [
