@@ -147,16 +147,16 @@ class ReadBatcher(Generic[K, R]):
             raise
         except Exception as exc:
             if len(batch) == 1:
-                self._settle(batch, [None] * len(batch), exc)
+                self._fail(batch, exc)
                 raise
             self._settle(batch, [_ALONE] * len(batch))
             return _ALONE
         except BaseException as exc:
-            self._settle(batch, [None] * len(batch), exc)
+            self._fail(batch, exc)
             raise
         if len(results) != len(batch):
             error = RuntimeError(f"a batch of {len(batch)} reads got {len(results)} results")
-            self._settle(batch, [None] * len(batch), error)
+            self._fail(batch, error)
             raise error
         if self._settle(batch, results) and not self._waking:
             self._waking = True
@@ -165,6 +165,9 @@ class ReadBatcher(Generic[K, R]):
 
     def _woken(self) -> None:
         self._waking = False
+
+    def _fail(self, batch: list[tuple[K, _Flight]], error: BaseException) -> None:
+        self._settle(batch, [None] * len(batch), error)
 
     def _settle(
         self,

@@ -167,7 +167,7 @@ class Loads(FencedWrites):
         value_key = self._keys.value(key)
         if not await self._read_cleared_if_deaf(value_key):
             return UNREACHABLE
-        watched = stored is not None or self._local.max_entries > 0
+        watched = self._keeps_reads(stored)
         guard = self._watch(key) if watched else UNWATCHED
         try:
             try:
@@ -182,6 +182,12 @@ class Loads(FencedWrites):
             if watched:
                 self._unwatch(key, guard)
 
+    def _keeps_reads(self, stored: StoredReply | None) -> bool:
+        """Whether what a read finds is kept (locally, or by ``stored``), so that the events
+        heard during the read must be watched: without a local layer nothing read is kept, and
+        no event can make it stale there."""
+        return stored is not None or self._local.max_entries > 0
+
     async def _read_values(self, keys: list[str], stored: StoredReply | None = None) -> list[Any]:
         """Read ``keys`` in one command (see ``batching.py``): each one's value, kept locally,
         or ``MISSING``, ``UNDECODABLE``, ``UNREACHABLE``; with ``stored``, what it makes of
@@ -189,8 +195,7 @@ class Loads(FencedWrites):
         names = self._keys.values(keys)
         if not await self._read_cleared_if_deaf(names[0]):
             return [UNREACHABLE] * len(keys)
-        # Without a local layer nothing read is kept: no event can make it stale there.
-        watched = stored is not None or self._local.max_entries > 0
+        watched = self._keeps_reads(stored)
         guards = [self._watch(key) for key in keys] if watched else [UNWATCHED] * len(keys)
         try:
             try:
