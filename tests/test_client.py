@@ -89,6 +89,51 @@ async def test_local_hit_sends_nothing_to_redis(
     assert cache.stats().local_hits == 1000
 
 
+# get_or_init tells a local hit itself, without LocalLayer.fresh (its hot path): each of its
+# checks is proven here as well.
+
+
+async def test_get_or_init_does_not_answer_an_expired_local_copy(make_cache: MakeCache) -> None:
+    writer, reader = await make_cache(), await make_cache()
+    await writer.set("k", "v", ttl=0.3)
+    fetch = Counter()
+    assert await reader.get_or_init("k", fetch) == "v"
+    entry = reader._local.peek("k")
+    assert entry is not None
+    await wait_until(lambda: time.monotonic() > entry.expires_at, what="the local deadline")
+    hits = reader.stats().local_hits
+    await reader.get_or_init("k", fetch)  # Redis's answer, or the fetch's once the key is gone
+    assert reader.stats().local_hits == hits
+
+
+async def test_get_or_init_does_not_answer_local_copies_while_the_listener_is_away(
+    make_cache: MakeCache,
+) -> None:
+    reader, writer = await make_cache(), await make_cache()
+    await writer.set("k", "v1")
+    fetch = Counter()
+    assert await reader.get_or_init("k", fetch) == "v1"
+    reader._listener._on_event = lambda event: None  # the writer's events will not be applied
+    reader._on_listener_lost()  # as the listener reports a lost connection
+    await writer.set("k", "v2")
+    hits = reader.stats().local_hits
+    assert await reader.get_or_init("k", fetch) == "v2"
+    assert reader.stats().local_hits == hits
+    assert fetch.calls == 0
+
+
+async def test_a_get_or_init_hit_spares_its_entry_from_eviction(make_cache: MakeCache) -> None:
+    cache = await make_cache(local_max_entries=2)
+    fetch = Counter()
+    await cache.get_or_init("a", fetch)
+    await cache.get_or_init("b", fetch)
+    await cache.get_or_init("a", fetch)  # a hit: "a" was read since it was put, "b" was not
+    await cache.get_or_init("c", fetch)  # one entry too many: the least recently read goes
+    assert cache._local.holds("a")
+    assert not cache._local.holds("b")
+    assert cache.stats().local_evictions == 1
+
+
 async def test_second_process_reads_redis_not_fetch(make_cache: MakeCache) -> None:
     a, b = await make_cache(), await make_cache()
     await a.get_or_init("k", Counter(prefix="a"))

@@ -214,7 +214,7 @@ def test_bounds_hold_under_a_mix_of_puts_reads_and_drops() -> None:
             layer.discard(f"k{(i * 5) % 37}")
         assert len(layer) <= 20
         assert layer.bytes <= 60
-        assert layer.bytes == sum(e.size for e in layer._entries.values())
+        assert layer.bytes == sum(e.size for e in layer.entries.values())
 
 
 def test_expired_entries_keep_their_place_in_eviction_and_the_counts_stay_right() -> None:
