@@ -116,9 +116,11 @@ async def test_bounded_lets_an_outer_cancellation_through() -> None:
 
 
 async def test_bounded_does_not_fire_after_the_call_ended() -> None:
+    # Each bound is far beyond its call, so that a busy machine's stall cannot make a call time
+    # out; then the test waits past every deadline, where a watch left behind would fire.
     for _ in range(20):
-        assert await bounded(asyncio.sleep(0.001, 1), 0.01) == 1
-    await asyncio.sleep(0.05)  # past every deadline: nothing may be cancelled now
+        assert await bounded(asyncio.sleep(0.001, 1), 0.2) == 1
+    await asyncio.sleep(0.3)  # past every deadline: nothing may be cancelled now
     task = asyncio.current_task()
     assert task is not None
     assert task.cancelling() == 0

@@ -119,12 +119,6 @@ async def test_eager_refresh_across_processes_refreshes_one_at_a_time_and_nobody
     decides who), and no call ever finds it gone (none waits for a fetch)."""
     log, counter, go = (f"{namespace}:test:{name}" for name in ("log", "fetches", "go"))
     ttl = 2.0
-    async with CacheClient(redis, namespace=namespace) as cache:
-
-        async def seed() -> dict[str, int]:
-            return {"n": 0}
-
-        await cache.get_or_init("hot", seed, ttl)
     args = {
         "key": "hot",
         "log": log,
@@ -137,6 +131,15 @@ async def test_eager_refresh_across_processes_refreshes_one_at_a_time_and_nobody
         "pace": 0.01,
     }
     workers = [await spawn("eager", args) for _ in range(3)]
+    # Seeded once every worker is ready, just before they start: starting three interpreters
+    # can take longer than the value lives on a busy machine, and then the first call of each
+    # would rightly find it gone.
+    async with CacheClient(redis, namespace=namespace) as cache:
+
+        async def seed() -> dict[str, int]:
+            return {"n": 0}
+
+        await cache.get_or_init("hot", seed, ttl)
     await redis.rpush(go, *range(len(workers)))
     reports = [await w.line(timeout=60.0) for w in workers]
     assert all(r["misses"] == 0 for r in reports)  # nobody found the value gone
