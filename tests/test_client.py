@@ -272,12 +272,14 @@ async def test_local_copy_never_outlives_the_redis_ttl(
     await writer.set("k", "v", ttl=0.3)
     assert await reader.get("k") == "v"
     entry = reader._local.peek("k")
-    now = time.monotonic()
     pttl = await redis.pttl(f"{namespace}:v:{{k}}")
+    answered = time.monotonic()
     assert entry is not None
     assert pttl > 0
-    # the key expires at now + pttl or later (PTTL truncates to the millisecond)
-    assert entry.expires_at <= now + (pttl + 1) / 1000
+    # PTTL counted from a moment before its answer came (by a whole round trip, on a busy
+    # machine), and truncates to the millisecond: the key expires by answered + pttl + 1 ms,
+    # which the local copy must not outlive.
+    assert entry.expires_at <= answered + (pttl + 1) / 1000
     await wait_until(
         lambda: _key_gone(redis, f"{namespace}:v:{{k}}"), what="the key to expire in Redis"
     )
