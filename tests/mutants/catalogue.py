@@ -1804,8 +1804,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="S: soft_timeout",
         removes="checking soft_timeout on a local hit",
         file=_CLIENT,
-        before="            check_soft_timeout(soft_timeout, self._fetcher.timeout)\n        entry",
-        after="            pass\n        entry",
+        before="check_soft_timeout(soft_timeout, self._fetcher.timeout)\n        # LocalLayer",
+        after="pass\n        # LocalLayer",
         tests=_t(
             _T_SOFT, "test_a_bad_soft_timeout_is_refused_before_any_io_hit_or_miss[single-zero]"
         ),
