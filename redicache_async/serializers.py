@@ -11,10 +11,13 @@ from typing import Any, Protocol, runtime_checkable
 from .errors import InvalidArgumentTypeError, SerializationError
 
 _orjson_loads: Callable[[bytes], Any] | None
-try:  # optional (``pip install "redicache-async[orjson]"``): decodes about 3x faster
+_orjson_dumps: Callable[..., bytes] | None
+try:  # optional (``pip install "redicache-async[orjson]"``): decodes about 3x faster, encodes 10x
+    from orjson import OPT_PASSTHROUGH_SUBCLASS
+    from orjson import dumps as _orjson_dumps
     from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson_loads = None
+    _orjson_loads = _orjson_dumps = None
 
 # orjson reads an integer outside [-2^63, 2^64 - 1] as a float, silently; the standard library
 # keeps it an int. Every integer of 18 digits or fewer is inside, and some of 19 are not
@@ -51,7 +54,10 @@ class JsonSerializer:
 
     Decoding uses orjson when it is installed, for the payloads on which it gives exactly what
     the standard library gives; the standard library decodes the others (integers beyond 64
-    bits, NaN, lone surrogates), so a value reads the same with orjson or without.
+    bits, NaN, lone surrogates), so a value reads the same with orjson or without. Encoding
+    uses orjson too, for the values that it reads back equal to themselves (plain dicts, lists,
+    text, numbers, booleans and None); the standard library encodes the others (tuples, NaN, a
+    UUID or an enum, which orjson would change silently, and whatever needs ``default``).
 
     Types JSON does not know go through hooks, as with :func:`json.dumps` and
     :func:`json.loads`: ``default(obj)`` returns something JSON can hold (or raises
@@ -61,7 +67,7 @@ class JsonSerializer:
     (orjson has no hooks).
     """
 
-    __slots__ = ("_decoder", "_encoder", "_fast")
+    __slots__ = ("_decoder", "_encoder", "_fast", "_fast_dumps")
 
     def __init__(
         self,
@@ -78,8 +84,22 @@ class JsonSerializer:
         )
         self._decoder = json.JSONDecoder(object_hook=object_hook)
         self._fast = _orjson_loads if object_hook is None else None
+        self._fast_dumps = _orjson_dumps
 
     def dumps(self, value: Any) -> bytes:
+        fast = self._fast_dumps
+        if fast is not None:
+            try:
+                # A subclass of a built-in goes to ``_refuse``: orjson reads a dict's own
+                # storage, where the standard library calls the subclass's ``items()``.
+                data = fast(value, _refuse, OPT_PASSTHROUGH_SUBCLASS)
+                # What orjson encodes but the standard library would not (NaN and infinities
+                # as null, a UUID as text, an enum as its value, a date) does not read back
+                # equal to the value.
+                if _orjson_loads(data) == value:  # type: ignore[misc]
+                    return data
+            except Exception:  # the standard library, below, decides and says why
+                pass
         try:
             return self._encoder.encode(value).encode()
         except RecursionError as exc:
@@ -95,6 +115,10 @@ class JsonSerializer:
             except ValueError:  # orjson.JSONDecodeError: let the standard library decide
                 pass
         return self._decoder.decode(data.decode())
+
+
+def _refuse(obj: Any) -> Any:
+    raise TypeError
 
 
 class MsgpackSerializer:

@@ -3,10 +3,13 @@ through a real Redis between two clients (what one process stores, another reads
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
+import enum
 import json
 import math
+import uuid
 from typing import Any
 from unittest import mock
 
@@ -91,13 +94,18 @@ def _orjson_serializer() -> JsonSerializer:
     serializer = JsonSerializer()
     # orjson is in the test extras: this test must not pass by quietly testing json twice
     assert serializer._fast is orjson.loads
+    assert serializer._fast_dumps is orjson.dumps
     return serializer
 
 
-def _plain_serializer() -> JsonSerializer:
-    with mock.patch.object(serializers, "_orjson_loads", None):
-        serializer = JsonSerializer()
+def _plain_serializer(**hooks: Any) -> JsonSerializer:
+    with (
+        mock.patch.object(serializers, "_orjson_loads", None),
+        mock.patch.object(serializers, "_orjson_dumps", None),
+    ):
+        serializer = JsonSerializer(**hooks)
     assert serializer._fast is None
+    assert serializer._fast_dumps is None
     return serializer
 
 
@@ -163,6 +171,92 @@ def test_the_integers_orjson_misread_read_back_as_ints() -> None:
     for serializer in (_orjson_serializer(), _plain_serializer()):
         for value in (-(2**63) - 1, -(10**19) + 1):
             assert _same(serializer.loads(serializer.dumps(value)), value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_what_orjson_encodes_any_json_parser_reads_as_the_value(value: Any) -> None:
+    """The stored bytes are plain, strict JSON: another language's parser reads the value."""
+    expected = json.loads(json.dumps(value))
+    assert _same(json.loads(_orjson_serializer().dumps(value)), expected)
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Redacted(dict[str, Any]):
+    """Shows JSON encoders only its public items."""
+
+    def items(self) -> Any:
+        return [(key, value) for key, value in super().items() if not key.startswith("_")]
+
+
+@dataclasses.dataclass
+class Span:
+    start: int
+    end: int
+
+
+#: Values that orjson encodes unlike the standard library (or encodes where the standard
+#: library calls ``default``, or refuses): the standard library's answer must win.
+ORJSON_DIFFERS = [
+    pytest.param(uuid.UUID(int=7), id="uuid"),
+    pytest.param(Colour.RED, id="enum"),
+    pytest.param([Level.HIGH], id="int-enum"),
+    pytest.param({"n": Name("x")}, id="str-subclass"),
+    pytest.param(Ratio(0.5), id="float-subclass"),
+    pytest.param((1, [2, (3,)]), id="tuple"),
+    pytest.param(WHEN, id="datetime"),
+    pytest.param(WHEN.date(), id="date"),
+    pytest.param(Span(1, 2), id="dataclass"),
+    pytest.param(collections.OrderedDict(a=1), id="ordered-dict"),
+    pytest.param(Redacted(name="x", _secret="y"), id="dict-subclass-with-its-own-items"),
+    pytest.param({1: "one", None: "none"}, id="non-text-keys"),
+    pytest.param(2**70, id="int-beyond-64-bits"),
+    pytest.param(float("nan"), id="nan"),
+    pytest.param([float("inf")], id="infinity"),
+    pytest.param("\ud800", id="lone-surrogate"),
+]
+
+
+def _named_default(obj: Any) -> Any:
+    return {"$type": type(obj).__name__, "$repr": repr(obj)}
+
+
+def _encoded(serializer: JsonSerializer, value: Any) -> bytes | str:
+    try:
+        return serializer.dumps(value)
+    except SerializationError as exc:
+        return f"SerializationError: {exc}"
+
+
+@pytest.mark.parametrize("value", ORJSON_DIFFERS)
+@pytest.mark.parametrize("default", [None, _named_default], ids=["no-default", "default"])
+def test_json_encodes_as_the_standard_library_where_orjson_would_differ(
+    value: Any, default: Any
+) -> None:
+    with_orjson = JsonSerializer(default=default)
+    assert with_orjson._fast_dumps is orjson.dumps
+    without = _plain_serializer(default=default)
+    got, expected = _encoded(with_orjson, value), _encoded(without, value)
+    if isinstance(got, bytes) and isinstance(expected, bytes):
+        # The same value; orjson may spell a float or an escape its own way.
+        assert repr(json.loads(got)) == repr(json.loads(expected))
+    else:
+        assert got == expected
 
 
 class Point(msgspec.Struct):

@@ -1418,6 +1418,30 @@ MUTANTS: tuple[Mutant, ...] = (
         after="        except RecursionError:\n            raise",
         tests=_t("tests/test_bad_input.py", "test_every_encoding_failure_is_a_serialization_error"),
     ),
+    Mutant(
+        id="orjson-output-unchecked",
+        promise="S: values",
+        removes="JSON encoded by orjson only when it reads back equal to the value",
+        file="redicache_async/serializers.py",
+        before="                if _orjson_loads(data) == value:  # type: ignore[misc]\n",
+        after="                if True:\n",
+        tests=_t(
+            "tests/test_serializers.py",
+            "test_json_encodes_as_the_standard_library_where_orjson_would_differ",
+        ),
+    ),
+    Mutant(
+        id="orjson-reads-dict-subclass-storage",
+        promise="S: values",
+        removes="subclasses of the built-ins encoded by the standard library, not orjson",
+        file="redicache_async/serializers.py",
+        before="                data = fast(value, _refuse, OPT_PASSTHROUGH_SUBCLASS)",
+        after="                data = fast(value, _refuse)",
+        tests=_t(
+            "tests/test_serializers.py",
+            "test_json_encodes_as_the_standard_library_where_orjson_would_differ",
+        ),
+    ),
     # -- configuration errors are not outages -----------------------------------------------------
     Mutant(
         id="tls-mistake-taken-for-outage",
