@@ -53,7 +53,19 @@ async def call(pool: Any, args: tuple[Any, ...]) -> Any:
     its own relies on; ``tests/faults/test_direct_commands.py`` holds it to that)."""
     connection = await pool.get_connection()
     try:
-        await connection.send_packed_command(pack_command(args))
+        # redis-py's StreamWriter; None where the connection has none (or this redis-py
+        # names it otherwise), and then redis-py sends.
+        writer = getattr(connection, "_writer", None)
+        if writer is None or connection.health_check_interval:
+            await connection.send_packed_command(pack_command(args))
+        else:
+            # redis-py sends under ``asyncio.wait_for`` (its ``socket_timeout``, 5 s by
+            # default), which on Python 3.11 runs the send in a task of its own: two turns of
+            # the event loop before and after the bytes leave, about 15 µs of a write's
+            # invalidation here. The caller's deadline bounds the whole command instead. A
+            # write to a connection that failed is dropped by its transport, and the read
+            # below then raises the failure (closing the connection) as it would have.
+            writer.write(pack_command(args))
         return await connection.read_response()
     finally:
         await pool.release(connection)

@@ -221,18 +221,37 @@ _PUBSUB_COMMANDS = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBS
 def hooked_connection(base: type[Any], hooks: Hooks) -> type[Any]:
     """A subclass of the connection class ``base`` whose commands go through ``hooks``: each
     command sent counts, and each reply read is handed to :meth:`Hooks.after_command` (which
-    may hold it) with the arguments of the command it answers."""
+    may hold it) with the arguments of the command it answers.
+
+    Commands are seen where their bytes are handed to the connection's stream writer: redis-py
+    sends there, and so does the library's direct path (``direct.py``), without
+    ``send_packed_command``."""
 
     class HookedConnection(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._awaiting: collections.deque[tuple[str, ...]] = collections.deque()
 
-        async def send_packed_command(self, command: Any, *args: Any, **kwargs: Any) -> None:
-            commands = _unpacked(command)
+        async def _connect(self) -> None:
+            await super()._connect()
+            writer = self._writer
+            write, writelines = writer.write, writer.writelines
+
+            def hooked_write(data: Any) -> None:
+                self._sending(data)
+                write(data)
+
+            def hooked_writelines(chunks: Any) -> None:
+                chunks = list(chunks)
+                self._sending(chunks)
+                writelines(chunks)
+
+            writer.write, writer.writelines = hooked_write, hooked_writelines
+
+        def _sending(self, packed: Any) -> None:
+            commands = _unpacked(packed)
             for _ in commands:
                 hooks.before_command()
-            await super().send_packed_command(command, *args, **kwargs)
             self._awaiting.extend(c for c in commands if c[0].upper() not in _PUBSUB_COMMANDS)
 
         async def read_response(self, *args: Any, **kwargs: Any) -> Any:

@@ -165,3 +165,32 @@ async def test_a_cancelled_read_leaves_no_reply_for_the_next_read(
     # A connection handed back with that reply pending would answer GET b with it.
     assert await cache.get("b") == "B"
     assert await cache.get("a") == "A"
+
+
+async def test_the_pools_health_checks_still_apply_to_direct_commands(
+    redis_url: str, redis: aioredis.Redis, namespace: str
+) -> None:
+    """A client whose connections are health-checked (``health_check_interval``) PINGs a
+    connection that sat idle past the interval before a write goes out on it."""
+    r = aioredis.Redis.from_url(redis_url, health_check_interval=0.2)
+    try:
+        async with CacheClient(r, namespace=namespace, local_max_entries=0) as cache:
+            await cache.set("k", 1)
+            await asyncio.sleep(0.4)
+            pings = await calls(redis, "ping")
+            await cache.set("k", 2)
+            assert await calls(redis, "ping") > pings
+            assert await cache.get("k") == 2
+    finally:
+        await r.aclose()
+
+
+async def test_a_value_larger_than_the_socket_buffers_is_written_whole(
+    clients: tuple[CacheClient, CacheClient],
+) -> None:
+    cache, writer = clients
+    value = {"blob": "x" * (8 * 1024 * 1024), "end": 1}  # far past the transport's high-water mark
+    await writer.set("big", value)
+    assert await cache.get("big") == value
+    await writer.set("small", 1)  # the connection is still in step
+    assert await cache.get("small") == 1

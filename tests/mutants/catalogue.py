@@ -1866,6 +1866,15 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(_T_DIRECT, "test_an_execute_command_wrapped_in_place_sees_every_command"),
     ),
     Mutant(
+        id="direct-send-skips-health-checks",
+        promise=_DIRECT_ROW,
+        removes="a direct command's connection health-checked as the pool's own commands are",
+        file=_DIRECT,
+        before="        if writer is None or connection.health_check_interval:",
+        after="        if writer is None:",
+        tests=_t(_T_DIRECT, "test_the_pools_health_checks_still_apply_to_direct_commands"),
+    ),
+    Mutant(
         id="direct-command-cut-is-an-outage",
         promise=_DIRECT_ROW,
         removes="sending a command again through redis-py when its connection was cut",
