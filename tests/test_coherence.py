@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from redicache_async import CacheClient
+from redicache_async import CacheClient, value_scripts
 
 from .conftest import MakeCache
-from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, wait_until
+from .helpers import Fetch, GatedRedis, HeldFetch, acl_user, runs_script, wait_until
 from .values import reads_value
 
 pytestmark = pytest.mark.topologies
@@ -149,6 +149,37 @@ async def test_a_reply_older_than_this_process_s_write_is_not_kept_while_the_lis
         assert await cache.get("k") == large
         for event in lagging:
             cache._on_event(event)
+    finally:
+        gated.gate.set()
+        await cache.aclose()
+        await gated.aclose(close_connection_pool=True)
+
+
+@pytest.mark.single_node
+async def test_a_write_overtaken_in_flight_by_a_newer_one_is_not_kept_locally(
+    make_cache: MakeCache, redis_url: str, redis: aioredis.Redis
+) -> None:
+    """This process's ``set`` ran first, but another process's newer write was heard before
+    the reply came back: the older value must not become the local copy."""
+    gated = GatedRedis.connect(redis_url)
+    cache = await make_cache(gated)
+    other = await make_cache()
+    try:
+        await cache.set("k", "first")
+        gated.hold_first(runs_script(value_scripts.WRITE))
+        writing = asyncio.create_task(cache.set("k", "mine"))
+        await gated.held.wait()  # the server has run it: "mine" is in Redis
+        await other.set("k", "newer")
+        # A marker after the newer write's event, on the same channel: once it is heard (as
+        # a message that is not an event), so was that event.
+        ignored = cache.stats().invalidations_ignored
+        await redis.publish(cache._keys.channel, "marker")
+        await wait_until(
+            lambda: cache.stats().invalidations_ignored > ignored, what="the marker to be heard"
+        )
+        gated.gate.set()
+        await writing
+        assert await cache.get("k") == "newer"
     finally:
         gated.gate.set()
         await cache.aclose()

@@ -300,6 +300,46 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_t(_T_CLIENT, "test_a_read_that_raced_an_invalidation_is_not_kept"),
     ),
     Mutant(
+        id="overtaken-write-kept",
+        promise="D3",
+        removes="refusing to keep a write's value locally when a newer event arrived in flight",
+        file="redicache_async/client/fenced_writes.py",
+        before="        self._remember(key, value, guard, version, size, deadline(",
+        after="        self._remember(key, value, Guard(), version, size, deadline(",
+        tests=_t(
+            _T_COHERENCE, "test_a_write_overtaken_in_flight_by_a_newer_one_is_not_kept_locally"
+        ),
+    ),
+    Mutant(
+        id="event-key-quote-unescaped",
+        promise="D3",
+        removes="a key with a double quote escaped in its event (else listeners ignore it)",
+        file="redicache_async/invalidation.py",
+        before=""" and '"' not in text""",
+        after="",
+        tests=_t("tests/test_invalidation.py", "test_events_round_trip_with_any_key"),
+    ),
+    Mutant(
+        id="event-key-backslash-unescaped",
+        promise="D3",
+        removes="a key with a backslash escaped in its event",
+        file="redicache_async/invalidation.py",
+        before=""" and "\\\\" not in text""",
+        after="",
+        tests=_t("tests/test_invalidation.py", "test_events_round_trip_with_any_key"),
+    ),
+    Mutant(
+        id="event-key-control-unescaped",
+        promise="D3",
+        removes="a key with a control character escaped in its event",
+        file="redicache_async/invalidation.py",
+        before=" and text.isprintable()",
+        after="",
+        tests=_t(
+            "tests/test_invalidation.py", "test_the_fast_decoder_reads_every_event_as_json_does"
+        ),
+    ),
+    Mutant(
         id="reconnect-trusts-local",
         promise="D3",
         removes="treating local entries as suspect after a reconnection that could not replay",
