@@ -14,8 +14,12 @@
 processes' readings compare. One sample at a time: A waits for B's acknowledgement (a line on
 B's stdout, not timed) before the next send, so nothing queues; after each of ours, B reads
 ``k`` again (not timed), so that the next write has a local copy to drop, and A checks that B
-read the value it had set. The two methods run in alternating blocks (one warm-up block of
-each first, not reported), so that drift hits both alike. Nothing asserts a timing.
+read the value it had set. After each raw sample B makes the same round trip (a ``GET``, not
+timed) before it answers, so that both methods start each sample after the same pause: on this
+host a sample that follows a longer idle gap is slower (with the raw side answering at once,
+its p50 was 10-20 µs lower than after a ``GET``, which put 0.06-0.11 on the ratio). The two
+methods run in alternating blocks (one warm-up block of each first, not reported), so that
+drift hits both alike. Nothing asserts a timing.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ async def _worker(url: str, namespace: str, channel: str) -> None:
                     pass
                 emit({"ready": await cache.get(KEY)})
                 tasks = [
-                    asyncio.create_task(_receive_raw(pubsub)),
+                    asyncio.create_task(_receive_raw(pubsub, r)),
                     asyncio.create_task(_acknowledge_drops(cache, dropped)),
                 ]
                 eof = asyncio.create_task(orders.read())  # A closes B's stdin when it is done
@@ -93,12 +97,13 @@ async def _worker(url: str, namespace: str, channel: str) -> None:
         await r.aclose()
 
 
-async def _receive_raw(pubsub: PubSub) -> None:
+async def _receive_raw(pubsub: PubSub, r: aioredis.Redis) -> None:
     while True:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
         if message is None:
             continue
         received = time.monotonic_ns()
+        await r.get(KEY)  # the round trip ours makes before answering (see the docstring)
         emit({"raw": received - int(message["data"])})
 
 
