@@ -37,36 +37,77 @@ T = TypeVar("T")
 class SingleFlight(Generic[T]):
     """At most one running task per key; ``run`` joins it when there is one."""
 
-    __slots__ = ("_owner", "_tasks")
+    __slots__ = ("_flights", "_owner")
 
     def __init__(self, owner: OwnedTasks) -> None:
         self._owner = owner
-        self._tasks: dict[Hashable, asyncio.Task[T]] = {}
+        self._flights: dict[Hashable, _Flight[T]] = {}
 
     def run(self, key: Hashable, factory: Callable[[], Coroutine[Any, Any, T]]) -> Awaitable[T]:
         """Join the task running for ``key``, or start one (``ClientClosedError`` once the
-        owner is closed)."""
-        task = self._tasks.get(key)
-        if task is None:
-            task = self._owner.spawn(factory(), name=f"redicache-load:{key}")
-            self._tasks[key] = task
-            task.add_done_callback(lambda t: self._forget(key, t))
-        return asyncio.shield(task)
+        owner is closed). Each caller gets a future of its own: cancelling it (the caller gave
+        up) leaves the task running for the others."""
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = _Flight(self._owner.spawn(factory(), name=f"redicache-load:{key}"))
+            self._flights[key] = flight
+            flight.task.add_done_callback(lambda _: self._land(key, flight))
+        return flight.join()
 
     def detach_all(self) -> None:
         """:meth:`detach` every key."""
-        self._tasks.clear()
+        self._flights.clear()
 
     def detach(self, key: Hashable) -> None:
         """Let the next :meth:`run` of ``key`` start a new task; the running one goes on for
         the callers that joined it."""
-        self._tasks.pop(key, None)
+        self._flights.pop(key, None)
 
-    def _forget(self, key: Hashable, task: asyncio.Task[T]) -> None:
-        if self._tasks.get(key) is task:
-            del self._tasks[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here: its callers may all have gone away
+    def _land(self, key: Hashable, flight: _Flight[T]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        flight.settle()
+
+
+class _Flight(Generic[T]):
+    """A running task and the futures of the callers that joined it.
+
+    One future per caller, settled together by one callback when the task ends: an
+    ``asyncio.shield`` per caller would cost each two more turns of the event loop (its inner
+    and outer callbacks), which 200 callers of one cold key pay in every waiting process."""
+
+    __slots__ = ("_prune_at", "task", "waiters")
+
+    def __init__(self, task: asyncio.Task[T]) -> None:
+        self.task = task
+        self.waiters: list[asyncio.Future[T]] = []
+        self._prune_at = 16
+
+    def join(self) -> asyncio.Future[T]:
+        waiter: asyncio.Future[T] = self.task.get_loop().create_future()
+        waiters = self.waiters
+        waiters.append(waiter)
+        if len(waiters) >= self._prune_at:
+            # Callers that gave up (cancelled futures) are dropped as the list doubles, so a
+            # long fetch joined and abandoned over and over holds only the live ones.
+            waiters[:] = [w for w in waiters if not w.done()]
+            self._prune_at = 2 * len(waiters) + 16
+        return waiter
+
+    def settle(self) -> None:
+        task = self.task
+        if task.cancelled():
+            for waiter in self.waiters:
+                waiter.cancel()
+            return
+        error = task.exception()  # retrieved here: its callers may all have gone away
+        for waiter in self.waiters:
+            if waiter.done():  # its caller gave up
+                continue
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(task.result())
 
 
 class Wakeups:

@@ -3,8 +3,8 @@ for a load, while an older copy of the value is at hand, is answered with that c
 goes on without it.
 
 A caller never runs the load itself: it joins a task that its owner runs and owns (a
-``SingleFlight`` task of the client's ``OwnedTasks``), through a shield. Giving up on the
-shield leaves the task running for the callers still joined to it and for the result it will
+``SingleFlight`` task of the client's ``OwnedTasks``), through a future of its own. Giving up on
+that future leaves the task running for the callers still joined to it and for the result it will
 store, and the owner's close still cancels it (its clean-up then releases its lock). So the
 fetch that overran the soft timeout stays bounded by ``fetch_timeout``, its fenced write stays
 refused when a write or delete came meanwhile, and nothing of it outlives the owner.
@@ -48,8 +48,8 @@ async def wait_or_fall_back(
     """``await joined``, unless it has not ended after ``seconds`` and ``fallback()`` then
     answers something other than None: that answer, at once.
 
-    ``joined`` must be a shield of a task owned elsewhere (``SingleFlight.run`` gives one):
-    only the shield is cancelled when this caller stops waiting, never the task."""
+    ``joined`` must be this caller's own future of a task owned elsewhere (``SingleFlight.run``
+    gives one): only that future is cancelled when this caller stops waiting, never the task."""
     future: asyncio.Future[T] = asyncio.ensure_future(joined)
     try:
         done, _ = await asyncio.wait((future,), timeout=seconds)
@@ -59,6 +59,6 @@ async def wait_or_fall_back(
                 return answer
         return await future
     finally:
-        # A shield left pending would report its task's outcome as never retrieved.
+        # A future left pending would report the task's outcome as never retrieved.
         if not future.done():
             future.cancel()

@@ -513,6 +513,44 @@ async def test_caller_cancelled_does_not_cancel_the_shared_load(make_cache: Make
     assert fetch.calls == 1
 
 
+def _joined(flight: Any, held: int) -> bool:
+    """Whether a caller joined ``flight`` since it held ``held`` futures: one more is held,
+    or fewer when joining dropped those of the callers that had left."""
+    return len(flight.waiters) != held
+
+
+async def test_callers_that_gave_up_on_a_load_are_not_held_while_it_runs(
+    make_cache: MakeCache,
+) -> None:
+    cache = await make_cache()
+    done = asyncio.Event()
+    calls = 0
+
+    async def fetch() -> str:  # runs until the test is done joining and leaving
+        nonlocal calls
+        calls += 1
+        await done.wait()
+        return "v"
+
+    staying = [asyncio.create_task(cache.get_or_init("k", fetch)) for _ in range(10)]
+    await wait_until(lambda: calls == 1, what="the shared fetch to start")
+    flight = cache._loads._flights["k"]
+    await wait_until(lambda: len(flight.waiters) == 10, what="the 10 callers to join the load")
+    for _ in range(200):  # joined, then given up, one after the other
+        held = len(flight.waiters)
+        leaving = asyncio.create_task(cache.get_or_init("k", fetch))
+        await wait_until(functools.partial(_joined, flight, held), what="the caller to join")
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+    # what the load still holds of its callers: the 10 that stay, not the 200 that left
+    assert len(flight.waiters) < 50
+    done.set()
+    async with asyncio.timeout(10):  # a caller dropped with those that left would wait forever
+        assert await asyncio.gather(*staying) == ["v"] * 10
+    assert calls == 1
+
+
 # -- attempt_regeneration -------------------------------------------------------------------
 
 

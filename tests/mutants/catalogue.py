@@ -141,9 +141,68 @@ MUTANTS: tuple[Mutant, ...] = (
         promise="D1",
         removes="concurrent callers of one key joining the running load",
         file="redicache_async/locks.py",
-        before="task = self._tasks.get(key)",
-        after="task = None",
+        before="flight = self._flights.get(key)",
+        after="flight = None",
         tests=_t(_T_CLIENT, "test_concurrent_callers_share_one_read_and_one_fetch"),
+    ),
+    Mutant(
+        id="load-settles-a-caller-that-left",
+        promise="D1",
+        removes="a finished load skipping the futures of callers that were cancelled (setting "
+        "one raises, and the callers after it would wait forever)",
+        file=_LOCKS,
+        before="            if waiter.done():  # its caller gave up\n                continue\n",
+        after="",
+        tests=_t(_T_CLIENT, "test_caller_cancelled_does_not_cancel_the_shared_load[single]"),
+    ),
+    Mutant(
+        id="load-cancelled-leaves-callers-waiting",
+        promise="D1",
+        removes="a cancelled load (aclose) ending the wait of the callers that joined it",
+        file=_LOCKS,
+        before=(
+            "            for waiter in self.waiters:\n"
+            "                waiter.cancel()\n"
+            "            return\n"
+        ),
+        after="            return\n",
+        tests=_t(
+            _T_SOFT, "test_aclose_ends_a_soft_caller_without_a_copy_with_client_closed[single]"
+        ),
+    ),
+    Mutant(
+        id="load-error-not-passed-to-callers",
+        promise="D1",
+        removes="a failed load raising its error in every caller that joined it",
+        file=_LOCKS,
+        before="                waiter.set_exception(error)",
+        after="                waiter.set_result(None)",
+        tests=_t(
+            _T_CLIENT,
+            "test_fetch_error_reaches_every_waiter_releases_lock_and_keeps_old_value[single]",
+        ),
+    ),
+    Mutant(
+        id="load-keeps-callers-that-left",
+        promise="D1",
+        removes="a running load dropping the futures of the callers that gave up on it",
+        file=_LOCKS,
+        before="waiters[:] = [w for w in waiters if not w.done()]",
+        after="waiters[:] = list(waiters)",
+        tests=_t(
+            _T_CLIENT, "test_callers_that_gave_up_on_a_load_are_not_held_while_it_runs[single]"
+        ),
+    ),
+    Mutant(
+        id="load-drops-callers-that-stay",
+        promise="D1",
+        removes="a running load keeping the futures of the callers still waiting for it",
+        file=_LOCKS,
+        before="waiters[:] = [w for w in waiters if not w.done()]",
+        after="waiters[:] = [w for w in waiters if w.done()]",
+        tests=_t(
+            _T_CLIENT, "test_callers_that_gave_up_on_a_load_are_not_held_while_it_runs[single]"
+        ),
     ),
     Mutant(
         id="woken-callers-not-waited-for",
@@ -1799,8 +1858,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise=_SOFT_ROW,
         removes="the shield that keeps the fetch going once its callers stopped waiting",
         file=_LOCKS,
-        before="        return asyncio.shield(task)",
-        after="        return task",
+        before="        return flight.join()",
+        after="        return flight.task",
         tests=_t(_T_SOFT, "test_the_fetch_stores_its_result_after_every_caller_has_gone[single]"),
     ),
     Mutant(
@@ -1808,8 +1867,8 @@ MUTANTS: tuple[Mutant, ...] = (
         promise=_SOFT_ROW,
         removes="the continuing fetch being a task of the client's, which aclose() ends",
         file=_LOCKS,
-        before='task = self._owner.spawn(factory(), name=f"redicache-load:{key}")',
-        after='task = asyncio.create_task(factory(), name=f"redicache-load:{key}")',
+        before='_Flight(self._owner.spawn(factory(), name=f"redicache-load:{key}"))',
+        after='_Flight(asyncio.create_task(factory(), name=f"redicache-load:{key}"))',
         tests=_t(
             _T_SOFT,
             "test_aclose_ends_the_continuing_fetch_without_a_write_and_releases_its_lock[single]",
