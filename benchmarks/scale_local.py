@@ -21,6 +21,15 @@ the median of the per-round ratios, so that noise from a shared machine hits bot
 
 Bytes per entry are what ``tracemalloc`` counts as still allocated once a structure is built,
 as in ``memory.py`` (keys and values included).
+
+Beside the table, the hit at 100k entries taken apart (a table in ``RESULTS.md``): each row
+adds one piece of ``LocalLayer.fresh`` to the row above, timed the same way: (1) the dict; (2)
+a method of the layer's that returns the entry, whose ``value`` the caller reads (one Python
+call, and the entry: one object more than the dict touches); (3) the trust flag and the
+entry's deadline against a constant (the entry is a float: no other object); (4) the deadline
+against ``time.monotonic()``; (5) ``fresh`` itself (the shortcut for entries that never
+expire, the hit counted, the reference bit set). Rows 2 to 4 are copies of parts of ``fresh``,
+for this measurement only.
 """
 
 from __future__ import annotations
@@ -40,9 +49,9 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from redicache_async import JsonSerializer
-from redicache_async.local import LocalLayer
+from redicache_async.local import LocalEntry, LocalLayer
 
-from .results import Result
+from .results import Finding, Result, Table
 
 __all__ = ["main", "run"]
 
@@ -140,15 +149,20 @@ def _latency(dict_times: list[float], ours_times: list[float]) -> Latency:
     )
 
 
-async def hit_latency(n: int, rounds: int) -> tuple[Latency, Latency]:
-    """The awaited hits (the target) and the bare calls, at ``n`` entries."""
+def filled(n: int) -> tuple[dict[str, Any], LocalLayer, list[str]]:
+    """A dict and a layer that each hold ``n`` entries, and the keys to look up in them: keys
+    of the caller's own, equal to the stored ones but other objects, in a random order."""
     sources = _payloads(n)
     plain = build_dict(sources)
     layer = build_layer(sources)
     del sources
     rng = random.Random(n)
-    # Keys of the caller's own, equal to the stored ones but other objects.
-    keys = [f"user:{rng.randrange(n)}" for _ in range(LOOKUPS)]
+    return plain, layer, [f"user:{rng.randrange(n)}" for _ in range(LOOKUPS)]
+
+
+async def hit_latency(n: int, rounds: int) -> tuple[Latency, Latency]:
+    """The awaited hits (the target) and the bare calls, at ``n`` entries."""
+    plain, layer, keys = filled(n)
     if not all(layer.fresh(key) is not None for key in keys[:100]):
         raise AssertionError("the layer lost entries it was filled with")
 
@@ -179,13 +193,117 @@ async def hit_latency(n: int, rounds: int) -> tuple[Latency, Latency]:
     return _latency(*awaited), _latency(*bare)
 
 
+# -- the hit taken apart ---------------------------------------------------------------------
+
+#: The size the hit is taken apart at (the smallest the target applies to), and in a smoke run.
+ANATOMY_SIZE = 100_000
+SMOKE_ANATOMY_SIZE = 10_000
+Find = Callable[[str], LocalEntry | None]
+
+
+def _entry_of(layer: LocalLayer) -> Find:
+    entries = layer.entries
+
+    class Probe:
+        def find(self, key: str) -> LocalEntry | None:
+            return entries.get(key)
+
+    return Probe().find
+
+
+def _within(layer: LocalLayer, now: Callable[[], float]) -> Find:
+    class Probe:
+        def find(self, key: str) -> LocalEntry | None:
+            entry = layer.entries.get(key)
+            if entry is None or not layer.trusted or entry <= now():
+                return None
+            return entry
+
+    return Probe().find
+
+
+def _awaited(find: Find) -> Callable[[str], Awaitable[Any]]:
+    async def hit(key: str) -> Any:
+        entry = find(key)
+        return None if entry is None else entry.value
+
+    return hit
+
+
+def _zero() -> float:
+    return 0.0
+
+
+async def hit_anatomy(n: int, rounds: int) -> list[tuple[str, float, float]]:
+    """Each row's median ns per lookup and median per-round ratio to the dict's (see the
+    module's docstring), at ``n`` entries. The rows take turns in a new order each round (a
+    rotation), so that none always runs right after the same one."""
+    plain, layer, keys = filled(n)
+
+    async def dict_lookup(key: str) -> Any:
+        return plain.get(key)
+
+    # (3) reads a constant through a call as (4) reads the clock, so (4) adds only the clock.
+    rows: list[tuple[str, Callable[[str], Awaitable[Any]]]] = [
+        ("dict.get, awaited", dict_lookup),
+        ("+ a method returning the entry", _awaited(_entry_of(layer))),
+        ("+ trust flag, deadline against a constant", _awaited(_within(layer, _zero))),
+        ("+ deadline against time.monotonic()", _awaited(_within(layer, monotonic))),
+        ("LocalLayer.fresh", _awaited(layer.fresh)),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, _ in rows}
+    for _, lookup in rows:  # warm each alike
+        await _time_awaited(lookup, keys)
+    hits = layer.hits
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for turn in range(rounds):
+            shift = turn % len(rows)
+            for name, lookup in rows[shift:] + rows[:shift]:
+                times[name].append(await _time_awaited(lookup, keys) * 1e9)
+    finally:
+        if gc_was:
+            gc.enable()
+    if layer.hits - hits != rounds * len(keys):
+        raise AssertionError("LocalLayer.fresh missed: the rows did not all time hits")
+    base = times[rows[0][0]]
+    return [
+        (
+            name,
+            statistics.median(samples),
+            statistics.median(t / d for t, d in zip(samples, base, strict=True)),
+        )
+        for name, samples in times.items()
+    ]
+
+
+def anatomy_table(n: int, rows: Sequence[tuple[str, float, float]]) -> Table:
+    previous = rows[0][1]
+    cells = []
+    for name, ns, ratio in rows:
+        cells.append((name, f"{ns:.0f} ns", f"{ns - previous:+.0f} ns", f"{ratio:.2f}x"))
+        previous = ns
+    return Table(
+        "scale",
+        f"a local hit at {_count_text(n)} entries, piece by piece",
+        ("lookup", "median", "added", "/ dict"),
+        tuple(cells),
+        note=(
+            "each row adds one piece of LocalLayer.fresh to the row above (see "
+            "benchmarks/scale_local.py); median: of the row's rounds; added: over the row "
+            "above; / dict: the median of the per-round ratios, as the target's"
+        ),
+    )
+
+
 def _count_text(n: int) -> str:
     if n % 1_000_000 == 0:
         return f"{n // 1_000_000}M"
     return f"{n // 1000}k" if n % 1000 == 0 else f"{n:,}"
 
 
-def run(*, smoke: bool = False, out: Callable[[str], None] = print) -> list[Result]:
+def run(*, smoke: bool = False, out: Callable[[str], None] = print) -> list[Finding]:
     sizes = SMOKE_SIZES if smoke else SIZES
     rounds = 3 if smoke else 9
     out(
@@ -199,7 +317,7 @@ def run(*, smoke: bool = False, out: Callable[[str], None] = print) -> list[Resu
         f"{'entries':>8} {'dict ns':>8} {'ours ns':>8} {'ratio':>7}  {'target':<7}"
         f" {'get ns':>7} {'fresh ns':>8} {'ratio':>6} {'dict':>9} {'ours':>9}"
     )
-    results: list[Result] = []
+    results: list[Finding] = []
     for n in sizes:
         hit, bare = asyncio.run(hit_latency(n, rounds))
         ratio = hit.ratio
@@ -245,6 +363,13 @@ def run(*, smoke: bool = False, out: Callable[[str], None] = print) -> list[Resu
     out("ns: one lookup in a loop over random keys (awaited: an `async def` around it, as the")
     out("hot-path part's dict baseline; bare: dict.get against LocalLayer.fresh);")
     out("B/e: bytes still allocated per entry once built, keys and values included.")
+    size = SMOKE_ANATOMY_SIZE if smoke else ANATOMY_SIZE
+    table = anatomy_table(size, asyncio.run(hit_anatomy(size, rounds)))
+    out("")
+    out(f"{table.title} (median ns; each row adds one piece to the row above):")
+    for row in table.rows:
+        out(f"  {row[0]:<44} {row[1]:>8} {row[2]:>8} {row[3]:>7}")
+    results.append(table)
     return results
 
 
